@@ -1,0 +1,237 @@
+"""Seed-format JSONL <-> Parquet shards.
+
+Shards are the unit of work and of resumption in the engine, so they are plain Parquet files with the
+contract's columns; anything else a user keeps beside a paragraph (gold labels, scenario, provenance,
+their own keys) rides along as columns and comes back out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .schema import (
+    CHAPTER_TITLE,
+    GOLD_ANALYSIS,
+    GOLD_METRICS,
+    ID,
+    PARAGRAPH,
+    SCENARIO,
+    SOURCE,
+    arrow_metrics_type,
+)
+
+
+class DataError(ValueError):
+    """A problem with user data; the message names the file and line (or row id)."""
+
+
+@dataclass(frozen=True)
+class JsonlRow:
+    file: Path
+    line: int  # 1-based
+    source: str  # "relative/file.jsonl:LINE"
+    obj: dict[str, Any]
+
+
+def jsonl_files(path: str | os.PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.jsonl") if f.is_file())
+        if not files:
+            raise DataError(f"{p}: no *.jsonl files in this folder")
+        return files
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    return [p]
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
+    """Rows of a JSONL file or of every *.jsonl under a folder; blank lines skipped, bad JSON named."""
+    root = Path(path)
+    for f in jsonl_files(root):
+        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        with open(f, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
+                yield JsonlRow(f, n, f"{rel}:{n}", obj)
+
+
+def _metrics_for_arrow(metrics: Any) -> list[dict[str, Any]] | None:
+    if metrics is None:
+        return None
+    out = []
+    for m in metrics:
+        if not isinstance(m, dict):
+            continue
+        score = m.get("score")
+        out.append(
+            {
+                "metric_name": m.get("metric_name"),
+                "metric_type": m.get("metric_type"),
+                "score": float(score) if isinstance(score, (int, float)) else None,
+                "reason": m.get("reason"),
+            }
+        )
+    return out
+
+
+def seed_row_to_columns(row: JsonlRow) -> dict[str, Any]:
+    """Flatten one seed-format object (`input`, `output`, `type`, optional `id`) into shard columns."""
+    obj = row.obj
+    inp = obj.get("input") if isinstance(obj.get("input"), dict) else obj
+    out = obj.get("output") if isinstance(obj.get("output"), dict) else None
+    cols: dict[str, Any] = {
+        ID: str(obj[ID]) if obj.get(ID) is not None else row.source,
+        CHAPTER_TITLE: inp.get(CHAPTER_TITLE),
+        PARAGRAPH: inp.get(PARAGRAPH),
+        SOURCE: row.source,
+        GOLD_ANALYSIS: out.get("analysis") if out else None,
+        GOLD_METRICS: _metrics_for_arrow(out.get("metrics")) if out else None,
+    }
+    for k, v in obj.items():
+        if k in ("input", "output", ID, CHAPTER_TITLE, PARAGRAPH):
+            continue
+        cols[k if k != SOURCE else "source_"] = v
+    return cols
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    arrays = {}
+    for k in keys:
+        vals = [r.get(k) for r in rows]
+        if k == GOLD_METRICS:
+            arrays[k] = pa.array(vals, type=arrow_metrics_type())
+        elif k in (ID, CHAPTER_TITLE, PARAGRAPH, SOURCE, GOLD_ANALYSIS, SCENARIO):
+            arrays[k] = pa.array([None if v is None else str(v) for v in vals], type=pa.string())
+        else:
+            try:
+                arrays[k] = pa.array(vals)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                arrays[k] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in vals])
+    return pa.table(arrays)
+
+
+def jsonl_to_table(path: str | os.PathLike) -> pa.Table:
+    rows = [seed_row_to_columns(r) for r in iter_jsonl(path)]
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    table = _table(rows)
+    ids = table.column(ID).to_pylist()
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise DataError(f"{path}: duplicate id {dup!r}; ids must be unique across the input")
+    return table
+
+
+def table_to_seed_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """Inverse of `seed_row_to_columns`: ids that were generated from the source line are not written."""
+    for r in table.to_pylist():
+        obj: dict[str, Any] = {}
+        if r.get(ID) is not None and r.get(ID) != r.get(SOURCE):
+            obj[ID] = r[ID]
+        for k, v in r.items():
+            if k in (ID, CHAPTER_TITLE, PARAGRAPH, SOURCE, GOLD_ANALYSIS, GOLD_METRICS):
+                continue
+            obj[k if k != "source_" else SOURCE] = v
+        obj["input"] = {CHAPTER_TITLE: r.get(CHAPTER_TITLE), PARAGRAPH: r.get(PARAGRAPH)}
+        if r.get(GOLD_METRICS) is not None or r.get(GOLD_ANALYSIS) is not None:
+            obj["output"] = {"analysis": r.get(GOLD_ANALYSIS), "metrics": r.get(GOLD_METRICS) or []}
+        yield obj
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> int:
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+class atomic_path:
+    """Context manager yielding a temporary path in the target's folder, renamed over it on success.
+
+    Readers (a resumed run, a nightly job) then see either the old file or the whole new one, never a
+    partial write.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def write_shards(table: pa.Table, out_dir: str | os.PathLike, rows_per_shard: int = 1000, prefix: str = "shard") -> list[Path]:
+    if rows_per_shard < 1:
+        raise ValueError("rows_per_shard must be >= 1")
+    out = Path(out_dir)
+    paths = []
+    for i, start in enumerate(range(0, table.num_rows, rows_per_shard)):
+        paths.append(write_parquet(table.slice(start, rows_per_shard), out / f"{prefix}-{i:05d}.parquet"))
+    return paths
+
+
+def parquet_files(path: str | os.PathLike) -> list[Path]:
+    """A Parquet file, or every *.parquet under a folder (recursively, sorted, hidden temp files skipped)."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*.parquet") if f.is_file() and not f.name.startswith("."))
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    return [p]
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """All shards under `path` as one table (for small sets: evaluation, export, tests)."""
+    files = parquet_files(path)
+    if not files:
+        raise DataError(f"{path}: no *.parquet files")
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{f}: cannot read Parquet: {e}") from None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def require_input_columns(schema: pa.Schema, where: str) -> None:
+    missing = [c for c in (ID, CHAPTER_TITLE, PARAGRAPH) if c not in schema.names]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}; shards need id, chapter_title, paragraph")

@@ -1,0 +1,90 @@
+"""Turning model text into an Extraction, with the reason when it cannot be done.
+
+The engine (guided decoding on or off) and evalkit (scoring raw predictions) both read model text; doing
+it in one place keeps "valid" meaning the same thing in a run summary and in a score.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .schema import OUTPUT_JSON_SCHEMA, Extraction
+
+_VALIDATOR = Draft202012Validator(OUTPUT_JSON_SCHEMA)
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """`json_valid`: the text holds a JSON object. `schema_errors`: where it breaks the contract.
+
+    `extraction` is built leniently whenever JSON parsed (names of well-formed metric objects are kept),
+    because a scorer should credit a correct name inside an answer whose reason ran too long; the engine
+    is strict and treats any schema error as a row error.
+    """
+
+    json_valid: bool
+    extraction: Extraction | None
+    schema_errors: tuple[str, ...] = field(default_factory=tuple)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.json_valid and not self.schema_errors
+
+
+def _loads_object(text: str) -> tuple[Any, str | None]:
+    s = text.strip()
+    m = _FENCE.match(s)
+    if m:
+        s = m.group(1)
+    try:
+        return json.loads(s), None
+    except json.JSONDecodeError as e:
+        # Models without guided decoding sometimes wrap the object in prose: take the outermost braces.
+        start, end = s.find("{"), s.rfind("}")
+        if 0 <= start < end:
+            try:
+                return json.loads(s[start : end + 1]), None
+            except json.JSONDecodeError:
+                pass
+        return None, f"invalid JSON: {e.msg} at char {e.pos}"
+
+
+def schema_errors(obj: Any) -> list[str]:
+    errs = []
+    for e in sorted(_VALIDATOR.iter_errors(obj), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        errs.append(f"{where}: {e.message[:200]}")
+    if isinstance(obj, dict) and isinstance(obj.get("metrics"), list):
+        names = [m.get("metric_name") for m in obj["metrics"] if isinstance(m, dict)]
+        dup = sorted({n for n in names if names.count(n) > 1 and n is not None})
+        if dup:
+            errs.append(f"metrics: duplicate metric_name {dup}")
+    return errs
+
+
+def parse_output(text: str | None) -> Parsed:
+    if text is None or not str(text).strip():
+        return Parsed(False, None, error="empty output")
+    obj, err = _loads_object(str(text))
+    if err is not None:
+        return Parsed(False, None, error=err)
+    if not isinstance(obj, dict):
+        return Parsed(False, None, error=f"JSON is a {type(obj).__name__}, not an object")
+    errs = schema_errors(obj)
+    extraction = Extraction.from_dict(
+        {
+            "analysis": obj.get("analysis") if isinstance(obj.get("analysis"), str) else "",
+            "metrics": [
+                m
+                for m in (obj.get("metrics") if isinstance(obj.get("metrics"), list) else [])
+                if isinstance(m, dict) and isinstance(m.get("metric_name"), str) and m["metric_name"].strip()
+            ],
+        }
+    )
+    return Parsed(True, extraction, tuple(errs), error=("; ".join(errs) if errs else None))

@@ -1,0 +1,100 @@
+"""The prompt, defined once: the trainer trains on exactly the text the engine serves.
+
+Train/serve skew (a different system text, a stray space, thinking left on) silently costs accuracy, so
+both sides call `render_prompt`, and the training target is the served prompt plus the answer.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .schema import MAX_METRICS, Extraction, to_json
+
+PROMPT_VERSION = "1"
+
+SYSTEM_PROMPT = f"""你是卖方研究报告的指标抽取助手。给定研报的章节标题和一个段落，找出该段落深入分析的核心指标。
+
+规则：
+1. 核心指标是段落围绕其展开论证的对象：给出数值并解释其变化、原因或影响。只作为背景、原因、子项拆分、行业或宏观数据、历史参照、规模铺垫出现的数字不是核心指标。数字多不等于核心指标多。
+2. 每段 0 到 {MAX_METRICS} 个核心指标；纯背景或定性描述的段落没有核心指标，metrics 为空列表。
+3. metric_type：出现在财务报表或由报表计算得到的指标（收入、利润、毛利率、净息差、现金流等）为 financial；经营、运营、市场类指标（出货量、用户数、市占率、产能利用率等）为 business。
+4. score 为 0 到 1 的置信度，越是段落分析主线越高。
+5. metric_name 用段落中的简洁指标名，不带数值；reason 一句话说明为何是核心指标。
+6. analysis 先说明段落的分析主线，再逐一说明被排除的数字及原因。
+
+只输出一个 JSON 对象：{{"analysis": str, "metrics": [{{"metric_name": str, "metric_type": "financial"|"business", "score": number, "reason": str}}]}}"""
+
+USER_TEMPLATE = "【章节标题】{chapter_title}\n【段落内容】{paragraph}"
+
+
+class ChatTokenizer(Protocol):
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
+
+
+def prompt_fingerprint() -> str:
+    """Short hash of system text and user template, recorded in manifests to refuse skewed adapters."""
+    blob = (SYSTEM_PROMPT + "\x00" + USER_TEMPLATE).encode()
+    return f"v{PROMPT_VERSION}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def user_text(chapter_title: str | None, paragraph: str | None) -> str:
+    return USER_TEMPLATE.format(chapter_title=(chapter_title or "").strip(), paragraph=(paragraph or "").strip())
+
+
+def build_messages(chapter_title: str | None, paragraph: str | None) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_text(chapter_title, paragraph)},
+    ]
+
+
+def _apply(tokenizer: ChatTokenizer, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    # enable_thinking=False is read by Qwen3's template (it writes an empty think block) and ignored by
+    # templates without thinking, e.g. Qwen2.5's.
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=False
+    )
+
+
+def render_prompt(tokenizer: ChatTokenizer, chapter_title: str | None, paragraph: str | None) -> str:
+    """The exact text the engine feeds vLLM for one paragraph."""
+    return _apply(tokenizer, build_messages(chapter_title, paragraph), add_generation_prompt=True)
+
+
+@dataclass(frozen=True)
+class TrainingText:
+    """`prompt` is byte-identical to `render_prompt`; loss belongs on `completion` alone."""
+
+    prompt: str
+    completion: str
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.completion
+
+
+def render_training_example(
+    tokenizer: ChatTokenizer,
+    chapter_title: str | None,
+    paragraph: str | None,
+    output: Extraction | dict[str, Any],
+) -> TrainingText:
+    """Served prompt + canonical answer + the template's end-of-turn text.
+
+    The end-of-turn text is read off the template (render the conversation with the answer and take what
+    follows it) instead of being hard-coded, so a model whose template ends turns differently still
+    learns to stop where the engine expects it to.
+    """
+    answer = to_json(output)
+    prompt = render_prompt(tokenizer, chapter_title, paragraph)
+    full = _apply(
+        tokenizer,
+        build_messages(chapter_title, paragraph) + [{"role": "assistant", "content": answer}],
+        add_generation_prompt=False,
+    )
+    at = full.rfind(answer)
+    if at < 0:
+        raise ValueError("chat template does not reproduce the assistant answer verbatim")
+    end_of_turn = full[at + len(answer) :]
+    return TrainingText(prompt=prompt, completion=answer + end_of_turn)

@@ -1,0 +1,164 @@
+"""The output contract: one definition of what an extraction is.
+
+Everything that produces or consumes model output (guided decoding in the engine, training targets in the
+trainer, parsing in evalkit) takes its shape from here, so a change of contract is one edit and one
+version bump, and manifests can refuse to mix versions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = "1"
+
+METRIC_TYPES: tuple[str, ...] = ("financial", "business")
+MAX_METRICS = 4
+
+# Bounds sit well above the seed's maxima (name 15, reason 90, analysis 422 characters). They exist so
+# that guided decoding cannot run away: the longest legal answer is finite and fits in max_tokens.
+MAX_NAME_CHARS = 24
+MAX_REASON_CHARS = 160
+MAX_ANALYSIS_CHARS = 640
+
+# The seed labels only metrics it is sure of; validation of labelled data enforces this range.
+LABEL_SCORE_MIN = 0.80
+LABEL_SCORE_MAX = 1.00
+
+METRIC_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "metric_name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+        "metric_type": {"type": "string", "enum": list(METRIC_TYPES)},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
+    },
+    "required": ["metric_name", "metric_type", "score", "reason"],
+    "additionalProperties": False,
+}
+
+OUTPUT_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "analysis": {"type": "string", "maxLength": MAX_ANALYSIS_CHARS},
+        "metrics": {"type": "array", "items": METRIC_JSON_SCHEMA, "minItems": 0, "maxItems": MAX_METRICS},
+    },
+    "required": ["analysis", "metrics"],
+    "additionalProperties": False,
+}
+
+
+def schema_fingerprint() -> str:
+    """Short hash of the schema, recorded in run and adapter manifests to detect contract drift."""
+    blob = json.dumps(OUTPUT_JSON_SCHEMA, sort_keys=True, ensure_ascii=False).encode()
+    return f"v{SCHEMA_VERSION}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def _as_float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Metric:
+    metric_name: str
+    metric_type: str
+    score: float
+    reason: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Metric":
+        return cls(
+            metric_name=str(d.get("metric_name", "")),
+            metric_type=str(d.get("metric_type", "")),
+            score=_as_float(d.get("score")),
+            reason=str(d.get("reason", "") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Extraction:
+    analysis: str
+    metrics: tuple[Metric, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Extraction":
+        return cls(
+            analysis=str(d.get("analysis", "") or ""),
+            metrics=tuple(Metric.from_dict(m) for m in (d.get("metrics") or []) if isinstance(m, dict)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"analysis": self.analysis, "metrics": [asdict(m) for m in self.metrics]}
+
+    @property
+    def names(self) -> list[str]:
+        return [m.metric_name for m in self.metrics]
+
+
+def to_json(output: Extraction | dict[str, Any]) -> str:
+    """The one serialisation of an answer: compact, UTF-8, key order of the schema.
+
+    Compact separators match what guided decoding emits with whitespace disabled, so the training target
+    and the served answer are the same token sequence.
+    """
+    d = output.to_dict() if isinstance(output, Extraction) else output
+    ordered = {
+        "analysis": d.get("analysis", ""),
+        "metrics": [
+            {
+                "metric_name": m.get("metric_name"),
+                "metric_type": m.get("metric_type"),
+                "score": m.get("score"),
+                "reason": m.get("reason", ""),
+            }
+            for m in d.get("metrics", [])
+        ],
+    }
+    return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
+
+
+# Record: one paragraph to analyse. Column names used by every Parquet shard.
+ID = "id"
+CHAPTER_TITLE = "chapter_title"
+PARAGRAPH = "paragraph"
+INPUT_COLUMNS: tuple[str, ...] = (ID, CHAPTER_TITLE, PARAGRAPH)
+# Gold labels travel as columns beside the input; `type` is the seed's scenario (A/B/C/D).
+GOLD_ANALYSIS = "gold_analysis"
+GOLD_METRICS = "gold_metrics"
+SCENARIO = "type"
+SOURCE = "source"  # "file.jsonl:LINE" where a row came from; also the id of rows that had none
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    chapter_title: str
+    paragraph: str
+    gold: Extraction | None = None
+    scenario: str | None = None
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def arrow_metric_type():
+    """Arrow type of one metric; the engine's `metrics` column and the `gold_metrics` column share it."""
+    import pyarrow as pa
+
+    return pa.struct(
+        [
+            pa.field("metric_name", pa.string()),
+            pa.field("metric_type", pa.string()),
+            pa.field("score", pa.float64()),
+            pa.field("reason", pa.string()),
+        ]
+    )
+
+
+def arrow_metrics_type():
+    import pyarrow as pa
+
+    return pa.list_(arrow_metric_type())

