@@ -1,0 +1,462 @@
+"""Validation of labelled and unlabelled data, with every problem named by file and line.
+
+A training run that dies at step 900 on a malformed row, or quietly learns from a row whose metric type
+is misspelt, costs far more than reading the data once first. So the trainer (and `datakit validate`)
+reads every row, collects every problem instead of stopping at the first, and only then decides.
+
+API (what the trainer calls)::
+
+    from data.validate import validate_path
+    report = validate_path("train.jsonl")          # a file, a folder of *.jsonl, or Parquet shards
+    for issue in report.warnings: log(issue)       # str(issue) == "train.jsonl:12: warning: ..."
+    report.raise_for_errors()                      # DataError naming file:line of the first errors
+
+`validate_path(path, seed_rules=True, require_labels=False) -> ValidationReport`; the report has
+`.errors`, `.warnings`, `.issues`, `.ok`, `.rows`, `.labelled`, `.files`, `.to_dict()`. Each `Issue` is
+(file, line, id, field, message, severity, row): `line` is the 1-based JSONL line, `row` the 1-based row
+of a Parquet file (its `id` is given too). `validate_table(table, name)` checks an Arrow table in memory.
+
+Rules. Errors (data the trainer must not use):
+  - a line that is not JSON, or not a JSON object;
+  - missing or empty `chapter_title` / `paragraph` (in `input`, or at the top level), non-string values;
+  - an `id` that repeats one seen before (rows without an id get `file:line`, as data.io does);
+  - an `output` that breaks the output contract (data.schema.OUTPUT_JSON_SCHEMA): missing `analysis` or
+    `metrics`, unknown fields, more than 4 metrics, a `metric_type` other than financial/business, a
+    score outside [0, 1], strings longer than the schema bounds; repeated metric names in one row;
+  - seed rules (`seed_rules=True`): a labelled score outside [LABEL_SCORE_MIN, LABEL_SCORE_MAX] =
+    [0.80, 1.00]; a type-D row whose metrics are not a mix of financial and business;
+  - with `require_labels=True`, a row without `output`.
+Warnings (worth a look, not fatal): seed per-type counts (A analyses 1-3 metrics, B at most 2, C at least
+1), an empty `analysis` beside labelled metrics, a paragraph over 2,000 characters (long prompts cost
+throughput and may not fit the engine's context), a set where only some rows carry labels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from jsonschema import Draft202012Validator
+
+from .io import DataError, jsonl_files, parquet_files
+from .schema import (
+    CHAPTER_TITLE,
+    GOLD_ANALYSIS,
+    GOLD_METRICS,
+    ID,
+    LABEL_SCORE_MAX,
+    LABEL_SCORE_MIN,
+    MAX_METRICS,
+    METRIC_TYPES,
+    OUTPUT_JSON_SCHEMA,
+    PARAGRAPH,
+    SCENARIO,
+)
+
+ERROR = "error"
+WARNING = "warning"
+
+LONG_PARAGRAPH_CHARS = 2000
+
+# The seed's scenarios and what its README says each one holds; used for warnings only, because a
+# user's own data may label the same scenario differently.
+SEED_COUNT_RULES: dict[str, tuple[int, int, str]] = {
+    "A": (1, 3, "type A (standard positives) analyses 1-3 metrics"),
+    "B": (0, 2, "type B (boundary negatives) has few core metrics, at most 2"),
+    "C": (1, MAX_METRICS, "type C (count variation) has 1-4 metrics"),
+}
+
+_VALIDATOR = Draft202012Validator(OUTPUT_JSON_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem. `line` (JSONL, 1-based) or `row` (Parquet, 1-based) locates it inside `file`."""
+
+    file: str
+    line: int | None
+    id: str | None
+    field: str | None
+    message: str
+    severity: str = ERROR
+    row: int | None = None
+
+    @property
+    def location(self) -> str:
+        if self.line is not None:
+            return f"{self.file}:{self.line}"
+        if self.row is not None:
+            return f"{self.file}[row {self.row}" + (f", id={self.id!r}]" if self.id is not None else "]")
+        return self.file
+
+    def __str__(self) -> str:
+        where = f"{self.field}: " if self.field else ""
+        return f"{self.location}: {self.severity}: {where}{self.message}"
+
+
+class ValidationFailed(DataError):
+    """Raised by `ValidationReport.raise_for_errors`; `.report` holds every issue."""
+
+    def __init__(self, report: "ValidationReport", shown: int = 20):
+        self.report = report
+        errs = report.errors
+        lines = [str(i) for i in errs[:shown]]
+        if len(errs) > shown:
+            lines.append(f"... and {len(errs) - shown} more error(s)")
+        super().__init__(f"{len(errs)} validation error(s) in {report.path}:\n" + "\n".join(lines))
+
+
+@dataclass
+class ValidationReport:
+    path: str
+    issues: list[Issue] = field(default_factory=list)
+    rows: int = 0
+    labelled: int = 0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise ValidationFailed(self)
+
+    def counts_by_field(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for i in self.issues:
+            key = _field_family(i.field)
+            out.setdefault(i.severity, {}).setdefault(key, 0)
+            out[i.severity][key] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "rows": self.rows,
+            "labelled": self.labelled,
+            "files": self.files,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "by_field": self.counts_by_field(),
+            "issues": [asdict(i) for i in self.issues],
+        }
+
+
+def _field_family(f: str | None) -> str:
+    """`output.metrics[2].score` -> `output.metrics[].score`, for summaries."""
+    if not f:
+        return "(row)"
+    return re.sub(r"\[\d+\]", "[]", f)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Row rules, shared by JSONL and Parquet. They return (field, message, severity) triples; the caller adds
+# the location.
+
+Found = tuple[str | None, str, str]
+
+
+def _json_path(parts: Iterable[Any]) -> str:
+    s = "output"
+    for p in parts:
+        s += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return s
+
+
+def _schema_message(e: Any) -> str:
+    kw = e.validator
+    if kw == "maxItems":
+        return f"{len(e.instance)} metrics; the contract allows 0-{MAX_METRICS}"
+    if kw == "enum":
+        return f"{e.instance!r} is not one of {'/'.join(e.validator_value)}"
+    if kw == "required":
+        return e.message.replace("is a required property", "is missing")
+    if kw == "additionalProperties":
+        return f"unexpected field(s): {e.message.split('(')[-1].rstrip(')')}" if "(" in e.message else e.message
+    if kw == "maxLength":
+        return f"{len(e.instance)} characters; the schema allows at most {e.validator_value}"
+    if kw == "minLength":
+        return "empty; the schema needs at least one character"
+    if kw in ("minimum", "maximum"):
+        return f"{e.instance!r} is outside [0, 1]"
+    if kw == "type":
+        return f"{_short(e.instance)} is not of type {e.validator_value}"
+    return e.message[:200]
+
+
+def _short(v: Any, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def check_input(title: Any, paragraph: Any) -> list[Found]:
+    out: list[Found] = []
+    for name, v in ((CHAPTER_TITLE, title), (PARAGRAPH, paragraph)):
+        if v is None:
+            out.append((name, "missing", ERROR))
+        elif not isinstance(v, str):
+            out.append((name, f"must be a string, got {type(v).__name__}", ERROR))
+        elif not v.strip():
+            out.append((name, "empty", ERROR))
+    if isinstance(paragraph, str) and len(paragraph) > LONG_PARAGRAPH_CHARS:
+        out.append(
+            (PARAGRAPH, f"{len(paragraph)} characters (over {LONG_PARAGRAPH_CHARS}); split it or check the engine's context length", WARNING)
+        )
+    return out
+
+
+def check_output(output: Any, scenario: Any, seed_rules: bool = True) -> list[Found]:
+    """Problems of one gold answer (`output` object of a seed row, or the gold columns of a shard row)."""
+    if not isinstance(output, dict):
+        return [("output", f"must be an object with analysis and metrics, got {type(output).__name__}", ERROR)]
+    out: list[Found] = []
+    for e in sorted(_VALIDATOR.iter_errors(output), key=lambda e: [str(p) for p in e.absolute_path]):
+        out.append((_json_path(e.absolute_path), _schema_message(e), ERROR))
+    metrics = output.get("metrics")
+    if not isinstance(metrics, list):
+        return out
+    good = [m for m in metrics if isinstance(m, dict)]
+    names = [m.get("metric_name") for m in good if isinstance(m.get("metric_name"), str)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        out.append(("output.metrics", f"metric_name repeated in one row: {', '.join(dup)}", ERROR))
+    if metrics and isinstance(output.get("analysis"), str) and not output["analysis"].strip():
+        out.append(("output.analysis", "empty beside labelled metrics; the model learns to explain nothing", WARNING))
+    if not seed_rules:
+        return out
+    for i, m in enumerate(good):
+        s = m.get("score")
+        if isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s <= 1 and not (LABEL_SCORE_MIN <= s <= LABEL_SCORE_MAX):
+            out.append(
+                (f"output.metrics[{i}].score", f"{s} is outside the labelled range [{LABEL_SCORE_MIN:.2f}, {LABEL_SCORE_MAX:.2f}]", ERROR)
+            )
+    sc = scenario.strip().upper() if isinstance(scenario, str) else None
+    n = len(metrics)
+    if sc == "D":
+        types = {m.get("metric_type") for m in good}
+        if not {"financial", "business"} <= types:
+            have = "/".join(sorted(t for t in types if isinstance(t, str))) or "no metrics"
+            out.append(("output.metrics", f"type D rows mix financial and business metrics; this one has {have}", ERROR))
+    elif sc in SEED_COUNT_RULES and n <= MAX_METRICS:
+        lo, hi, why = SEED_COUNT_RULES[sc]
+        if not lo <= n <= hi:
+            out.append(("output.metrics", f"{n} metrics; {why}", WARNING))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JSONL
+
+
+def _iter_jsonl_lines(root: Path) -> Iterator[tuple[Path, str, int, str | None, str | None]]:
+    """(file, relative name, line number, text, decode error) for every line; decoded line by line so a
+    bad byte is reported on its own line and the rest of the file is still read."""
+    for f in jsonl_files(root):
+        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        with open(f, "rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    yield f, rel, n, None, f"not UTF-8 text: byte {raw[e.start:e.start + 1]!r} at column {e.start + 1}"
+                    continue
+                yield f, rel, n, text, None
+
+
+class _Collector:
+    def __init__(self, report: ValidationReport, seed_rules: bool, require_labels: bool):
+        self.report = report
+        self.seed_rules = seed_rules
+        self.require_labels = require_labels
+        self.seen_ids: dict[str, str] = {}
+
+    def add(self, file: str, found: Iterable[Found], *, line: int | None = None, row: int | None = None, id: str | None = None) -> None:
+        for fld, msg, sev in found:
+            self.report.issues.append(Issue(file, line, id, fld, msg, sev, row))
+
+    def check_id(self, file: str, id_: str, where: str, *, line: int | None = None, row: int | None = None) -> None:
+        first = self.seen_ids.get(id_)
+        if first is not None:
+            self.add(file, [(ID, f"duplicate id {id_!r} (first at {first})", ERROR)], line=line, row=row, id=id_)
+        else:
+            self.seen_ids[id_] = where
+
+    def finish_labels(self) -> None:
+        r = self.report
+        unl = r.rows - r.labelled
+        if self.require_labels or not (0 < r.labelled < r.rows):
+            return
+        r.issues.append(
+            Issue(r.path, None, None, "output", f"{unl} of {r.rows} rows have no output (unlabelled) beside {r.labelled} labelled ones", WARNING)
+        )
+
+
+def _validate_jsonl(root: Path, col: _Collector, progress: bool) -> None:
+    from tqdm import tqdm
+
+    files = jsonl_files(root)
+    col.report.files.extend(str(f) for f in files)
+    for f, rel, n, line, bad in tqdm(_iter_jsonl_lines(root), desc="validate", unit=" lines", disable=not progress):
+        fname = str(f)
+        if line is None:
+            col.report.rows += 1
+            col.add(fname, [(None, bad or "unreadable", ERROR)], line=n)
+            continue
+        if not line.strip():
+            continue
+        col.report.rows += 1
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            col.add(fname, [(None, f"invalid JSON: {e.msg} (column {e.colno})", ERROR)], line=n)
+            continue
+        if not isinstance(obj, dict):
+            col.add(fname, [(None, f"expected a JSON object, got {type(obj).__name__}", ERROR)], line=n)
+            continue
+        raw_id = obj.get(ID)
+        id_ = str(raw_id) if raw_id is not None else f"{rel}:{n}"
+        if raw_id is not None and (not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or not str(raw_id).strip()):
+            col.add(fname, [(ID, f"must be a non-empty string, got {_short(raw_id)}", ERROR)], line=n, id=id_)
+        col.check_id(fname, id_, f"{fname}:{n}", line=n)
+        if "input" in obj and not isinstance(obj["input"], dict):
+            col.add(fname, [("input", f"must be an object, got {type(obj['input']).__name__}", ERROR)], line=n, id=id_)
+            inp: dict[str, Any] = {}
+        else:
+            inp = obj["input"] if isinstance(obj.get("input"), dict) else obj
+        col.add(fname, [(f"input.{k}" if inp is not obj else k, m, s) for k, m, s in check_input(inp.get(CHAPTER_TITLE), inp.get(PARAGRAPH))], line=n, id=id_)
+        scen = obj.get(SCENARIO)
+        if scen is not None and not isinstance(scen, str):
+            col.add(fname, [(SCENARIO, f"must be a string such as 'A', got {_short(scen)}", ERROR)], line=n, id=id_)
+        if "output" in obj and obj["output"] is not None:
+            col.report.labelled += 1
+            col.add(fname, check_output(obj["output"], scen, col.seed_rules), line=n, id=id_)
+        elif col.require_labels:
+            col.add(fname, [("output", "missing; training data needs a gold answer on every row", ERROR)], line=n, id=id_)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parquet / Arrow
+
+
+def _validate_arrow(table: pa.Table, fname: str, col: _Collector) -> None:
+    names = table.schema.names
+    missing = [c for c in (ID, CHAPTER_TITLE, PARAGRAPH) if c not in names]
+    if missing:
+        col.add(fname, [(None, f"missing column(s) {missing}; shards need id, chapter_title, paragraph", ERROR)])
+        return
+    col.report.rows += table.num_rows
+    # Input columns are checked vectorised first: nightly corpus shards hold millions of rows, and almost
+    # all of them are fine, so Python only touches the rows that fail.
+    ids = table.column(ID)
+    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+        col.add(fname, [(ID, f"column must be string, is {ids.type}", ERROR)])
+        ids = pc.cast(ids, pa.string())
+    bad = pc.or_kleene(pc.is_null(ids), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0))
+    bad = pc.fill_null(bad, True)
+    for r in pc.indices_nonzero(bad).to_pylist():
+        col.add(fname, [(ID, "missing or empty", ERROR)], row=r + 1)
+    id_list = ids.to_pylist()
+    for r, v in enumerate(id_list):
+        if v:
+            col.check_id(fname, v, f"{fname}[row {r + 1}]", row=r + 1)
+    for c in (CHAPTER_TITLE, PARAGRAPH):
+        arr = table.column(c)
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            col.add(fname, [(c, f"column must be string, is {arr.type}", ERROR)])
+            continue
+        lens = pc.utf8_length(pc.utf8_trim_whitespace(arr))
+        bad = pc.fill_null(pc.equal(lens, 0), True)
+        for r in pc.indices_nonzero(bad).to_pylist():
+            col.add(fname, [(c, "missing" if arr[r].as_py() is None else "empty", ERROR)], row=r + 1, id=id_list[r])
+        if c == PARAGRAPH:
+            long_ = pc.fill_null(pc.greater(pc.utf8_length(arr), LONG_PARAGRAPH_CHARS), False)
+            for r in pc.indices_nonzero(long_).to_pylist():
+                col.add(fname, [(c, f"{len(arr[r].as_py())} characters (over {LONG_PARAGRAPH_CHARS}); split it or check the engine's context length", WARNING)], row=r + 1, id=id_list[r])
+    if GOLD_METRICS not in names:
+        if col.require_labels:
+            col.add(fname, [(GOLD_METRICS, "column missing; training data needs gold labels", ERROR)])
+        return
+    metrics = table.column(GOLD_METRICS).to_pylist()
+    analyses = table.column(GOLD_ANALYSIS).to_pylist() if GOLD_ANALYSIS in names else [None] * table.num_rows
+    scen = table.column(SCENARIO).to_pylist() if SCENARIO in names else [None] * table.num_rows
+    for r, (m, a, s) in enumerate(zip(metrics, analyses, scen)):
+        if m is None and a is None:
+            if col.require_labels:
+                col.add(fname, [(GOLD_METRICS, "missing; training data needs a gold answer on every row", ERROR)], row=r + 1, id=id_list[r])
+            continue
+        col.report.labelled += 1
+        output = {"analysis": a, "metrics": m}
+        if a is None:
+            output.pop("analysis")
+        if m is None:
+            output.pop("metrics")
+        found = check_output(output, s, col.seed_rules)
+        # Parquet names the columns, not the seed's nested object.
+        found = [
+            ((f or "").replace("output.metrics", GOLD_METRICS).replace("output.analysis", GOLD_ANALYSIS) or None, msg, sev)
+            for f, msg, sev in found
+        ]
+        col.add(fname, found, row=r + 1, id=id_list[r])
+
+
+def validate_table(table: pa.Table, name: str = "<table>", *, seed_rules: bool = True, require_labels: bool = False) -> ValidationReport:
+    """Check an Arrow table with the shard columns (and gold columns, where present)."""
+    report = ValidationReport(path=name, files=[name])
+    col = _Collector(report, seed_rules, require_labels)
+    _validate_arrow(table, name, col)
+    col.finish_labels()
+    return report
+
+
+def validate_path(
+    path: str | os.PathLike, *, seed_rules: bool = True, require_labels: bool = False, progress: bool = False
+) -> ValidationReport:
+    """Validate a JSONL file, a Parquet file, or a folder of either (ids must be unique across all of it).
+
+    Raises DataError only when nothing can be read at all (no such path, no data files); everything
+    wrong inside the data is an Issue in the report.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    report = ValidationReport(path=str(root))
+    col = _Collector(report, seed_rules, require_labels)
+    if root.is_dir():
+        has_jsonl = any(f.is_file() for f in root.rglob("*.jsonl"))
+        pfiles = parquet_files(root)
+        if not has_jsonl and not pfiles:
+            raise DataError(f"{root}: no *.jsonl or *.parquet files in this folder")
+        if has_jsonl:
+            _validate_jsonl(root, col, progress)
+    elif root.suffix == ".parquet":
+        pfiles = [root]
+    else:
+        pfiles = []
+        _validate_jsonl(root, col, progress)
+    for f in pfiles:
+        report.files.append(str(f))
+        try:
+            table = pq.read_table(f)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            col.add(str(f), [(None, f"cannot read Parquet: {e}", ERROR)])
+            continue
+        _validate_arrow(table, str(f), col)
+    col.finish_labels()
+    return report
