@@ -58,7 +58,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
     root = Path(path)
     for f in jsonl_files(root):
         rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
-        with open(f, encoding="utf-8") as fh:
+        with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
             for n, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -197,12 +197,16 @@ def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def write_shards(table: pa.Table, out_dir: str | os.PathLike, rows_per_shard: int = 1000, prefix: str = "shard") -> list[Path]:
+def write_shards(
+    table: pa.Table, out_dir: str | os.PathLike, rows_per_shard: int = 1000, prefix: str = "shard", first_index: int = 0
+) -> list[Path]:
+    """`prefix-NNNNN.parquet` files of `rows_per_shard` rows; `first_index` lets a streaming writer (ingest)
+    continue the numbering chunk by chunk."""
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
     out = Path(out_dir)
     paths = []
-    for i, start in enumerate(range(0, table.num_rows, rows_per_shard)):
+    for i, start in enumerate(range(0, table.num_rows, rows_per_shard), first_index):
         paths.append(write_parquet(table.slice(start, rows_per_shard), out / f"{prefix}-{i:05d}.parquet"))
     return paths
 
