@@ -1,0 +1,374 @@
+"""Reading gold labels and predictions into two narrow polars frames that scoring joins on `id`.
+
+Every input format ends up as the same two shapes, so the matchers and the summary never know where a
+prediction came from:
+
+GOLD frame (one row per case, in gold order)::
+
+    id: str, case: int (1-based position), scenario: str|null, gold_names: list[str],
+    gold_types: list[str], source: str ("file:LINE" or "file#row", for messages)
+
+PREDICTION frame (at most one row per id)::
+
+    id: str, pred_names: list[str], pred_types: list[str], json_valid: bool, error: str|null,
+    pred_scenario: str|null, source: str
+
+Raw model text always goes through `data.parse.parse_output`, so "valid JSON" means the same thing here
+as in the engine's run summary. Errors are `data.io.DataError` and name the file and line (or id).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data.io import DataError, iter_jsonl, jsonl_files, parquet_files, read_table
+from data.parse import parse_output
+from data.schema import GOLD_METRICS, ID, SCENARIO
+
+BASE_ADAPTER = "base"  # label of engine rows whose `adapter` is null/empty (the base model)
+
+GOLD_SCHEMA = {
+    "id": pl.String,
+    "case": pl.Int64,
+    "scenario": pl.String,
+    "gold_names": pl.List(pl.String),
+    "gold_types": pl.List(pl.String),
+    "source": pl.String,
+}
+PRED_SCHEMA = {
+    "id": pl.String,
+    "pred_names": pl.List(pl.String),
+    "pred_types": pl.List(pl.String),
+    "json_valid": pl.Boolean,
+    "error": pl.String,
+    "pred_scenario": pl.String,
+    "source": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class PredictionSet:
+    """Predictions of one model/adapter, keyed by gold id. `name` labels it in tables and comparisons."""
+
+    name: str
+    frame: pl.DataFrame
+    path: str
+    format: str  # "engine-parquet" | "jsonl" | "batch-json"
+
+
+# --------------------------------------------------------------------------------------------- gold
+
+
+def _names_types(metrics: Any, where: str) -> tuple[list[str], list[str]]:
+    if metrics is None:
+        return [], []
+    if not isinstance(metrics, list):
+        raise DataError(f"{where}: output.metrics is a {type(metrics).__name__}, expected a list")
+    names, types = [], []
+    for i, m in enumerate(metrics):
+        if not isinstance(m, dict) or not isinstance(m.get("metric_name"), str):
+            raise DataError(f"{where}: output.metrics[{i}] has no string metric_name")
+        names.append(m["metric_name"])
+        types.append(str(m.get("metric_type") or ""))
+    return names, types
+
+
+def _gold_from_jsonl(path: Path) -> pl.DataFrame:
+    single_file = not path.is_dir()
+    rows: dict[str, list[Any]] = {k: [] for k in GOLD_SCHEMA}
+    for case, row in enumerate(iter_jsonl(path), 1):
+        obj = row.obj
+        where = f"{row.file}:{row.line}"
+        out = obj.get("output")
+        if isinstance(out, str):  # a gold answer kept as its JSON text
+            try:
+                out = json.loads(out)
+            except json.JSONDecodeError:
+                raise DataError(f"{where}: gold `output` is a string that is not JSON") from None
+        if not isinstance(out, dict) or "metrics" not in out:
+            raise DataError(f"{where}: gold row has no output.metrics (evalkit needs labelled rows)")
+        names, types = _names_types(out.get("metrics"), where)
+        if obj.get(ID) is not None:
+            cid = str(obj[ID])
+        else:  # the spec: id = 1-based line number (file:LINE when a folder holds several files)
+            cid = str(row.line) if single_file else row.source
+        rows["id"].append(cid)
+        rows["case"].append(case)
+        scen = obj.get(SCENARIO)
+        rows["scenario"].append(None if scen is None else str(scen))
+        rows["gold_names"].append(names)
+        rows["gold_types"].append(types)
+        rows["source"].append(where)
+    return pl.DataFrame(rows, schema=GOLD_SCHEMA)
+
+
+def _gold_from_parquet(path: Path) -> pl.DataFrame:
+    df = pl.from_arrow(read_table(path))
+    assert isinstance(df, pl.DataFrame)
+    missing = [c for c in (ID, GOLD_METRICS) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: gold Parquet lacks column(s) {missing}; it needs `id` and `gold_metrics`")
+    bad = df.filter(pl.col(GOLD_METRICS).is_null())
+    if bad.height:
+        raise DataError(f"{path}: id {bad[ID][0]!r} has no gold_metrics ({bad.height} row(s) unlabelled)")
+    metric = pl.element().struct
+    return pl.DataFrame(
+        {
+            "id": df[ID].cast(pl.String),
+            "case": pl.int_range(1, df.height + 1, eager=True, dtype=pl.Int64),
+            "scenario": df[SCENARIO].cast(pl.String) if SCENARIO in df.columns else pl.Series([None] * df.height, dtype=pl.String),
+            "gold_names": df.select(pl.col(GOLD_METRICS).list.eval(metric.field("metric_name"))).to_series(),
+            "gold_types": df.select(
+                pl.col(GOLD_METRICS).list.eval(metric.field("metric_type").fill_null(""))
+            ).to_series(),
+            "source": pl.Series([f"{path}#{i}" for i in range(1, df.height + 1)], dtype=pl.String),
+        },
+        schema=GOLD_SCHEMA,
+    )
+
+
+def load_gold(path: str | os.PathLike) -> pl.DataFrame:
+    """Gold cases from seed-format JSONL (file or folder) or Parquet with `id` + `gold_metrics` columns."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such gold file or folder")
+    if _is_parquet(p):
+        gold = _gold_from_parquet(p)
+    else:
+        gold = _gold_from_jsonl(p)
+    if gold.height == 0:
+        raise DataError(f"{p}: no gold cases")
+    dup = gold.filter(pl.col("id").is_duplicated())
+    if dup.height:
+        raise DataError(f"{dup['source'][0]}: duplicate gold id {dup['id'][0]!r}; ids must be unique")
+    nulls = gold.filter(pl.col("gold_names").list.eval(pl.element().is_null()).list.any())
+    if nulls.height:
+        raise DataError(f"{nulls['source'][0]}: a gold metric has no metric_name")
+    return gold
+
+
+def _is_parquet(p: Path) -> bool:
+    if p.is_dir():
+        has_pq = any(f.suffix == ".parquet" for f in p.rglob("*.parquet"))
+        has_jl = any(f.suffix == ".jsonl" for f in p.rglob("*.jsonl"))
+        if has_pq and has_jl:
+            raise DataError(f"{p}: folder holds both *.parquet and *.jsonl; point at one kind")
+        return has_pq
+    return p.suffix == ".parquet"
+
+
+# -------------------------------------------------------------------------------------- predictions
+
+
+def _parsed_row(text: Any) -> tuple[list[str], list[str], bool, str | None]:
+    """Names, types, json_valid, error of one raw prediction (str, dict or None)."""
+    if isinstance(text, (dict, list)):
+        text = json.dumps(text, ensure_ascii=False)
+    elif text is not None and not isinstance(text, str):
+        text = str(text)
+    parsed = parse_output(text)
+    if parsed.extraction is None:
+        return [], [], parsed.json_valid, parsed.error
+    ms = parsed.extraction.metrics
+    return [m.metric_name for m in ms], [m.metric_type for m in ms], parsed.json_valid, parsed.error
+
+
+def _case_to_id(gold: pl.DataFrame) -> list[str]:
+    return gold["id"].to_list()
+
+
+def _frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=PRED_SCHEMA)
+
+
+def _empty_rows() -> dict[str, list[Any]]:
+    return {k: [] for k in PRED_SCHEMA}
+
+
+def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
+    """The seed's batch results: a JSON list of {index (1-based gold case), pred_raw, scenario, ...}."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON: {e.msg} (line {e.lineno})") from None
+    items = obj
+    if isinstance(obj, dict):  # tolerate a wrapper object holding the list under one key
+        lists = [v for v in obj.values() if isinstance(v, list) and v and isinstance(v[0], dict) and "index" in v[0]]
+        if len(lists) != 1:
+            raise DataError(f"{path}: expected a JSON list of objects with `index` and `pred_raw`")
+        items = lists[0]
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a JSON list of objects with `index` and `pred_raw`")
+    ids = _case_to_id(gold)
+    rows = _empty_rows()
+    for k, it in enumerate(items):
+        where = f"{path}: item {k}"
+        if not isinstance(it, dict) or "index" not in it:
+            raise DataError(f"{where}: not an object with an `index`")
+        try:
+            idx = int(it["index"])
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: index {it['index']!r} is not an integer") from None
+        if not 1 <= idx <= len(ids):
+            raise DataError(f"{where}: index {idx} matches no gold case (gold has cases 1..{len(ids)})")
+        raw = it.get("pred_raw", it.get("raw"))
+        names, types, valid, err = _parsed_row(raw)
+        rows["id"].append(ids[idx - 1])
+        rows["pred_names"].append(names)
+        rows["pred_types"].append(types)
+        rows["json_valid"].append(valid)
+        rows["error"].append(err)
+        scen = it.get("scenario")
+        rows["pred_scenario"].append(None if scen is None else str(scen))
+        rows["source"].append(f"{path}: index {idx}")
+    return _frame(rows)
+
+
+def _preds_from_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
+    """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line."""
+    ids = _case_to_id(gold)
+    rows = _empty_rows()
+    with_id: bool | None = None
+    for k, row in enumerate(iter_jsonl(path), 1):
+        obj = row.obj
+        where = f"{row.file}:{row.line}"
+        has_id = obj.get(ID) is not None
+        if with_id is None:
+            with_id = has_id
+        elif with_id != has_id:
+            raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
+        if "output" not in obj:
+            raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
+        if has_id:
+            cid = str(obj[ID])
+        else:
+            if k > len(ids):
+                raise DataError(f"{where}: prediction row {k} has no gold case {k} (gold has {len(ids)} cases)")
+            cid = ids[k - 1]
+        names, types, valid, err = _parsed_row(obj["output"])
+        rows["id"].append(cid)
+        rows["pred_names"].append(names)
+        rows["pred_types"].append(types)
+        rows["json_valid"].append(valid)
+        rows["error"].append(err)
+        scen = obj.get(SCENARIO, obj.get("scenario"))
+        rows["pred_scenario"].append(None if scen is None else str(scen))
+        rows["source"].append(where)
+    return _frame(rows)
+
+
+def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
+    """Engine results: structured `metrics` where the row succeeded, else `raw` parsed leniently."""
+    df = pl.from_arrow(read_table(path))
+    assert isinstance(df, pl.DataFrame)
+    if ID not in df.columns:
+        raise DataError(f"{path}: engine results lack an `id` column")
+    if "metrics" not in df.columns and "raw" not in df.columns:
+        raise DataError(f"{path}: engine results need a `metrics` or a `raw` column")
+    n = df.height
+    col = lambda c, dt: df[c] if c in df.columns else pl.Series(c, [None] * n, dtype=dt)  # noqa: E731
+    df = df.select(
+        pl.col(ID).cast(pl.String).alias("id"),
+        col("adapter", pl.String).cast(pl.String).fill_null("").alias("adapter"),
+        col("metrics", pl.List(pl.Struct({"metric_name": pl.String, "metric_type": pl.String}))).alias("metrics"),
+        col("raw", pl.String).cast(pl.String).alias("raw"),
+        col("status", pl.String).cast(pl.String).alias("status"),
+        col("error", pl.String).cast(pl.String).alias("error"),
+        col(SCENARIO, pl.String).cast(pl.String).alias("pred_scenario"),
+    ).with_columns(
+        pl.when(pl.col("adapter") == "").then(pl.lit(BASE_ADAPTER)).otherwise(pl.col("adapter")).alias("adapter"),
+        pl.format("{}: id {}", pl.lit(str(path)), pl.col("id")).alias("source"),
+    )
+    adapters = df["adapter"].unique(maintain_order=True).to_list()
+    if adapter is not None:
+        if adapter not in adapters:
+            raise DataError(f"{path}: no rows for adapter {adapter!r}; adapters present: {adapters}")
+        adapters = [adapter]
+    # A row is trusted as structured output when it has metrics and did not fail; otherwise its raw text
+    # (possibly truncated or unguided) is parsed like any other prediction.
+    structured = pl.col("metrics").is_not_null() & (
+        pl.col("status").is_null() | pl.col("status").str.to_lowercase().is_in(["ok", "success", "done"])
+    ) & (pl.col("error").is_null() | (pl.col("error") == ""))
+    elem = pl.element()
+    keep = elem.filter(elem.struct.field("metric_name").str.strip_chars().str.len_chars() > 0)
+    out = []
+    for name in adapters:
+        sub = df.filter(pl.col("adapter") == name)
+        dup = sub.filter(pl.col("id").is_duplicated())
+        if dup.height:
+            raise DataError(f"{path}: id {dup['id'][0]!r} appears more than once for adapter {name!r}")
+        good = sub.filter(structured).with_columns(pl.col("metrics").list.eval(keep))
+        good = good.select(
+            "id",
+            pl.col("metrics").list.eval(elem.struct.field("metric_name")).alias("pred_names"),
+            pl.col("metrics").list.eval(elem.struct.field("metric_type").fill_null("")).alias("pred_types"),
+            pl.lit(True).alias("json_valid"),
+            pl.lit(None, dtype=pl.String).alias("error"),
+            "pred_scenario",
+            "source",
+        )
+        bad = sub.filter(~structured)
+        rows = _empty_rows()
+        for rid, raw, err, scen, src in bad.select("id", "raw", "error", "pred_scenario", "source").iter_rows():
+            names, types, valid, perr = _parsed_row(raw)
+            rows["id"].append(rid)
+            rows["pred_names"].append(names)
+            rows["pred_types"].append(types)
+            rows["json_valid"].append(valid)
+            rows["error"].append(err or perr)
+            rows["pred_scenario"].append(scen)
+            rows["source"].append(src)
+        frame = pl.concat([good.cast(PRED_SCHEMA), _frame(rows)])  # type: ignore[arg-type]
+        out.append(PredictionSet(name, frame, str(path), "engine-parquet"))
+    return out
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such predictions file or folder")
+    if p.is_dir():
+        if parquet_files(p):
+            return "engine-parquet"
+        jsonl_files(p)  # raises when the folder holds neither
+        return "jsonl"
+    if p.suffix == ".parquet":
+        return "engine-parquet"
+    if p.suffix == ".jsonl":
+        return "jsonl"
+    if p.suffix == ".json":
+        return "batch-json"
+    # Unknown extension: sniff the first non-blank character.
+    with open(p, encoding="utf-8") as fh:
+        head = fh.read(4096).lstrip()
+    if head.startswith("["):
+        return "batch-json"
+    if head.startswith("{"):
+        return "jsonl"
+    raise DataError(f"{p}: cannot tell the predictions format (use .parquet, .jsonl or .json)")
+
+
+def load_predictions(
+    path: str | os.PathLike, gold: pl.DataFrame, adapter: str | None = None, name: str | None = None
+) -> list[PredictionSet]:
+    """Predictions at `path` as one set per adapter (engine Parquet) or a single set (JSONL, batch JSON)."""
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "engine-parquet":
+        sets = _engine_sets(p, adapter)
+        if name is not None and len(sets) == 1:
+            sets = [PredictionSet(name, sets[0].frame, sets[0].path, sets[0].format)]
+        return sets
+    if adapter is not None:
+        raise DataError(f"{p}: --adapter applies to engine Parquet results only")
+    frame = _preds_from_batch_json(p, gold) if fmt == "batch-json" else _preds_from_jsonl(p, gold)
+    dup = frame.filter(pl.col("id").is_duplicated())
+    if dup.height:
+        raise DataError(f"{dup['source'][0]}: a second prediction for gold id {dup['id'][0]!r}")
+    return [PredictionSet(name or p.stem, frame, str(p), fmt)]

@@ -1,0 +1,370 @@
+"""Deciding which predicted metric names hit which gold names.
+
+A matcher has two parts. `pair_scores` rates (gold name, predicted name) pairs: a score and whether the
+pair may be matched at all. It sees each distinct pair of names once, as codes into a vocabulary of the
+distinct names in the whole run, so its work grows with the number of distinct names, not of cases (a
+100k-case run of a fine-tuned model repeats the same few thousand names). `assign` then turns eligible
+pairs into one-to-one hits per case: greedily in gold order (the seed's protocol) or by optimal
+assignment. Both steps run on whole columns; only cases where eligible pairs compete for the same name
+go through a per-case loop, over plain Python lists, and those are few (the benchmark prints how many).
+
+Matchers:
+- `upstream`: the seed's batch verdict protocol, exactly (see `UpstreamMatcher`).
+- `fuzzy`: normalised Levenshtein similarity or containment, optimal one-to-one assignment.
+- `embedding`: cosine of sentence embeddings, optimal one-to-one assignment (see evalkit.embed).
+"""
+from __future__ import annotations
+
+import unicodedata
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+# Pairs with a score at or above this bound are candidates in the seed's protocol.
+UPSTREAM_JACCARD = 0.5
+DEFAULT_FUZZY_THRESHOLD = 0.7
+DEFAULT_EMBEDDING_THRESHOLD = 0.8
+
+
+@dataclass
+class MatchStats:
+    """How the assignment was done (the benchmark reports it; a large `looped` share is a red flag)."""
+
+    cases: int = 0
+    pairs: int = 0
+    unique_pairs: int = 0
+    unique_names: int = 0
+    looped_cases: int = 0
+
+
+class Matcher(ABC):
+    name: str = ""
+    optimal: bool = True  # False: greedy in gold order, first best candidate (the seed's protocol)
+
+    @abstractmethod
+    def pair_scores(self, names: list[str], g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(score float64, eligible bool) for each pair of codes (g[i], p[i]) into `names`.
+
+        Pairs are distinct. Eligible pairs must have score > 0 (a score of 0 is never a hit).
+        """
+
+    def describe(self) -> dict[str, Any]:
+        return {"matcher": self.name}
+
+
+# ------------------------------------------------------------------------------------------ upstream
+
+
+def bigrams(name: str) -> set[str]:
+    """Character bigrams; a one-character name is its own single "bigram"; the empty name has none."""
+    if len(name) == 1:
+        return {name}
+    return {name[i : i + 2] for i in range(len(name) - 1)}
+
+
+def bigram_jaccard(a: str, b: str) -> float:
+    """Reference (scalar) form of the seed's similarity; the matcher uses the vectorised one below."""
+    sa, sb = bigrams(a), bigrams(b)
+    union = len(sa | sb)
+    return len(sa & sb) / union if union else 0.0
+
+
+def _bigram_matrix(names: list[str]):
+    """Sparse 0/1 matrix names x distinct bigrams, and the bigram-set size of each name."""
+    from scipy import sparse
+
+    vocab: dict[str, int] = {}
+    indptr = [0]
+    indices: list[int] = []
+    for s in names:
+        for bg in bigrams(s):
+            indices.append(vocab.setdefault(bg, len(vocab)))
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    m = sparse.csr_matrix((data, np.asarray(indices, dtype=np.int64), np.asarray(indptr)), shape=(len(names), max(1, len(vocab))))
+    return m, np.diff(np.asarray(indptr))
+
+
+def pair_jaccard(names: list[str], g: np.ndarray, p: np.ndarray) -> np.ndarray:
+    m, sizes = _bigram_matrix(names)
+    inter = np.asarray(m[g].multiply(m[p]).sum(axis=1)).ravel().astype(np.float64)
+    union = sizes[g] + sizes[p] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def _contains(names: list[str], g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gold contains pred, pred contains gold), literal substring tests on whole columns."""
+    df = pl.DataFrame({"g": pl.Series(names, dtype=pl.String)[g], "p": pl.Series(names, dtype=pl.String)[p]})
+    out = df.select(
+        pl.col("g").str.contains(pl.col("p"), literal=True).alias("g_in"),
+        pl.col("p").str.contains(pl.col("g"), literal=True).alias("p_in"),
+    )
+    return out["g_in"].to_numpy(), out["p_in"].to_numpy()
+
+
+class UpstreamMatcher(Matcher):
+    """The seed's batch verdict protocol, exactly.
+
+    For each gold name in order, among predicted names not yet used, the candidates are those equal to
+    it, containing it or contained in it, or whose bigram sets have Jaccard >= 0.5. The candidate with
+    the highest score (bigram Jaccard; 1.0 when equal) is taken, the first in predicted order on ties;
+    a candidate whose score is 0 is never taken (so containment alone, e.g. "率" in "毛利率", whose bigram
+    sets are disjoint, is not a hit). No normalisation of the names: the seed compared them as written.
+    """
+
+    name = "upstream"
+    optimal = False
+
+    def pair_scores(self, names: list[str], g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        equal = g == p  # codes index distinct names, so equal codes <=> equal strings
+        jac = pair_jaccard(names, g, p)
+        g_in, p_in = _contains(names, g, p)
+        score = np.where(equal, 1.0, jac)
+        candidate = equal | g_in | p_in | (jac >= UPSTREAM_JACCARD)
+        return score, candidate & (score > 0)
+
+
+# --------------------------------------------------------------------------------------------- fuzzy
+
+
+def normalise(name: str) -> str:
+    """NFKC (full-width to half-width), case-folded, whitespace removed: ＲＯＥ, roe and R O E agree."""
+    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+@dataclass
+class FuzzyMatcher(Matcher):
+    """Normalised edit similarity (1 - Levenshtein / longer length) or containment, optimal assignment.
+
+    A pair is eligible when the normalised names are equal, their similarity reaches `threshold`, or one
+    contains the other and the shorter has at least `min_contained` characters (so "率" is not a hit in
+    every ratio). The score (used to prefer one assignment over another) is the similarity.
+    """
+
+    threshold: float = DEFAULT_FUZZY_THRESHOLD
+    min_contained: int = 2
+    name: str = field(default="fuzzy", init=False)
+
+    def pair_scores(self, names: list[str], g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from rapidfuzz.distance import Levenshtein
+        from rapidfuzz.process import cpdist
+
+        norm = [normalise(s) for s in names]
+        ng = pl.Series(norm, dtype=pl.String)
+        gs, ps = ng[g], ng[p]
+        if len(g):
+            sim = cpdist(gs.to_list(), ps.to_list(), scorer=Levenshtein.normalized_similarity, workers=-1)
+            sim = np.asarray(sim, dtype=np.float64)
+        else:
+            sim = np.zeros(0)
+        lens = ng.str.len_chars().to_numpy()
+        g_in, p_in = _contains(norm, g, p)
+        shorter = np.minimum(lens[g], lens[p])
+        equal = (gs == ps).to_numpy()
+        sim = np.where(equal, 1.0, sim)
+        contained = (g_in | p_in) & (shorter >= self.min_contained)
+        eligible = (equal | (sim >= self.threshold) | contained) & (np.maximum(lens[g], lens[p]) > 0)
+        # A contained pair with little overlap in length still needs a positive weight to be assigned.
+        score = np.where(eligible, np.maximum(sim, 1e-6), sim)
+        return score, eligible
+
+    def describe(self) -> dict[str, Any]:
+        return {"matcher": self.name, "threshold": self.threshold, "min_contained": self.min_contained}
+
+
+# ----------------------------------------------------------------------------------------- embedding
+
+
+class EmbeddingMatcher(Matcher):
+    """Cosine similarity of sentence embeddings >= `threshold` (or equal names), optimal assignment."""
+
+    name = "embedding"
+
+    def __init__(self, embedder: Any = None, threshold: float = DEFAULT_EMBEDDING_THRESHOLD):
+        from .embed import default_embedder
+
+        self.embedder = embedder if embedder is not None else default_embedder()
+        self.threshold = threshold
+
+    def pair_scores(self, names: list[str], g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        used = np.unique(np.concatenate([g, p])) if len(g) else np.zeros(0, dtype=np.int64)
+        emb = np.zeros((len(names), 1), dtype=np.float32)
+        if len(used):
+            vecs = self.embedder.embed([names[i] for i in used])
+            emb = np.zeros((len(names), vecs.shape[1]), dtype=np.float32)
+            emb[used] = vecs
+        cos = np.empty(len(g), dtype=np.float64)
+        step = 65536  # bounded memory: two gathered blocks of step x dim float32
+        for s in range(0, len(g), step):
+            a, b = emb[g[s : s + step]], emb[p[s : s + step]]
+            cos[s : s + step] = np.einsum("ij,ij->i", a, b)
+        equal = g == p
+        cos = np.where(equal, 1.0, np.clip(cos, -1.0, 1.0))
+        eligible = (equal | (cos >= self.threshold)) & (cos > 0)
+        return cos, eligible
+
+    def describe(self) -> dict[str, Any]:
+        return {"matcher": self.name, "threshold": self.threshold, "model": getattr(self.embedder, "key", "?")}
+
+
+MATCHERS = ("upstream", "fuzzy", "embedding")
+
+
+def make_matcher(name: str, threshold: float | None = None, model: str | None = None, cache_dir: Any = None) -> Matcher:
+    """A matcher by CLI name. `threshold` applies to fuzzy/embedding; `model` to embedding."""
+    if name == "upstream":
+        if threshold is not None:
+            raise ValueError("the upstream matcher has a fixed protocol; --threshold applies to fuzzy/embedding")
+        return UpstreamMatcher()
+    if name == "fuzzy":
+        return FuzzyMatcher(threshold=DEFAULT_FUZZY_THRESHOLD if threshold is None else threshold)
+    if name == "embedding":
+        from .embed import load_embedder
+
+        return EmbeddingMatcher(
+            load_embedder(model, cache_dir=cache_dir),
+            threshold=DEFAULT_EMBEDDING_THRESHOLD if threshold is None else threshold,
+        )
+    raise ValueError(f"unknown matcher {name!r}; choose one of {', '.join(MATCHERS)}")
+
+
+# ---------------------------------------------------------------------------------------- assignment
+
+
+def _explode(cases: pl.DataFrame, col: str, name: str, idx: str) -> pl.DataFrame:
+    return (
+        cases.select(
+            "row",
+            pl.col(col).alias(name),
+            pl.int_ranges(0, pl.col(col).list.len()).alias(idx),
+        )
+        .explode([name, idx])
+        .drop_nulls(idx)
+        .with_columns(pl.col(idx).cast(pl.Int32))
+    )
+
+
+def _greedy_loop(e: pl.DataFrame) -> list[tuple[int, int, int, float]]:
+    """The seed's greedy pass for cases whose best candidates collide. `e` sorted by row, gi, pi."""
+    out: list[tuple[int, int, int, float]] = []
+    rows, gis, pis, scores = (e[c].to_list() for c in ("row", "gi", "pi", "score"))
+    n = len(rows)
+    i = 0
+    while i < n:
+        row = rows[i]
+        used: set[int] = set()
+        while i < n and rows[i] == row:
+            gi = gis[i]
+            best, best_score = -1, 0.0
+            while i < n and rows[i] == row and gis[i] == gi:
+                if pis[i] not in used and scores[i] > best_score:  # strict: first wins ties; 0 never wins
+                    best, best_score = pis[i], scores[i]
+                i += 1
+            if best >= 0:
+                used.add(best)
+                out.append((row, gi, best, best_score))
+    return out
+
+
+def _optimal_loop(e: pl.DataFrame) -> list[tuple[int, int, int, float]]:
+    """Maximum number of hits, then maximum total score, per case (Hungarian on a small matrix)."""
+    from scipy.optimize import linear_sum_assignment
+
+    out: list[tuple[int, int, int, float]] = []
+    for (row,), part in e.group_by(["row"], maintain_order=True):
+        gi, pi, sc = part["gi"].to_numpy(), part["pi"].to_numpy(), part["score"].to_numpy()
+        ug, g_idx = np.unique(gi, return_inverse=True)
+        up, p_idx = np.unique(pi, return_inverse=True)
+        big = float(len(ug) + len(up) + 1)  # one more hit always beats any gain in score
+        w = np.zeros((len(ug), len(up)))
+        w[g_idx, p_idx] = big + sc
+        r, c = linear_sum_assignment(w, maximize=True)
+        for a, b in zip(r, c):
+            if w[a, b] > 0:
+                out.append((int(row), int(ug[a]), int(up[b]), float(w[a, b] - big)))
+    return out
+
+
+def match(cases: pl.DataFrame, matcher: Matcher, stats: MatchStats | None = None) -> pl.DataFrame:
+    """Hits of `matcher` over `cases` (columns row, gold_names, pred_names).
+
+    Returns one row per hit: row, gi, pi (0-based positions in the case's gold and predicted lists),
+    score.
+    """
+    stats = stats if stats is not None else MatchStats()
+    stats.cases = cases.height
+    gold = _explode(cases, "gold_names", "g", "gi")
+    pred = _explode(cases, "pred_names", "p", "pi")
+    pairs = gold.join(pred, on="row", how="inner")
+    stats.pairs = pairs.height
+    out_schema = {"row": pl.UInt32, "gi": pl.Int32, "pi": pl.Int32, "score": pl.Float64}
+    if pairs.height == 0:
+        return pl.DataFrame(schema=out_schema)
+    vocab = pl.concat([pairs["g"], pairs["p"]]).unique().rename("name").to_frame().with_row_index("code")
+    stats.unique_names = vocab.height
+    pairs = (
+        pairs.join(vocab.rename({"name": "g", "code": "gc"}), on="g")
+        .join(vocab.rename({"name": "p", "code": "pc"}), on="p")
+    )
+    uniq = pairs.select("gc", "pc").unique()
+    stats.unique_pairs = uniq.height
+    score, eligible = matcher.pair_scores(
+        vocab["name"].to_list(), uniq["gc"].to_numpy().astype(np.int64), uniq["pc"].to_numpy().astype(np.int64)
+    )
+    uniq = uniq.with_columns(pl.Series("score", score, dtype=pl.Float64), pl.Series("eligible", eligible, dtype=pl.Boolean))
+    e = (
+        pairs.join(uniq.filter(pl.col("eligible") & (pl.col("score") > 0)), on=["gc", "pc"], how="inner")
+        .select("row", "gi", "pi", "score")
+        .sort(["row", "gi", "pi"])
+    )
+    if not matcher.optimal:
+        best = e.sort(["row", "gi", "score", "pi"], descending=[False, False, True, False]).unique(
+            ["row", "gi"], keep="first", maintain_order=True
+        )
+        clash = best.filter(pl.col("pi").is_duplicated().over("row"))["row"].unique()
+        simple = best.filter(~pl.col("row").is_in(clash.implode()))
+        looped = _greedy_loop(e.filter(pl.col("row").is_in(clash.implode())))
+    else:
+        multi = pl.len().over("row", "gi").gt(1) | pl.len().over("row", "pi").gt(1)
+        clash = e.filter(multi)["row"].unique()
+        simple = e.filter(~pl.col("row").is_in(clash.implode()))
+        looped = _optimal_loop(e.filter(pl.col("row").is_in(clash.implode())))
+    stats.looped_cases = clash.len()
+    looped_df = pl.DataFrame(looped, schema=out_schema, orient="row")
+    return pl.concat([simple.cast(out_schema), looped_df]).sort(["row", "gi"])  # type: ignore[arg-type]
+
+
+def upstream_reference(gold: list[str], pred: list[str]) -> list[tuple[int, int, float]]:
+    """The seed's protocol for one case as plain Python: (gold index, pred index, score) per hit.
+
+    The readable statement of the rule that the vectorised `UpstreamMatcher` + greedy assignment must
+    reproduce; the tests check one against the other on random cases.
+    """
+    used: set[int] = set()
+    hits = []
+    for gi, g in enumerate(gold):
+        best, best_score = -1, 0.0
+        for pi, p in enumerate(pred):
+            if pi in used:
+                continue
+            score = 1.0 if g == p else bigram_jaccard(g, p)
+            candidate = g == p or g in p or p in g or score >= UPSTREAM_JACCARD
+            if candidate and score > best_score:
+                best, best_score = pi, score
+        if best >= 0:
+            used.add(best)
+            hits.append((gi, best, best_score))
+    return hits
+
+
+def verdict(n_gold: int, n_pred: int, n_hits: int) -> str:
+    """strict / loose / fail for one case (scalar twin of `score.verdict_expr`)."""
+    if n_hits == n_gold and n_pred == n_gold:
+        return "strict"
+    if n_hits == n_gold and abs(n_pred - n_gold) <= 1:
+        return "loose"
+    return "fail"

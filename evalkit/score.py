@@ -1,0 +1,293 @@
+"""Per-case verdicts and the three-layer summary, computed on whole columns.
+
+Layers, for any matcher:
+1. the seed's verdicts: strict (as many predictions as gold and every gold hit), loose (every gold hit,
+   counts differ by at most one), fail; `passed` = strict + loose;
+2. metric-level precision, recall (= core hit rate) and micro F1 = 2 hits / (gold + predicted), with the
+   hits split into exact-name hits and fuzzy hits (matched pairs whose names differ);
+3. type accuracy over hit pairs (gold metric_type == predicted metric_type).
+Each is also grouped by scenario (the gold's `type`, when it has one) and by the gold's metric-type mix
+(financial / business / mixed / none).
+
+The cases frame (`ScoreResult.cases`, written by `--cases`) is the unit everything downstream reads:
+`compare` and `report` work from it alone, so a saved cases file is a complete record of a run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data.io import DataError
+
+from .loaders import PredictionSet, load_gold, load_predictions
+from .matchers import Matcher, MatchStats, match
+
+VERDICTS = ("strict", "loose", "fail")
+MIXES = ("financial", "business", "mixed", "none")
+HIT_STRUCT = pl.Struct(
+    {"gold": pl.String, "pred": pl.String, "score": pl.Float64, "gold_type": pl.String, "pred_type": pl.String}
+)
+# Columns of a cases file, in order. `row` (0-based) is internal and not written.
+CASE_COLUMNS = (
+    "run", "matcher", "id", "case", "scenario", "mix", "verdict", "json_valid", "missing", "n_gold", "n_pred",
+    "n_hits", "exact_hits", "type_hits", "gold_names", "gold_types", "pred_names", "pred_types", "hits", "error",
+)
+
+
+@dataclass
+class ScoreResult:
+    name: str
+    cases: pl.DataFrame
+    summary: dict[str, Any]
+    stats: MatchStats = field(default_factory=MatchStats)
+
+
+def build_cases(gold: pl.DataFrame, preds: pl.DataFrame, where: str = "predictions") -> pl.DataFrame:
+    """Gold left-joined with predictions on `id`; a prediction whose id is not in gold is an error."""
+    unknown = preds.join(gold.select("id"), on="id", how="anti")
+    if unknown.height:
+        shown = ", ".join(f"{i!r} ({s})" for i, s in unknown.select("id", "source").head(5).iter_rows())
+        more = f" and {unknown.height - 5} more" if unknown.height > 5 else ""
+        raise DataError(f"{where}: prediction id(s) with no gold case: {shown}{more}")
+    joined = gold.join(preds.drop("source").with_columns(pl.lit(True).alias("_has")), on="id", how="left")
+    missing = pl.col("_has").is_null()
+    return joined.select(
+        pl.int_range(0, pl.len(), dtype=pl.UInt32).alias("row"),
+        "id",
+        "case",
+        pl.coalesce("scenario", "pred_scenario").alias("scenario"),
+        "gold_names",
+        "gold_types",
+        pl.col("pred_names").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        pl.col("pred_types").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        pl.col("json_valid").fill_null(False),
+        missing.alias("missing"),
+        pl.when(missing).then(pl.lit("missing prediction")).otherwise(pl.col("error")).alias("error"),
+    )
+
+
+def _long(cases: pl.DataFrame, names: str, types: str, n: str, t: str, idx: str) -> pl.DataFrame:
+    return (
+        cases.select("row", pl.col(names).alias(n), pl.col(types).alias(t), pl.int_ranges(0, pl.col(names).list.len()).alias(idx))
+        .explode([n, t, idx])
+        .drop_nulls(idx)
+        .with_columns(pl.col(idx).cast(pl.Int32))
+    )
+
+
+def verdict_expr(n_gold: pl.Expr, n_pred: pl.Expr, n_hits: pl.Expr) -> pl.Expr:
+    all_hit = n_hits == n_gold
+    return (
+        pl.when(all_hit & (n_pred == n_gold))
+        .then(pl.lit("strict"))
+        .when(all_hit & ((n_pred - n_gold).abs() <= 1))
+        .then(pl.lit("loose"))
+        .otherwise(pl.lit("fail"))
+    )
+
+
+def mix_expr(types: pl.Expr) -> pl.Expr:
+    fin = types.list.contains("financial")
+    bus = types.list.contains("business")
+    return (
+        pl.when(types.list.len() == 0)
+        .then(pl.lit("none"))
+        .when(fin & bus)
+        .then(pl.lit("mixed"))
+        .when(fin)
+        .then(pl.lit("financial"))
+        .when(bus)
+        .then(pl.lit("business"))
+        .otherwise(pl.lit("other"))
+    )
+
+
+def score_cases(cases: pl.DataFrame, matcher: Matcher, run: str = "run", stats: MatchStats | None = None) -> pl.DataFrame:
+    """Add hits and verdicts to a frame from `build_cases`; returns the cases frame (CASE_COLUMNS)."""
+    stats = stats if stats is not None else MatchStats()
+    hits = match(cases, matcher, stats)
+    g = _long(cases, "gold_names", "gold_types", "g", "gt", "gi")
+    p = _long(cases, "pred_names", "pred_types", "p", "pt", "pi")
+    detail = (
+        hits.join(g, on=["row", "gi"]).join(p, on=["row", "pi"]).sort(["row", "gi"])
+        .group_by("row", maintain_order=True)
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_hits"),
+            (pl.col("g") == pl.col("p")).sum().cast(pl.Int64).alias("exact_hits"),
+            (pl.col("gt") == pl.col("pt")).sum().cast(pl.Int64).alias("type_hits"),
+            pl.struct(
+                pl.col("g").alias("gold"), pl.col("p").alias("pred"), "score",
+                pl.col("gt").alias("gold_type"), pl.col("pt").alias("pred_type"),
+            ).alias("hits"),
+        )
+    )
+    out = cases.join(detail, on="row", how="left").with_columns(
+        pl.col("n_hits", "exact_hits", "type_hits").fill_null(0),
+        pl.col("hits").fill_null(pl.lit([], dtype=pl.List(HIT_STRUCT))),
+        pl.col("gold_names").list.len().cast(pl.Int64).alias("n_gold"),
+        pl.col("pred_names").list.len().cast(pl.Int64).alias("n_pred"),
+        pl.lit(run).alias("run"),
+        pl.lit(matcher.name).alias("matcher"),
+    )
+    out = out.with_columns(
+        verdict_expr(pl.col("n_gold"), pl.col("n_pred"), pl.col("n_hits")).alias("verdict"),
+        mix_expr(pl.col("gold_types")).alias("mix"),
+    ).sort("row")
+    return out.select(CASE_COLUMNS)
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def _layer(df: pl.DataFrame) -> pl.DataFrame:
+    """Aggregate counts of a (possibly grouped) cases frame; ratios are derived in `_finish`."""
+    return df.select(_aggs())
+
+
+def _aggs() -> list[pl.Expr]:
+    v = pl.col("verdict")
+    return [
+        pl.len().alias("n"),
+        pl.col("json_valid").sum().alias("json_valid"),
+        pl.col("missing").sum().alias("missing"),
+        (v == "strict").sum().alias("strict"),
+        (v == "loose").sum().alias("loose"),
+        (v != "fail").sum().alias("passed"),
+        (v == "fail").sum().alias("fail"),
+        pl.col("n_gold").sum().alias("gold_total"),
+        pl.col("n_pred").sum().alias("pred_total"),
+        pl.col("n_hits").sum().alias("hits"),
+        pl.col("exact_hits").sum().alias("exact_hits"),
+        pl.col("type_hits").sum().alias("type_correct"),
+    ]
+
+
+def _finish(row: dict[str, Any]) -> dict[str, Any]:
+    r = {k: int(v) for k, v in row.items() if k not in ("scenario", "mix")}
+    r["fuzzy_hits"] = r["hits"] - r["exact_hits"]
+    r["pass_rate"] = _ratio(r["passed"], r["n"])
+    r["strict_rate"] = _ratio(r["strict"], r["n"])
+    r["json_valid_rate"] = _ratio(r["json_valid"], r["n"])
+    r["precision"] = _ratio(r["hits"], r["pred_total"])
+    r["recall"] = _ratio(r["hits"], r["gold_total"])
+    r["core_hit_rate"] = r["recall"]
+    r["f1"] = _ratio(2 * r["hits"], r["gold_total"] + r["pred_total"])
+    r["type_accuracy"] = _ratio(r["type_correct"], r["hits"])
+    return r
+
+
+def summarize(cases: pl.DataFrame) -> dict[str, Any]:
+    """The `--json` summary of a cases frame (from `score_cases` or a saved cases file)."""
+    if cases.height == 0:
+        raise DataError("no cases to summarise")
+    overall = _finish(_layer(cases).row(0, named=True))
+    by_scenario: dict[str, Any] = {}
+    if cases["scenario"].null_count() < cases.height:
+        grouped = cases.with_columns(pl.col("scenario").fill_null("(none)")).group_by("scenario").agg(_aggs()).sort("scenario")
+        by_scenario = {r["scenario"]: _finish(r) for r in grouped.iter_rows(named=True)}
+    grouped = cases.group_by("mix").agg(_aggs())
+    order = {m: i for i, m in enumerate(MIXES)}
+    by_mix = {
+        r["mix"]: _finish(r) for r in sorted(grouped.iter_rows(named=True), key=lambda r: order.get(r["mix"], 99))
+    }
+    missing_ids = cases.filter(pl.col("missing"))["id"].head(20).to_list()
+    runs = cases["run"].unique(maintain_order=True).to_list()
+    matchers = cases["matcher"].unique(maintain_order=True).to_list()
+    return {
+        "run": runs[0] if len(runs) == 1 else runs,
+        "matcher": matchers[0] if len(matchers) == 1 else matchers,
+        **overall,
+        "missing_ids": missing_ids,
+        "by_scenario": by_scenario,
+        "by_metric_type": by_mix,
+    }
+
+
+def score_set(gold: pl.DataFrame, preds: PredictionSet, matcher: Matcher) -> ScoreResult:
+    stats = MatchStats()
+    cases = score_cases(build_cases(gold, preds.frame, preds.path), matcher, run=preds.name, stats=stats)
+    summary = summarize(cases)
+    summary.update(
+        {"predictions": preds.path, "format": preds.format, "matcher_config": matcher.describe()}
+    )
+    return ScoreResult(preds.name, cases, summary, stats)
+
+
+def score_paths(
+    gold_path: str | os.PathLike,
+    pred_path: str | os.PathLike,
+    matcher: Matcher,
+    adapter: str | None = None,
+    name: str | None = None,
+    gold: pl.DataFrame | None = None,
+) -> list[ScoreResult]:
+    """Score predictions at `pred_path` against gold; one result per adapter found (or the one asked)."""
+    gold_df = gold if gold is not None else load_gold(gold_path)
+    results = []
+    for ps in load_predictions(pred_path, gold_df, adapter=adapter, name=name):
+        r = score_set(gold_df, ps, matcher)
+        r.summary["gold"] = str(gold_path)
+        results.append(r)
+    return results
+
+
+# --------------------------------------------------------------------------------------- cases files
+
+
+def write_cases(cases: pl.DataFrame, path: str | os.PathLike) -> Path:
+    """Cases as Parquet (`.parquet`) or JSONL (anything else), written atomically."""
+    from data.io import atomic_path
+
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        if p.suffix == ".parquet":
+            cases.write_parquet(tmp, compression="zstd")
+        else:
+            cases.write_ndjson(tmp)
+    return p
+
+
+CASES_SCHEMA = {
+    "run": pl.String, "matcher": pl.String, "id": pl.String, "case": pl.Int64, "scenario": pl.String,
+    "mix": pl.String, "verdict": pl.String, "json_valid": pl.Boolean, "missing": pl.Boolean, "n_gold": pl.Int64,
+    "n_pred": pl.Int64, "n_hits": pl.Int64, "exact_hits": pl.Int64, "type_hits": pl.Int64,
+    "gold_names": pl.List(pl.String), "gold_types": pl.List(pl.String), "pred_names": pl.List(pl.String),
+    "pred_types": pl.List(pl.String), "hits": pl.List(HIT_STRUCT), "error": pl.String,
+}
+
+
+def is_cases_file(path: str | os.PathLike) -> bool:
+    """A file written by `--cases` (has a `verdict` column), as opposed to predictions."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        if p.suffix == ".parquet":
+            return "verdict" in pl.read_parquet_schema(p)
+        if p.suffix == ".jsonl":
+            with open(p, encoding="utf-8") as fh:
+                first = next((ln for ln in fh if ln.strip()), "")
+            return '"verdict"' in first and '"n_hits"' in first
+    except Exception:
+        return False
+    return False
+
+
+def read_cases(path: str | os.PathLike) -> pl.DataFrame:
+    p = Path(path)
+    try:
+        if p.suffix == ".parquet":
+            df = pl.read_parquet(p)
+        else:
+            df = pl.read_ndjson(p, schema=CASES_SCHEMA)
+    except Exception as e:
+        raise DataError(f"{p}: cannot read cases file: {e}") from None
+    missing = [c for c in CASE_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{p}: not an evalkit cases file (missing columns {missing})")
+    return df.select(CASE_COLUMNS).cast(CASES_SCHEMA)  # type: ignore[arg-type]
