@@ -286,6 +286,7 @@ class _Collector:
         self.seed_rules = seed_rules
         self.require_labels = require_labels
         self.seen_ids: dict[str, str] = {}
+        self.unreadable = 0  # rows that are not a JSON object: neither labelled nor unlabelled
 
     def add(self, file: str, found: Iterable[Found], *, line: int | None = None, row: int | None = None, id: str | None = None) -> None:
         for fld, msg, sev in found:
@@ -298,13 +299,19 @@ class _Collector:
         else:
             self.seen_ids[id_] = where
 
+    def finish(self) -> None:
+        """Label-coverage warning, then issues in reading order (file, line or row), set-level ones first."""
+        self.finish_labels()
+        order = {f: i for i, f in enumerate(self.report.files)}
+        self.report.issues.sort(key=lambda i: (order.get(i.file, -1), i.line or i.row or 0))
+
     def finish_labels(self) -> None:
         r = self.report
-        unl = r.rows - r.labelled
-        if self.require_labels or not (0 < r.labelled < r.rows):
+        unl = r.rows - self.unreadable - r.labelled
+        if self.require_labels or not (r.labelled and unl):
             return
         r.issues.append(
-            Issue(r.path, None, None, "output", f"{unl} of {r.rows} rows have no output (unlabelled) beside {r.labelled} labelled ones", WARNING)
+            Issue(r.path, None, None, "output", f"{unl} of {r.rows - self.unreadable} rows have no output (unlabelled) beside {r.labelled} labelled ones", WARNING)
         )
 
 
@@ -318,6 +325,7 @@ def _validate_jsonl(root: Path, col: _Collector, progress: bool) -> None:
         if line is None:
             col.report.rows += 1
             col.add(fname, [(None, bad or "unreadable", ERROR)], line=n)
+            col.unreadable += 1
             continue
         if not line.strip():
             continue
@@ -326,9 +334,11 @@ def _validate_jsonl(root: Path, col: _Collector, progress: bool) -> None:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             col.add(fname, [(None, f"invalid JSON: {e.msg} (column {e.colno})", ERROR)], line=n)
+            col.unreadable += 1
             continue
         if not isinstance(obj, dict):
             col.add(fname, [(None, f"expected a JSON object, got {type(obj).__name__}", ERROR)], line=n)
+            col.unreadable += 1
             continue
         raw_id = obj.get(ID)
         id_ = str(raw_id) if raw_id is not None else f"{rel}:{n}"
@@ -336,11 +346,11 @@ def _validate_jsonl(root: Path, col: _Collector, progress: bool) -> None:
             col.add(fname, [(ID, f"must be a non-empty string, got {_short(raw_id)}", ERROR)], line=n, id=id_)
         col.check_id(fname, id_, f"{fname}:{n}", line=n)
         if "input" in obj and not isinstance(obj["input"], dict):
-            col.add(fname, [("input", f"must be an object, got {type(obj['input']).__name__}", ERROR)], line=n, id=id_)
-            inp: dict[str, Any] = {}
+            col.add(fname, [("input", f"must be an object with chapter_title and paragraph, got {type(obj['input']).__name__}", ERROR)], line=n, id=id_)
         else:
-            inp = obj["input"] if isinstance(obj.get("input"), dict) else obj
-        col.add(fname, [(f"input.{k}" if inp is not obj else k, m, s) for k, m, s in check_input(inp.get(CHAPTER_TITLE), inp.get(PARAGRAPH))], line=n, id=id_)
+            inp = obj["input"] if isinstance(obj.get("input"), dict) else obj  # flat rows are accepted too
+            prefix = "input." if inp is not obj else ""
+            col.add(fname, [(prefix + (k or ""), m, s) for k, m, s in check_input(inp.get(CHAPTER_TITLE), inp.get(PARAGRAPH))], line=n, id=id_)
         scen = obj.get(SCENARIO)
         if scen is not None and not isinstance(scen, str):
             col.add(fname, [(SCENARIO, f"must be a string such as 'A', got {_short(scen)}", ERROR)], line=n, id=id_)
@@ -421,7 +431,7 @@ def validate_table(table: pa.Table, name: str = "<table>", *, seed_rules: bool =
     report = ValidationReport(path=name, files=[name])
     col = _Collector(report, seed_rules, require_labels)
     _validate_arrow(table, name, col)
-    col.finish_labels()
+    col.finish()
     return report
 
 
@@ -458,5 +468,5 @@ def validate_path(
             col.add(str(f), [(None, f"cannot read Parquet: {e}", ERROR)])
             continue
         _validate_arrow(table, str(f), col)
-    col.finish_labels()
+    col.finish()
     return report
