@@ -151,6 +151,10 @@ def table_to_seed_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
         for k, v in r.items():
             if k in (ID, CHAPTER_TITLE, PARAGRAPH, SOURCE, GOLD_ANALYSIS, GOLD_METRICS):
                 continue
+            if v is None:
+                # Arrow gives every row every column; a key that only some rows had comes back null in
+                # the others, and writing `"type": null` there would change rows that never had it.
+                continue
             obj[k if k != "source_" else SOURCE] = v
         obj["input"] = {CHAPTER_TITLE: r.get(CHAPTER_TITLE), PARAGRAPH: r.get(PARAGRAPH)}
         if r.get(GOLD_METRICS) is not None or r.get(GOLD_ANALYSIS) is not None:
