@@ -23,7 +23,13 @@ SYSTEM_PROMPT = f"""你是卖方研究报告的指标抽取助手。给定研报
 5. metric_name 用段落中的简洁指标名，不带数值；reason 一句话说明为何是核心指标。
 6. analysis 先说明段落的分析主线，再逐一说明被排除的数字及原因。
 
-只输出一个 JSON 对象：{{"analysis": str, "metrics": [{{"metric_name": str, "metric_type": "financial"|"business", "score": number, "reason": str}}]}}"""
+只输出一个 JSON 对象，格式如下例。
+
+示例输入：
+【章节标题】经营分析
+【段落内容】公司2025年实现营业收入120亿元，同比增长15%，其中海外收入占比提升至30%。毛利率为35%，同比提升2个百分点。公司员工总数约8,000人。
+示例输出：
+{{"analysis":"段落分析收入增长与盈利改善。营业收入同比增长15%是分析主线；毛利率提升2个百分点是第二重点。海外收入占比是收入的结构拆分，员工总数是规模背景，均不是核心指标。","metrics":[{{"metric_name":"营业收入","metric_type":"financial","score":0.95,"reason":"120亿元同比增长15%，是段落分析主线"}},{{"metric_name":"毛利率","metric_type":"financial","score":0.9,"reason":"同比提升2个百分点，体现盈利能力改善"}}]}}"""
 
 USER_TEMPLATE = "【章节标题】{chapter_title}\n【段落内容】{paragraph}"
 
