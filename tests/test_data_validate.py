@@ -192,3 +192,33 @@ def test_parquet_duplicate_ids_across_shards_and_missing_columns(tmp_path: Path)
 def test_missing_path_is_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         validate_path(tmp_path / "nope.jsonl")
+
+
+def test_quick_check_never_passes_what_the_schema_refuses() -> None:
+    # validate skips jsonschema for answers its quick check passes; the check must be no looser.
+    import random
+
+    from data.validate import _VALIDATOR, _plainly_valid
+
+    base = good_row()["output"]
+    values = [None, "", "x", "长" * 700, 0, -0.1, 0.5, 1, 1.0001, True, [], {}, "financial", "business", "finance", 3]
+    rng = random.Random(0)
+    passed = 0
+    for _ in range(3000):
+        out = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 3)):
+            metric_dicts = [m for m in out.get("metrics") or [] if isinstance(m, dict)] if isinstance(out.get("metrics"), list) else []
+            target = out if rng.random() < 0.3 or not metric_dicts else rng.choice(metric_dicts)
+            keys = list(target) + ["extra"]
+            k = rng.choice(keys)
+            if rng.random() < 0.15:
+                target.pop(k, None)
+            elif k == "metrics" and rng.random() < 0.5:
+                target[k] = [copy.deepcopy(base["metrics"][0]) for _ in range(rng.randint(0, 6))]
+            else:
+                target[k] = rng.choice(values)
+        quick = _plainly_valid(out)
+        schema_ok = not list(_VALIDATOR.iter_errors(out))
+        assert not quick or schema_ok, out
+        passed += quick
+    assert passed > 50  # the check is exercised, not vacuous
