@@ -239,6 +239,14 @@ def score_paths(
 # --------------------------------------------------------------------------------------- cases files
 
 
+def readable(path: Path) -> Path:
+    """Give a finished output the usual permissions (data.io.atomic_path's temp file is 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return path
+
+
 def write_cases(cases: pl.DataFrame, path: str | os.PathLike) -> Path:
     """Cases as Parquet (`.parquet`) or JSONL (anything else), written atomically."""
     from data.io import atomic_path
@@ -249,7 +257,7 @@ def write_cases(cases: pl.DataFrame, path: str | os.PathLike) -> Path:
             cases.write_parquet(tmp, compression="zstd")
         else:
             cases.write_ndjson(tmp)
-    return p
+    return readable(p)
 
 
 CASES_SCHEMA = {

@@ -1,0 +1,236 @@
+"""`evalkit`: score, compare and report extraction runs against gold labels (a thin layer over the API)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from data.io import DataError, atomic_path
+
+from .compare import DEFAULT_BOOTSTRAP, Run, compare_runs
+from .console import make_console, print_compare, print_summary
+from .embed import default_cache_dir
+from .matchers import MATCHERS, make_matcher
+from .score import ScoreResult, is_cases_file, read_cases, readable, score_paths, summarize, write_cases
+
+EX = "evalkit/examples"
+
+
+def _matcher_options(f):
+    f = click.option("--embed-cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder for cached name embeddings (default: the reportminer cache; '-' disables).")(f)
+    f = click.option("--model", default=None, metavar="PATH",
+                     help="embedding matcher: a local sentence-transformers folder (default: offline USE multilingual v3).")(f)
+    f = click.option("--threshold", type=float, default=None,
+                     help="fuzzy: edit similarity (default 0.7); embedding: cosine (default 0.8). Not for upstream.")(f)
+    f = click.option("--matcher", type=click.Choice(MATCHERS), default="upstream", show_default=True,
+                     help="upstream = the seed's verdict protocol; fuzzy / embedding use optimal assignment.")(f)
+    return f
+
+
+def _matcher(matcher: str, threshold: float | None, model: str | None, embed_cache: Path | None):
+    cache: Any = None
+    if matcher == "embedding":
+        cache = None if str(embed_cache) == "-" else (embed_cache or default_cache_dir())
+    try:
+        return make_matcher(matcher, threshold=threshold, model=model, cache_dir=cache)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _suffixed(path: Path, name: str, many: bool) -> Path:
+    """summary.json -> summary.<adapter>.json when one predictions folder held several adapters."""
+    if not many:
+        return path
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return path.with_name(f"{path.stem}.{safe}{path.suffix}")
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    readable(path)
+
+
+def _fail(e: Exception) -> None:
+    Console(stderr=True).print(f"[red]error:[/] {e}")
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """Score extraction runs against gold labels, compare runs with their noise, and write HTML reports.
+
+    \b
+    evalkit score   --gold GOLD PREDICTIONS [--json summary.json] [--cases cases.parquet]
+    evalkit compare --gold GOLD RUN RUN...          (RUN: predictions or a saved cases file)
+    evalkit report  --gold GOLD RUN --out report.html
+    """
+
+
+@main.command()
+@click.argument("predictions", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--pred", "pred_opt", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Predictions (same as the positional argument).")
+@click.option("--gold", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Gold: seed-format JSONL (file or folder) or Parquet with id + gold_metrics (+ type).")
+@_matcher_options
+@click.option("--adapter", default=None, help="Engine results: score only this adapter (default: each one present).")
+@click.option("--name", default=None, help="Label for this run (default: file stem or adapter name).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the summary as JSON here.")
+@click.option("--cases", "cases_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one row per case here (.parquet, else JSONL); compare/report accept this file.")
+@click.option("--show-fails", type=int, default=0, show_default=True, help="Print the first N failing cases.")
+@click.option("-q", "--quiet", is_flag=True, help="No tables (files only).")
+def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, adapter, name, json_out, cases_out, show_fails, quiet):
+    """Score PREDICTIONS against --gold.
+
+    PREDICTIONS is one of: the engine's Parquet results (file or folder, joined on id; every adapter in
+    it is scored separately unless --adapter picks one); JSONL with an `output` object or raw string per
+    row (joined on `id`, else row k is gold case k); or the seed's batch results JSON (a list of
+    {index, pred_raw, scenario}, index = 1-based gold case). Raw text is parsed by data.parse: text that
+    is not a JSON object scores as zero metrics and invalid JSON. Gold cases without a prediction are
+    scored as empty, invalid and listed as missing; a prediction id that is not in gold is an error.
+
+    \b
+    Examples:
+      evalkit score --gold data/demo/demo.jsonl evalkit/examples/demo_predictions.jsonl
+      evalkit score --gold data/demo/demo.jsonl evalkit/examples/demo_batch.json \\
+          --json /tmp/summary.json --cases /tmp/cases.parquet --show-fails 5
+      evalkit score --gold data/demo/demo.jsonl evalkit/examples/demo_predictions.jsonl \\
+          --matcher fuzzy --threshold 0.75
+      evalkit score --gold data/demo/demo.jsonl evalkit/examples/demo_predictions.jsonl --matcher embedding
+      evalkit score --gold shards/ runs/nightly/ --adapter my-lora --json nightly.json
+    """
+    path = predictions or pred_opt
+    if path is None or (predictions and pred_opt):
+        raise click.UsageError("give the predictions once: as the argument or with --pred")
+    m = _matcher(matcher, threshold, model, embed_cache)
+    try:
+        results: list[ScoreResult] = score_paths(gold, path, m, adapter=adapter, name=name)
+    except DataError as e:
+        _fail(e)
+        return
+    many = len(results) > 1
+    console = make_console()
+    for r in results:
+        if not quiet:
+            fails = r.cases.filter(r.cases["verdict"] == "fail").head(show_fails).to_dicts() if show_fails else None
+            print_summary(r.summary, console, show_fails=fails)
+            console.print()
+        if json_out:
+            _write_json(r.summary, _suffixed(json_out, r.name, many))
+        if cases_out:
+            write_cases(r.cases, _suffixed(cases_out, r.name, many))
+    if many and (json_out or cases_out):
+        console.print(f"[dim]{len(results)} adapters: files written with the adapter name before the extension[/]")
+
+
+def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | None) -> list[Run]:
+    """Each RUN: LABEL=PATH or PATH; a cases file is read as is, anything else is scored against gold."""
+    runs: list[Run] = []
+    for spec in specs:
+        label, path = None, Path(spec)
+        if not path.exists() and "=" in spec:
+            label, rest = spec.split("=", 1)
+            path = Path(rest)
+        if not path.exists():
+            raise DataError(f"{path}: no such run (a cases file or predictions)")
+        if is_cases_file(path):
+            cases = read_cases(path)
+            names = cases["run"].unique(maintain_order=True).to_list()
+            runs.append(Run(label or (names[0] if len(names) == 1 else path.stem), cases))
+            continue
+        if gold is None:
+            raise click.UsageError(f"{path} holds predictions, not a cases file: pass --gold to score it")
+        for r in score_paths(gold, path, matcher, adapter=adapter, name=label):
+            runs.append(Run(r.name if (label is None or len(specs) == 1) else label, r.cases))
+    # The same file stem twice (e.g. two runs/x/preds.jsonl): disambiguate by position.
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.name] = seen.get(r.name, 0) + 1
+    if any(v > 1 for v in seen.values()):
+        runs = [Run(f"{r.name}#{i + 1}" if seen[r.name] > 1 else r.name, r.cases) for i, r in enumerate(runs)]
+    return runs
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--gold", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Gold labels; needed when a RUN is predictions rather than a saved cases file.")
+@_matcher_options
+@click.option("--adapter", default=None, help="Engine results: take only this adapter from each RUN.")
+@click.option("--bootstrap", "n_boot", type=int, default=DEFAULT_BOOTSTRAP, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap random seed.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the comparison as JSON.")
+def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot, seed, json_out):
+    """Compare RUNs side by side: 95 % bootstrap intervals and paired tests against the first RUN.
+
+    A RUN is a cases file written by `evalkit score --cases` (.parquet or .jsonl), or predictions in any
+    format `score` reads (scored against --gold with --matcher); write LABEL=PATH to name it. An engine
+    results folder with several adapters contributes one run per adapter. Runs are paired on the case
+    ids they share; a difference whose paired 95 % interval includes zero is reported as within noise.
+
+    \b
+    Examples:
+      evalkit compare --gold data/demo/demo.jsonl \\
+          base=evalkit/examples/demo_batch.json tuned=evalkit/examples/demo_predictions.jsonl
+      evalkit score --gold data/demo/demo.jsonl evalkit/examples/demo_batch.json --cases /tmp/a.parquet -q
+      evalkit compare /tmp/a.parquet tuned=evalkit/examples/demo_predictions.jsonl --gold data/demo/demo.jsonl \\
+          --json /tmp/compare.json
+      evalkit compare --gold shards/ runs/nightly/        # every adapter in the results, paired
+    """
+    m = _matcher(matcher, threshold, model, embed_cache)
+    try:
+        res = compare_runs(_runs(runs, gold, m, adapter), n_boot=n_boot, seed=seed)
+    except DataError as e:
+        _fail(e)
+        return
+    print_compare(res, make_console())
+    if json_out:
+        _write_json(res, json_out)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--gold", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Gold labels; needed when RUN is predictions rather than a saved cases file.")
+@_matcher_options
+@click.option("--adapter", default=None, help="Engine results with several adapters: the one to report.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path), help="HTML file to write.")
+@click.option("--title", default=None, help="Page title.")
+@click.option("--max-rows", type=int, default=5000, show_default=True, help="Cases shown in the table.")
+def report(run, gold, matcher, threshold, model, embed_cache, adapter, out, title, max_rows):
+    """Write a self-contained HTML report of RUN (a cases file, or predictions with --gold).
+
+    The page has the summary, verdict bars per scenario and per gold metric-type mix, the gold vs
+    predicted metric-count histogram, the metric-type confusion over hit pairs, and every case with its
+    hits and misses (filterable by verdict). CSS and plots are inline: it opens offline, anywhere.
+
+    \b
+    Examples:
+      evalkit report --gold data/demo/demo.jsonl evalkit/examples/demo_predictions.jsonl --out /tmp/report.html
+      evalkit report /tmp/cases.parquet --out /tmp/report.html --title "adapter v3 on the hold-out set"
+    """
+    from .report import write_report
+
+    m = _matcher(matcher, threshold, model, embed_cache)
+    try:
+        rs = _runs((run,), gold, m, adapter)
+        if len(rs) > 1:
+            raise DataError(f"{run}: holds {len(rs)} adapters ({', '.join(r.name for r in rs)}); pick one with --adapter")
+        path = write_report(rs[0].cases, out, title=title, max_rows=max_rows, source=str(run))
+    except DataError as e:
+        _fail(e)
+        return
+    s = summarize(rs[0].cases)
+    Console().print(f"wrote {path} ({s['n']} cases, pass rate {s['pass_rate'] * 100:.1f}%, F1 {(s['f1'] or 0) * 100:.1f}%)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

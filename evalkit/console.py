@@ -1,0 +1,104 @@
+"""Terminal tables (rich) for score and compare; the JSON files carry the same numbers for machines."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .score import MIXES
+
+
+def make_console() -> Console:
+    """A console for tables; when output goes to a file or pipe (no width to detect) use 120 columns."""
+    c = Console()
+    return c if c.is_terminal else Console(width=120)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.1f}%"
+
+
+def _groups_table(title: str, label: str, groups: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in (label, "n", "strict", "loose", "fail", "pass", "P", "R", "F1", "type"):
+        t.add_column(c, justify="left" if c == label else "right", no_wrap=True)
+    for k, g in groups.items():
+        t.add_row(
+            k, str(g["n"]), str(g["strict"]), str(g["loose"]), str(g["fail"]), _pct(g["pass_rate"]),
+            _pct(g["precision"]), _pct(g["recall"]), _pct(g["f1"]), _pct(g["type_accuracy"]),
+        )
+    return t
+
+
+def print_summary(s: dict[str, Any], console: Console | None = None, show_fails: list[dict[str, Any]] | None = None) -> None:
+    c = console or make_console()
+    cfg = s.get("matcher_config") or {"matcher": s["matcher"]}
+    c.print(f"[bold]{s['run']}[/] · matcher [bold]{cfg.get('matcher')}[/]"
+            + "".join(f" {k}={v}" for k, v in cfg.items() if k != "matcher"))
+    t = Table(show_header=True, header_style="bold", title="verdicts", title_justify="left")
+    for col in ("cases", "strict", "loose", "passed", "fail", "pass rate", "JSON valid", "missing"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_row(
+        str(s["n"]), str(s["strict"]), str(s["loose"]), f"[green]{s['passed']}[/]", f"[red]{s['fail']}[/]",
+        f"[bold]{_pct(s['pass_rate'])}[/]", f"{s['json_valid']} ({_pct(s['json_valid_rate'])})", str(s["missing"]),
+    )
+    c.print(t)
+    m = Table(show_header=True, header_style="bold", title="metrics", title_justify="left")
+    for col in ("gold", "pred", "hits", "exact", "fuzzy", "precision", "recall/core", "F1", "type acc"):
+        m.add_column(col, justify="right", no_wrap=True)
+    m.add_row(
+        str(s["gold_total"]), str(s["pred_total"]), str(s["hits"]), str(s["exact_hits"]), str(s["fuzzy_hits"]),
+        _pct(s["precision"]), _pct(s["recall"]), f"[bold]{_pct(s['f1'])}[/]", _pct(s["type_accuracy"]),
+    )
+    c.print(m)
+    if s["by_scenario"]:
+        c.print(_groups_table("by scenario", "scenario", s["by_scenario"]))
+    mixes = {k: v for k, v in sorted(s["by_metric_type"].items(), key=lambda kv: (list(MIXES) + [kv[0]]).index(kv[0]))}
+    c.print(_groups_table("by gold metric-type mix", "mix", mixes))
+    if s["missing"]:
+        c.print(f"[yellow]{s['missing']} gold case(s) had no prediction[/] (scored as empty, invalid): "
+                + ", ".join(map(str, s["missing_ids"])) + (" …" if s["missing"] > len(s["missing_ids"]) else ""))
+    if show_fails:
+        f = Table(title=f"first {len(show_fails)} failing cases", title_justify="left", header_style="bold")
+        for col in ("id", "gold", "predicted", "hits"):
+            f.add_column(col)
+        for r in show_fails:
+            f.add_row(str(r["id"]), " · ".join(r["gold_names"]), " · ".join(r["pred_names"]) or "[dim](none)[/]",
+                      f"{r['n_hits']}/{r['n_gold']}")
+        c.print(f)
+
+
+def print_compare(res: dict[str, Any], console: Console | None = None) -> None:
+    c = console or make_console()
+    t = Table(title=f"{res['n']} shared cases · {res['bootstrap']} bootstrap resamples · 95% intervals",
+              title_justify="left", header_style="bold")
+    for col in ("run", "matcher", "pass rate", "95% CI", "strict", "F1", "95% CI", "P", "R", "type acc", "JSON valid"):
+        t.add_column(col, justify="left" if col in ("run", "matcher") else "right")
+    for r in res["runs"]:
+        t.add_row(
+            r["name"], str(r["matcher"]), _pct(r["pass_rate"]), _ci(r["pass_ci"]),
+            _pct(r["strict_rate"]), _pct(r["f1"]), _ci(r["f1_ci"]),
+            _pct(r["precision"]), _pct(r["recall"]), _pct(r["type_accuracy"]), _pct(r["json_valid_rate"]),
+        )
+    c.print(t)
+    if res["paired"]:
+        p = Table(title=f"paired against {res['paired'][0]['baseline']} (same cases)", title_justify="left", header_style="bold")
+        for col in ("run", "Δ pass", "95% CI", "flips (base only / run only)", "McNemar p", "Δ F1", "95% CI", "p"):
+            p.add_column(col, justify="left" if col == "run" else "right")
+        for d in res["paired"]:
+            p.add_row(
+                d["run"], f"{d['d_pass_rate'] * 100:+.1f}", f"{d['d_pass_ci'][0] * 100:+.1f}…{d['d_pass_ci'][1] * 100:+.1f}",
+                f"{d['only_baseline_passed']} / {d['only_run_passed']}", f"{d['mcnemar_p']:.3f}",
+                f"{d['d_f1'] * 100:+.1f}", f"{d['d_f1_ci'][0] * 100:+.1f}…{d['d_f1_ci'][1] * 100:+.1f}", f"{d['f1_p']:.3f}",
+            )
+        c.print(p)
+        for d in res["paired"]:
+            style = "green" if (d["pass_significant"] or d["f1_significant"]) else "yellow"
+            c.print(f"[{style}]{d['verdict']}[/]")
+    for w in res["warnings"]:
+        c.print(f"[yellow]warning:[/] {w}")
+
+
+def _ci(ci: list[float]) -> str:
+    return f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}"
