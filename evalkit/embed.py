@@ -132,7 +132,8 @@ class SentenceTransformerEmbedder(Embedder):
             ) from None
         self.key = f"st:{p.resolve()}:{_folder_stamp(p)}"
         super().__init__(cache_dir, progress)
-        self._model = SentenceTransformer(str(p), device="cpu", local_files_only=True)
+        # float32: bf16 checkpoints run several times slower on most CPUs.
+        self._model = SentenceTransformer(str(p), device="cpu", local_files_only=True, model_kwargs={"dtype": "float32"})
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(texts, batch_size=self.batch, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)

@@ -143,7 +143,7 @@ def load_gold(path: str | os.PathLike) -> pl.DataFrame:
         gold = _gold_from_jsonl(p)
     if gold.height == 0:
         raise DataError(f"{p}: no gold cases")
-    dup = gold.filter(pl.col("id").is_duplicated())
+    dup = gold.filter(~pl.col("id").is_first_distinct())
     if dup.height:
         raise DataError(f"{dup['source'][0]}: duplicate gold id {dup['id'][0]!r}; ids must be unique")
     nulls = gold.filter(pl.col("gold_names").list.eval(pl.element().is_null()).list.any())
@@ -300,7 +300,7 @@ def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
     out = []
     for name in adapters:
         sub = df.filter(pl.col("adapter") == name)
-        dup = sub.filter(pl.col("id").is_duplicated())
+        dup = sub.filter(~pl.col("id").is_first_distinct())
         if dup.height:
             raise DataError(f"{path}: id {dup['id'][0]!r} appears more than once for adapter {name!r}")
         good = sub.filter(structured).with_columns(pl.col("metrics").list.eval(keep))
@@ -368,7 +368,7 @@ def load_predictions(
     if adapter is not None:
         raise DataError(f"{p}: --adapter applies to engine Parquet results only")
     frame = _preds_from_batch_json(p, gold) if fmt == "batch-json" else _preds_from_jsonl(p, gold)
-    dup = frame.filter(pl.col("id").is_duplicated())
+    dup = frame.filter(~pl.col("id").is_first_distinct())
     if dup.height:
         raise DataError(f"{dup['source'][0]}: a second prediction for gold id {dup['id'][0]!r}")
     return [PredictionSet(name or p.stem, frame, str(p), fmt)]

@@ -1,0 +1,244 @@
+"""Every input format evalkit reads, and the id rules: missing predictions, unknown ids, alignment."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from data.io import DataError, jsonl_to_table, write_parquet
+from data.schema import arrow_metrics_type
+from evalkit.loaders import load_gold, load_predictions
+from evalkit.matchers import UpstreamMatcher
+from evalkit.score import score_paths, summarize
+
+REQUIRED_KEYS = {
+    "n", "json_valid", "strict", "loose", "passed", "fail", "pred_total", "gold_total", "exact_hits",
+    "fuzzy_hits", "precision", "recall", "f1", "type_accuracy", "by_scenario", "by_metric_type",
+}
+
+
+def metric(name: str, typ: str = "financial") -> dict:
+    return {"metric_name": name, "metric_type": typ, "score": 0.9, "reason": "r"}
+
+
+def seed_row(names: list[str], scenario: str = "A", id: str | None = None, typ: str = "financial") -> dict:
+    row = {"type": scenario, "input": {"chapter_title": "t", "paragraph": "p"},
+           "output": {"analysis": "a", "metrics": [metric(n, typ) for n in names]}}
+    if id is not None:
+        row["id"] = id
+    return row
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def gold_noid(tmp_path: Path) -> Path:
+    """Three gold cases without ids: their ids are the line numbers 1, 2, 3."""
+    return write_jsonl(tmp_path / "gold.jsonl", [seed_row(["毛利率"], "A"), seed_row(["净利润", "营业收入"], "B"), seed_row([], "B")])
+
+
+def raw(names: list[str]) -> str:
+    return json.dumps({"analysis": "a", "metrics": [metric(n) for n in names]}, ensure_ascii=False)
+
+
+def verdicts(results) -> list[str]:
+    assert len(results) == 1
+    return results[0].cases["verdict"].to_list()
+
+
+# ------------------------------------------------------------------------------------------- gold
+
+
+def test_gold_jsonl_ids_are_line_numbers_or_id_field(gold_noid: Path, tmp_path: Path):
+    g = load_gold(gold_noid)
+    assert g["id"].to_list() == ["1", "2", "3"]
+    assert g["scenario"].to_list() == ["A", "B", "B"]
+    assert g["gold_names"].to_list() == [["毛利率"], ["净利润", "营业收入"], []]
+    with_ids = write_jsonl(tmp_path / "g2.jsonl", [seed_row(["毛利率"], id="x-1"), seed_row([], id="x-2")])
+    assert load_gold(with_ids)["id"].to_list() == ["x-1", "x-2"]
+
+
+def test_gold_parquet_equals_gold_jsonl(demo_jsonl: Path, tmp_path: Path):
+    pq_path = write_parquet(jsonl_to_table(demo_jsonl), tmp_path / "gold.parquet")
+    a, b = load_gold(demo_jsonl), load_gold(pq_path)
+    assert a.select("id", "case", "scenario", "gold_names", "gold_types").equals(
+        b.select("id", "case", "scenario", "gold_names", "gold_types")
+    )
+
+
+def test_gold_errors_name_the_line(tmp_path: Path):
+    p = write_jsonl(tmp_path / "g.jsonl", [seed_row(["a"]), {"type": "A", "input": {}}])
+    with pytest.raises(DataError, match=r"g\.jsonl:2: gold row has no output\.metrics"):
+        load_gold(p)
+    p = write_jsonl(tmp_path / "d.jsonl", [seed_row(["a"], id="x"), seed_row(["b"], id="x")])
+    with pytest.raises(DataError, match=r"d\.jsonl:2: duplicate gold id 'x'"):
+        load_gold(p)
+
+
+# ---------------------------------------------------------------------------- (c) seed batch JSON
+
+
+def test_batch_json_joins_index_to_gold_case(gold_noid: Path, tmp_path: Path):
+    items = [
+        {"index": 2, "scenario": "B", "pred_raw": "```json\n" + raw(["净利润", "营业收入"]) + "\n```"},  # fenced
+        {"index": 1, "scenario": "A", "pred_raw": raw(["销售毛利率"])},
+        {"index": 3, "scenario": "B", "pred_raw": "抱歉，我无法回答"},  # unparseable, empty gold
+    ]
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    (r,) = score_paths(gold_noid, p, UpstreamMatcher())
+    assert r.cases["id"].to_list() == ["1", "2", "3"]
+    assert r.cases["verdict"].to_list() == ["strict", "strict", "strict"]
+    assert r.cases["json_valid"].to_list() == [True, True, False]
+    assert r.summary["json_valid"] == 2 and r.summary["missing"] == 0
+    assert "invalid JSON" in r.cases["error"][2]
+
+
+def test_batch_json_unparseable_scores_zero_metrics(gold_noid: Path, tmp_path: Path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps([{"index": 1, "pred_raw": '{"analysis": "a", "metrics": [{"metric_name": "毛利'}]), encoding="utf-8")
+    (r,) = score_paths(gold_noid, p, UpstreamMatcher())
+    row = r.cases.row(0, named=True)
+    assert (row["json_valid"], row["n_pred"], row["verdict"]) == (False, 0, "fail")
+    assert r.cases["missing"].to_list() == [False, True, True]
+    assert r.summary["missing_ids"] == ["2", "3"]
+
+
+def test_batch_json_index_out_of_range_is_an_error(gold_noid: Path, tmp_path: Path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps([{"index": 4, "pred_raw": raw([])}]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"index 4 matches no gold case \(gold has cases 1\.\.3\)"):
+        score_paths(gold_noid, p, UpstreamMatcher())
+
+
+# -------------------------------------------------------------------------------- (b) JSONL output
+
+
+def test_jsonl_with_ids_joins_on_id(gold_noid: Path, tmp_path: Path):
+    p = write_jsonl(tmp_path / "p.jsonl", [
+        {"id": "3", "output": {"analysis": "", "metrics": []}},
+        {"id": "1", "output": raw(["毛利率", "ROE"])},  # a raw string is parsed too
+    ])
+    (r,) = score_paths(gold_noid, p, UpstreamMatcher())
+    assert r.cases["verdict"].to_list() == ["loose", "fail", "strict"]
+    assert r.cases["missing"].to_list() == [False, True, False]
+
+
+def test_jsonl_without_ids_aligns_by_line(gold_noid: Path, tmp_path: Path):
+    p = write_jsonl(tmp_path / "p.jsonl", [{"output": raw(["毛利率"])}, {"output": raw(["净利润"])}, {"output": raw(["x"])}])
+    (r,) = score_paths(gold_noid, p, UpstreamMatcher())
+    assert r.cases["verdict"].to_list() == ["strict", "fail", "loose"]
+
+
+def test_jsonl_errors(gold_noid: Path, tmp_path: Path):
+    gold = load_gold(gold_noid)
+    extra = write_jsonl(tmp_path / "a.jsonl", [{"output": raw([])}] * 4)
+    with pytest.raises(DataError, match=r"a\.jsonl:4: prediction row 4 has no gold case 4"):
+        load_predictions(extra, gold)
+    mixed = write_jsonl(tmp_path / "b.jsonl", [{"id": "1", "output": raw([])}, {"output": raw([])}])
+    with pytest.raises(DataError, match=r"b\.jsonl:2: some rows have an `id`"):
+        load_predictions(mixed, gold)
+    dup = write_jsonl(tmp_path / "c.jsonl", [{"id": "1", "output": raw([])}, {"id": "1", "output": raw([])}])
+    with pytest.raises(DataError, match=r"c\.jsonl:2: a second prediction for gold id '1'"):
+        load_predictions(dup, gold)
+    no_output = write_jsonl(tmp_path / "d.jsonl", [{"id": "1", "text": "x"}])
+    with pytest.raises(DataError, match=r"d\.jsonl:1: prediction row has no `output`"):
+        load_predictions(no_output, gold)
+
+
+def test_unknown_prediction_id_is_an_error_naming_it(gold_noid: Path, tmp_path: Path):
+    p = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "output": raw([])}, {"id": "nope-7", "output": raw([])}])
+    with pytest.raises(DataError, match=r"prediction id\(s\) with no gold case: 'nope-7' \(.*p\.jsonl:2\)"):
+        score_paths(gold_noid, p, UpstreamMatcher())
+
+
+# ---------------------------------------------------------------------------- (a) engine Parquet
+
+
+def engine_table(rows: list[dict]) -> pa.Table:
+    return pa.table({
+        "id": pa.array([r["id"] for r in rows], pa.string()),
+        "adapter": pa.array([r.get("adapter") for r in rows], pa.string()),
+        "analysis": pa.array([r.get("analysis", "") for r in rows], pa.string()),
+        "metrics": pa.array([r.get("metrics") for r in rows], arrow_metrics_type()),
+        "raw": pa.array([r.get("raw") for r in rows], pa.string()),
+        "status": pa.array([r.get("status", "ok") for r in rows], pa.string()),
+        "error": pa.array([r.get("error") for r in rows], pa.string()),
+    })
+
+
+def test_engine_parquet_folder_per_adapter(gold_noid: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    out.mkdir()
+    good = [metric("毛利率")]
+    pq.write_table(engine_table([
+        {"id": "1", "adapter": "lora-a", "metrics": good, "raw": raw(["毛利率"])},
+        {"id": "2", "adapter": "lora-a", "metrics": [metric("净利润"), metric("营业收入", "business")]},
+        {"id": "3", "adapter": "lora-a", "metrics": [], "raw": raw([])},
+    ]), out / "shard-00000.parquet")
+    pq.write_table(engine_table([
+        {"id": "1", "adapter": None, "metrics": None, "raw": raw(["毛利率"] ) [:30], "status": "error",
+         "error": "finish_reason=length"},
+        {"id": "2", "adapter": None, "metrics": None, "raw": raw(["净利润", "营业收入"]), "status": "error",
+         "error": "schema: reason too long"},  # parsed leniently from raw: names still count
+    ]), out / "shard-00001.parquet")
+    results = {r.name: r for r in score_paths(gold_noid, out, UpstreamMatcher())}
+    assert set(results) == {"lora-a", "base"}
+    a = results["lora-a"]
+    assert a.cases["verdict"].to_list() == ["strict", "strict", "strict"]
+    assert a.summary["type_accuracy"] == pytest.approx(2 / 3)
+    b = results["base"]
+    assert b.cases["json_valid"].to_list() == [False, True, False]
+    assert b.cases["verdict"].to_list() == ["fail", "strict", "strict"]
+    assert b.cases["missing"].to_list() == [False, False, True]
+    assert b.cases["error"][0] == "finish_reason=length"
+    (only,) = score_paths(gold_noid, out, UpstreamMatcher(), adapter="lora-a")
+    assert only.name == "lora-a"
+    with pytest.raises(DataError, match=r"no rows for adapter 'zzz'; adapters present"):
+        score_paths(gold_noid, out, UpstreamMatcher(), adapter="zzz")
+
+
+def test_engine_parquet_against_gold_parquet_shards(demo_jsonl: Path, tmp_path: Path):
+    gold_pq = write_parquet(jsonl_to_table(demo_jsonl), tmp_path / "gold.parquet")
+    gold = load_gold(gold_pq)
+    rows = [{"id": i, "adapter": "x", "metrics": [metric(n, t) for n, t in zip(ns, ts)]}
+            for i, ns, ts in gold.select("id", "gold_names", "gold_types").iter_rows()]
+    res = tmp_path / "res.parquet"
+    pq.write_table(engine_table(rows), res)
+    (r,) = score_paths(gold_pq, res, UpstreamMatcher())
+    s = r.summary
+    assert s["strict"] == s["n"] == 12 and s["f1"] == 1.0 and s["type_accuracy"] == 1.0
+    assert set(s["by_scenario"]) == {"A", "B", "C", "D"}
+
+
+# ------------------------------------------------------------------------------------- summary
+
+
+def test_summary_keys_and_groups(demo_jsonl: Path, repo_root: Path):
+    (r,) = score_paths(demo_jsonl, repo_root / "evalkit/examples/demo_predictions.jsonl", UpstreamMatcher())
+    s = r.summary
+    assert REQUIRED_KEYS <= set(s)
+    assert s["passed"] == s["strict"] + s["loose"] and s["n"] == s["passed"] + s["fail"] == 12
+    assert s["exact_hits"] + s["fuzzy_hits"] == s["hits"]
+    assert s["f1"] == pytest.approx(2 * s["hits"] / (s["gold_total"] + s["pred_total"]))
+    for name, g in s["by_scenario"].items():
+        assert {"n", "strict", "loose", "fail"} <= set(g), name
+    assert sum(g["n"] for g in s["by_scenario"].values()) == 12
+    assert set(s["by_metric_type"]) == {"financial", "business", "mixed", "none"}
+    assert sum(g["n"] for g in s["by_metric_type"].values()) == 12
+    # Hand-checked against the example file: demo-05 misses 海外销量占比, demo-12 is missing.
+    assert (s["strict"], s["loose"], s["fail"], s["missing"], s["json_valid"]) == (9, 1, 2, 1, 10)
+    assert summarize(r.cases)["by_metric_type"] == s["by_metric_type"]
+
+
+def test_summary_without_scenarios_has_empty_by_scenario(tmp_path: Path):
+    g = write_jsonl(tmp_path / "g.jsonl", [{"input": {}, "output": {"analysis": "", "metrics": [metric("毛利率")]}}])
+    p = write_jsonl(tmp_path / "p.jsonl", [{"output": raw(["毛利率"])}])
+    (r,) = score_paths(g, p, UpstreamMatcher())
+    assert r.summary["by_scenario"] == {} and r.summary["strict"] == 1
