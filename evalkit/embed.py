@@ -38,6 +38,7 @@ class Embedder:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._mem = _MEMORY.setdefault(self.key, {})
         self._disk_loaded = False
+        self._on_disk: set[str] = set()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
@@ -60,6 +61,7 @@ class Embedder:
                     return
                 for n, v in zip(z["names"].tolist(), z["vecs"]):
                     self._mem.setdefault(n, v)
+                    self._on_disk.add(n)
         except Exception as e:  # a damaged cache is rebuilt, never fatal
             print(f"evalkit: ignoring unreadable embedding cache {path}: {e}", file=sys.stderr)
 
@@ -71,6 +73,7 @@ class Embedder:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, key=np.array(self.key), names=np.array(names, dtype=str), vecs=np.stack([self._mem[n] for n in names]))
+        self._on_disk = set(names)
 
     def embed(self, names: list[str]) -> np.ndarray:
         """Vectors for `names` (may repeat); only names never seen by this model are encoded."""
@@ -90,7 +93,8 @@ class Embedder:
                 vecs = vecs / np.where(norms > 0, norms, 1.0)
                 for n, v in zip(part, vecs):
                     self._mem[n] = v
-            self._save_disk()
+        if self.cache_dir is not None and any(n not in self._on_disk for n in names):
+            self._save_disk()  # also when another embedder in this process encoded them first
         if not names:
             return np.zeros((0, 1), dtype=np.float32)
         return np.stack([self._mem[n] for n in names])
