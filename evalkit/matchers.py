@@ -73,19 +73,28 @@ def bigram_jaccard(a: str, b: str) -> float:
 
 
 def _bigram_matrix(names: list[str]):
-    """Sparse 0/1 matrix names x distinct bigrams, and the bigram-set size of each name."""
+    """Sparse 0/1 matrix names x distinct bigrams (set semantics), and each name's bigram-set size.
+
+    Built with polars string/list expressions, not a Python loop over names; `bigrams` is the scalar
+    definition it must agree with (the tests compare them).
+    """
     from scipy import sparse
 
-    vocab: dict[str, int] = {}
-    indptr = [0]
-    indices: list[int] = []
-    for s in names:
-        for bg in bigrams(s):
-            indices.append(vocab.setdefault(bg, len(vocab)))
-        indptr.append(len(indices))
-    data = np.ones(len(indices), dtype=np.float32)
-    m = sparse.csr_matrix((data, np.asarray(indices, dtype=np.int64), np.asarray(indptr)), shape=(len(names), max(1, len(vocab))))
-    return m, np.diff(np.asarray(indptr))
+    chars = pl.col("name").str.split("")
+    df = pl.DataFrame({"name": pl.Series(names, dtype=pl.String)}).with_row_index("i").select(
+        "i",
+        pl.when(pl.col("name").str.len_chars() == 1)
+        .then(pl.concat_list(pl.col("name")))
+        .otherwise(chars.list.eval(pl.element() + pl.element().shift(-1)).list.drop_nulls())
+        .alias("bg"),
+    )
+    long = df.explode("bg").drop_nulls("bg").unique(["i", "bg"])
+    codes = long["bg"].unique().to_frame().with_row_index("j")
+    long = long.join(codes, on="bg")
+    i, j = long["i"].to_numpy().astype(np.int64), long["j"].to_numpy().astype(np.int64)
+    m = sparse.csr_matrix((np.ones(len(i), dtype=np.float32), (i, j)), shape=(len(names), max(1, codes.height)))
+    sizes = np.bincount(i, minlength=len(names))
+    return m, sizes
 
 
 def pair_jaccard(names: list[str], g: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -275,17 +284,22 @@ def _optimal_loop(e: pl.DataFrame) -> list[tuple[int, int, int, float]]:
     from scipy.optimize import linear_sum_assignment
 
     out: list[tuple[int, int, int, float]] = []
-    for (row,), part in e.group_by(["row"], maintain_order=True):
-        gi, pi, sc = part["gi"].to_numpy(), part["pi"].to_numpy(), part["score"].to_numpy()
+    if e.height == 0:
+        return out
+    rows, gis, pis, scs = (e[c].to_numpy() for c in ("row", "gi", "pi", "score"))
+    bounds = np.flatnonzero(np.diff(rows)) + 1  # `e` is sorted by row
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(rows)]):
+        gi, pi, sc = gis[lo:hi], pis[lo:hi], scs[lo:hi]
         ug, g_idx = np.unique(gi, return_inverse=True)
         up, p_idx = np.unique(pi, return_inverse=True)
         big = float(len(ug) + len(up) + 1)  # one more hit always beats any gain in score
         w = np.zeros((len(ug), len(up)))
         w[g_idx, p_idx] = big + sc
         r, c = linear_sum_assignment(w, maximize=True)
+        row = int(rows[lo])
         for a, b in zip(r, c):
             if w[a, b] > 0:
-                out.append((int(row), int(ug[a]), int(up[b]), float(w[a, b] - big)))
+                out.append((row, int(ug[a]), int(up[b]), float(w[a, b] - big)))
     return out
 
 
@@ -297,39 +311,40 @@ def match(cases: pl.DataFrame, matcher: Matcher, stats: MatchStats | None = None
     """
     stats = stats if stats is not None else MatchStats()
     stats.cases = cases.height
+    out_schema = {"row": pl.UInt32, "gi": pl.Int32, "pi": pl.Int32, "score": pl.Float64}
     gold = _explode(cases, "gold_names", "g", "gi")
     pred = _explode(cases, "pred_names", "p", "pi")
-    pairs = gold.join(pred, on="row", how="inner")
+    # Names become integer codes into the run's vocabulary of distinct names, and a (gold, pred) pair of
+    # names one int64 key, so deduplicating and joining pairs never touches strings.
+    vocab = pl.concat([gold["g"], pred["p"]]).unique().to_frame("name").with_row_index("code")
+    stats.unique_names = vocab.height
+    v = max(1, vocab.height)
+    gold = gold.join(vocab, left_on="g", right_on="name").select("row", "gi", pl.col("code").cast(pl.Int64).alias("gc"))
+    pred = pred.join(vocab, left_on="p", right_on="name").select("row", "pi", pl.col("code").cast(pl.Int64).alias("pc"))
+    pairs = gold.join(pred, on="row", how="inner").select("row", "gi", "pi", (pl.col("gc") * v + pl.col("pc")).alias("key"))
     stats.pairs = pairs.height
-    out_schema = {"row": pl.UInt32, "gi": pl.Int32, "pi": pl.Int32, "score": pl.Float64}
     if pairs.height == 0:
         return pl.DataFrame(schema=out_schema)
-    vocab = pl.concat([pairs["g"], pairs["p"]]).unique().rename("name").to_frame().with_row_index("code")
-    stats.unique_names = vocab.height
-    pairs = (
-        pairs.join(vocab.rename({"name": "g", "code": "gc"}), on="g")
-        .join(vocab.rename({"name": "p", "code": "pc"}), on="p")
-    )
-    uniq = pairs.select("gc", "pc").unique()
-    stats.unique_pairs = uniq.height
-    score, eligible = matcher.pair_scores(
-        vocab["name"].to_list(), uniq["gc"].to_numpy().astype(np.int64), uniq["pc"].to_numpy().astype(np.int64)
-    )
-    uniq = uniq.with_columns(pl.Series("score", score, dtype=pl.Float64), pl.Series("eligible", eligible, dtype=pl.Boolean))
-    e = (
-        pairs.join(uniq.filter(pl.col("eligible") & (pl.col("score") > 0)), on=["gc", "pc"], how="inner")
-        .select("row", "gi", "pi", "score")
-        .sort(["row", "gi", "pi"])
-    )
+    keys = pairs["key"].unique().to_numpy()
+    stats.unique_pairs = len(keys)
+    score, eligible = matcher.pair_scores(vocab["name"].to_list(), keys // v, keys % v)
+    ok = eligible & (score > 0)
+    scored = pl.DataFrame({"key": keys[ok], "score": np.asarray(score, dtype=np.float64)[ok]})
+    e = pairs.join(scored, on="key", how="inner").select("row", "gi", "pi", "score").sort(["row", "gi", "pi"])
+    row_key = pl.col("row").cast(pl.Int64) * (1 << 20)  # (row, position) as one key; positions < 2^20
     if not matcher.optimal:
+        # Each gold's best candidate: highest score, first in predicted order on ties. Where no two golds
+        # of a case want the same prediction, the greedy pass in gold order takes exactly these.
         best = e.sort(["row", "gi", "score", "pi"], descending=[False, False, True, False]).unique(
             ["row", "gi"], keep="first", maintain_order=True
         )
-        clash = best.filter(pl.col("pi").is_duplicated().over("row"))["row"].unique()
+        clash = best.filter((row_key + pl.col("pi")).is_duplicated())["row"].unique()
         simple = best.filter(~pl.col("row").is_in(clash.implode()))
         looped = _greedy_loop(e.filter(pl.col("row").is_in(clash.implode())))
     else:
-        multi = pl.len().over("row", "gi").gt(1) | pl.len().over("row", "pi").gt(1)
+        # Where every gold has at most one eligible prediction and vice versa, all eligible pairs are the
+        # optimal assignment; only the other cases need the Hungarian algorithm.
+        multi = (row_key + pl.col("gi")).is_duplicated() | (row_key + pl.col("pi")).is_duplicated()
         clash = e.filter(multi)["row"].unique()
         simple = e.filter(~pl.col("row").is_in(clash.implode()))
         looped = _optimal_loop(e.filter(pl.col("row").is_in(clash.implode())))

@@ -168,3 +168,15 @@ def test_vectorised_upstream_equals_the_reference_on_random_cases():
         ref = upstream_reference(g, p)
         assert [(h["gold"], h["pred"]) for h in got[i]] == [(g[a], p[b]) for a, b, _ in ref], (g, p)
         assert df["verdict"][i] == verdict(len(g), len(p), len(ref))
+
+
+def test_vectorised_bigram_sets_equal_the_scalar_definition():
+    from evalkit.matchers import _bigram_matrix
+
+    names = ["毛利率", "率", "", "AB", "ABAB", "营业收入营业", "R", "净利润"]
+    m, sizes = _bigram_matrix(names)
+    assert sizes.tolist() == [len(bigrams(n)) for n in names]
+    for a in range(len(names)):
+        for b in range(len(names)):
+            inter = m[a].multiply(m[b]).sum()
+            assert inter == len(bigrams(names[a]) & bigrams(names[b])), (names[a], names[b])
