@@ -167,3 +167,31 @@ def test_seed_folder_as_gold(seed_dir: Path, tmp_path: Path):
     g = load_gold(seed_dir / "data")
     assert g.height == 700 and g["id"][0] == "type_a.jsonl:1"
     assert dict(g.group_by("scenario").len().iter_rows()) == {"A": 270, "B": 202, "C": 72, "D": 156}
+
+
+def test_engine_folder_with_two_adapters(demo_jsonl: Path, tmp_path: Path):
+    """score writes one summary per adapter; compare pairs the adapters of one results folder."""
+    import pyarrow.parquet as pq
+
+    from evalkit.loaders import load_gold
+    from test_evalkit_loaders import engine_table, metric
+
+    gold = load_gold(demo_jsonl)
+    rows = []
+    for i, names, types in gold.select("id", "gold_names", "gold_types").iter_rows():
+        rows.append({"id": i, "adapter": "good", "metrics": [metric(n, t) for n, t in zip(names, types)]})
+        rows.append({"id": i, "adapter": "bad", "metrics": [metric("营业收入")]})
+    (tmp_path / "run").mkdir()
+    pq.write_table(engine_table(rows), tmp_path / "run" / "shard-00000.parquet")
+    invoke("score", "-q", "--gold", demo_jsonl, tmp_path / "run", "--json", tmp_path / "s.json")
+    good = json.loads((tmp_path / "s.good.json").read_text())
+    bad = json.loads((tmp_path / "s.bad.json").read_text())
+    assert (good["run"], good["strict"], good["f1"]) == ("good", 12, 1.0)
+    assert bad["run"] == "bad" and bad["passed"] == bad["loose"] == 2  # demo-03/08: empty gold + one extra
+    invoke("score", "-q", "--gold", demo_jsonl, tmp_path / "run", "--adapter", "bad", "--json", tmp_path / "only.json")
+    assert json.loads((tmp_path / "only.json").read_text())["run"] == "bad"
+    out = invoke("compare", "--gold", demo_jsonl, f"nightly={tmp_path / 'run'}", "--json", tmp_path / "c.json")
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert [r["name"] for r in res["runs"]] == ["nightly:good", "nightly:bad"]
+    assert res["paired"][0]["d_pass_rate"] == pytest.approx(-10 / 12)
+    assert "nightly:bad vs nightly:good" in out
