@@ -118,15 +118,16 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
         return
     many = len(results) > 1
     console = make_console()
+    for r in results:  # files first: a closed pipe on the terminal side must not lose them
+        if json_out:
+            _write_json(r.summary, _suffixed(json_out, r.name, many))
+        if cases_out:
+            write_cases(r.cases, _suffixed(cases_out, r.name, many))
     for r in results:
         if not quiet:
             fails = r.cases.filter(r.cases["verdict"] == "fail").head(show_fails).to_dicts() if show_fails else None
             print_summary(r.summary, console, show_fails=fails)
             console.print()
-        if json_out:
-            _write_json(r.summary, _suffixed(json_out, r.name, many))
-        if cases_out:
-            write_cases(r.cases, _suffixed(cases_out, r.name, many))
     if many and (json_out or cases_out):
         console.print(f"[dim]{len(results)} adapters: files written with the adapter name before the extension[/]")
 
@@ -192,9 +193,9 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
     except DataError as e:
         _fail(e)
         return
-    print_compare(res, make_console())
     if json_out:
         _write_json(res, json_out)
+    print_compare(res, make_console())
 
 
 @main.command()
@@ -230,7 +231,8 @@ def report(run, gold, matcher, threshold, model, embed_cache, adapter, out, titl
         _fail(e)
         return
     s = summarize(rs[0].cases)
-    Console().print(f"wrote {path} ({s['n']} cases, pass rate {s['pass_rate'] * 100:.1f}%, F1 {(s['f1'] or 0) * 100:.1f}%)")
+    f1 = "–" if s["f1"] is None else f"{s['f1'] * 100:.1f}%"
+    Console().print(f"wrote {path} ({s['n']} cases, pass rate {s['pass_rate'] * 100:.1f}%, F1 {f1})")
 
 
 if __name__ == "__main__":  # pragma: no cover
