@@ -207,6 +207,8 @@ def _case_rows(cases: pl.DataFrame) -> str:
         )
         hits = "<br>".join(
             html.escape(f"{h['gold']} ← {h['pred']}" + ("" if h["gold"] == h["pred"] else f" ({h['score']:.2f})"))
+            + ("" if h["gold_type"] == h["pred_type"]
+               else f' <span class="extra">type {html.escape(h["gold_type"][:1])}→{html.escape(h["pred_type"][:1] or "?")}</span>')
             for h in r["hits"]
         )
         if r["missing"]:

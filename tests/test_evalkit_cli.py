@@ -128,6 +128,7 @@ def test_report_is_self_contained_with_plots_and_cases(demo_jsonl: Path, ex: Pat
     assert page.count('<tr data-v="') == 12
     assert page.count('<tr data-v="fail">') == 4
     assert "经营活动现金流量净额" in page and "invalid JSON" in page
+    assert page.count("type f→b") == 0  # demo_batch has no wrong type on a hit
     assert "By scenario" in page and "By gold metric-type mix" in page
 
 
@@ -195,3 +196,10 @@ def test_engine_folder_with_two_adapters(demo_jsonl: Path, tmp_path: Path):
     assert [r["name"] for r in res["runs"]] == ["nightly:good", "nightly:bad"]
     assert res["paired"][0]["d_pass_rate"] == pytest.approx(-10 / 12)
     assert "nightly:bad vs nightly:good" in out
+
+
+def test_report_marks_a_wrong_type_on_a_hit(demo_jsonl: Path, ex: Path, tmp_path: Path):
+    invoke("report", "--gold", demo_jsonl, ex / "demo_predictions.jsonl", "--out", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert page.count("type f→b") == 1 and "游戏业务收入 ← 游戏业务收入" in page
+    assert "missing prediction" in page  # demo-12
