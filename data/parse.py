@@ -68,7 +68,9 @@ def schema_errors(obj: Any) -> list[str]:
     return errs
 
 
-def parse_output(text: str | None) -> Parsed:
+def parse_output(text: str | None, check_schema: bool = True) -> Parsed:
+    """`check_schema=False` skips JSON-schema validation (95 % of the cost) for callers that only need
+    the names and types, e.g. scoring raw predictions; `schema_errors` is then empty."""
     if text is None or not str(text).strip():
         return Parsed(False, None, error="empty output")
     obj, err = _loads_object(str(text))
@@ -76,7 +78,7 @@ def parse_output(text: str | None) -> Parsed:
         return Parsed(False, None, error=err)
     if not isinstance(obj, dict):
         return Parsed(False, None, error=f"JSON is a {type(obj).__name__}, not an object")
-    errs = schema_errors(obj)
+    errs = schema_errors(obj) if check_schema else []
     extraction = Extraction.from_dict(
         {
             "analysis": obj.get("analysis") if isinstance(obj.get("analysis"), str) else "",
