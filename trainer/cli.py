@@ -1,0 +1,154 @@
+"""`trainer`: train LoRA adapters for the extraction engine (a thin layer over trainer.train.train)."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .config import ConfigError, DEFAULT_RECIPE, apply_overrides, list_recipes, load_recipe, parse_set
+
+TRAIN_EPILOG = """\b
+Examples:
+  # the demo model on the seed data, the demo recipe (bf16 LoRA, 4 epochs)
+  trainer train --model ~/.cache/reportminer/models/qwen2.5-coder-0.5b-instruct \\
+      --data ../shared/seed/data --output runs/demo --config qwen2.5-0.5b-lora
+\b
+  # the seed's recipe (8-bit base, paged AdamW 8-bit) on Qwen3-14B, 10 % dev split
+  trainer train --model /models/Qwen3-14B --data labels/ --output runs/q14 --dev-fraction 0.1
+\b
+  # a separate dev file, 4-bit NF4 base, and two keys overridden
+  trainer train --model /models/Qwen3-14B --data train.jsonl --dev dev.jsonl --output runs/q14-nf4 \\
+      --quantization 4bit --set lora_r=32 --set learning_rate=1e-4
+\b
+  # continue an interrupted run from its last epoch checkpoint
+  trainer train --model /models/Qwen3-14B --data labels/ --output runs/q14 --resume
+\b
+  # a 2-minute smoke run on a laptop CPU with the tiny test model
+  trainer train --model tiny-model/ --data data/demo/demo.jsonl --output /tmp/smoke --config tiny-cpu --max-steps 4
+\b
+The run folder gets best/ and final/ adapters (each with reportminer_adapter.json and loss_curves.png),
+checkpoints/ for --resume, metrics.json, train.log and log.jsonl. Bad input rows stop the run before any
+model is loaded, with file:line for each.
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """Train LoRA adapters for reportminer on labelled paragraphs (seed-format JSONL or Parquet shards).
+
+    \b
+    trainer train    run a training (recipe YAML + flags)
+    trainer recipes  list the bundled recipes, or print one
+    trainer config   print the resolved config of a recipe + flags, without training
+    """
+
+
+def _common(f):
+    opts = [
+        click.option("--model", "model", type=click.Path(exists=True, file_okay=False), help="Base model folder (HF layout)."),
+        click.option("--data", "data", type=click.Path(exists=True), help="Training rows: a JSONL file, a folder of *.jsonl, or Parquet shards with gold columns."),
+        click.option("--output", "output", type=click.Path(file_okay=False), help="Run folder (created)."),
+        click.option("--config", "-c", "recipe", default=None, help=f"Recipe: a bundled name ({', '.join(list_recipes())}) or a YAML path. Default: {DEFAULT_RECIPE}."),
+        click.option("--dev", "dev_data", type=click.Path(exists=True), default=None, help="Separate dev file or folder (instead of --dev-fraction)."),
+        click.option("--dev-fraction", type=float, default=None, help="Share of --data held out for dev loss, stratified by scenario."),
+        click.option("--epochs", type=float, default=None),
+        click.option("--max-steps", type=int, default=None, help="Stop after this many optimiser steps (smoke runs)."),
+        click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None),
+        click.option("--micro-batch-size", type=int, default=None),
+        click.option("--gradient-accumulation-steps", "--grad-accum", "gradient_accumulation_steps", type=int, default=None),
+        click.option("--quantization", type=click.Choice(["8bit", "4bit", "none"]), default=None, help="Base model quantisation."),
+        click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None),
+        click.option("--device", default=None, help="auto | cpu | cuda | cuda:N"),
+        click.option("--lora-r", type=int, default=None),
+        click.option("--max-length", type=int, default=None),
+        click.option("--seed", type=int, default=None),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe key (repeatable), e.g. --set lora_alpha=64."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _resolve(recipe: str | None, sets: tuple[str, ...], flags: dict[str, Any]):
+    cfg = load_recipe(recipe)
+    cfg = apply_overrides(cfg, parse_set(sets), "--set")
+    cfg = apply_overrides(cfg, flags, "flag")
+    return cfg.validate()
+
+
+@main.command(epilog=TRAIN_EPILOG)
+@_common
+@click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in --output.")
+@click.option("--overwrite", is_flag=True, help="Delete a previous run in --output first.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
+    """Train a LoRA adapter: validate rows, split dev, SFT on answer tokens, save best/ and final/."""
+    from data.io import DataError
+
+    try:
+        cfg = _resolve(recipe, sets, flags)
+        if no_progress:
+            cfg.progress = False
+        cfg.require_paths()
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    from .train import train as run_training
+
+    try:
+        result = run_training(cfg, resume=resume, overwrite=overwrite)
+    except (ConfigError, DataError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: continue with the same command and --resume", err=True)
+        sys.exit(130)
+    click.echo(json.dumps({
+        "final_adapter": str(result.final_adapter),
+        "best_adapter": None if result.best_adapter is None else str(result.best_adapter),
+        "epochs": [s.to_dict() for s in result.epochs],
+        "best_eval_loss": result.best_eval_loss,
+        "global_step": result.global_step,
+        "seconds": result.seconds,
+    }, indent=2))
+
+
+@main.command()
+@click.argument("name", required=False)
+def recipes(name: str | None) -> None:
+    """List the bundled recipes, or print one (NAME) as YAML.
+
+    \b
+    Examples:
+      trainer recipes
+      trainer recipes qwen2.5-0.5b-lora > my-recipe.yaml
+    """
+    if name:
+        try:
+            click.echo(load_recipe(name).to_yaml(), nl=False)
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
+        return
+    for stem in list_recipes():
+        click.echo(f"{stem:22s} {load_recipe(stem).description}")
+
+
+@main.command("config")
+@_common
+def show_config(recipe, sets, **flags) -> None:
+    """Print the config a recipe plus flags resolves to (YAML), without loading anything.
+
+    \b
+    Example:
+      trainer config --config qwen3-14b-qlora --quantization 4bit --set lora_r=32
+    """
+    try:
+        cfg = _resolve(recipe, sets, flags)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(cfg.to_yaml(), nl=False)
+
+
+if __name__ == "__main__":
+    main()
