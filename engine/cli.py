@@ -1,0 +1,208 @@
+"""`engine run` and `engine extract`: flags over YAML over device defaults, then the library does the work."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConfigError, EngineConfig, parse_adapter
+from .summary import EXIT_INTERRUPTED, EXIT_REFUSED
+
+RUN_HELP = """Extract metrics from every paragraph of Parquet shards into one output shard per input shard.
+
+\b
+Input: a Parquet file or a folder searched recursively; columns id, chapter_title, paragraph (others
+pass through). Output: OUT/<same relative path>.parquet with id, the passthrough columns, adapter,
+analysis, metrics, raw, status, error, finish_reason, prompt_tokens, output_tokens; every input row
+once per adapter. OUT also holds _engine_manifest.json (what is finished, with which settings),
+_engine_summary.json (this run) and _engine_runs.jsonl (every run).
+
+\b
+Reruns skip finished shards and pick up new ones; a run with other settings (model, adapters,
+schema, prompt, sampling, max_model_len) into the same OUT is refused unless --overwrite.
+
+\b
+Examples:
+  # the demo model over a folder of shards
+  engine run --input shards/ --out results/
+  # two adapters on every row in one pass (A/B), plus the base model
+  engine run --input shards/ --out ab/ --adapter v3=adapters/v3 --adapter v4=adapters/v4 --include-base
+  # your own model on a GPU, settings from YAML, one flag overridden
+  engine run --config engine/configs/gpu.yaml --input /data/shards --out /data/out --max-tokens 768
+  # guided decoding off (to measure how often the adapter alone writes valid JSON)
+  engine run --input shards/ --out raw/ --adapter v4=adapters/v4 --no-guided
+
+\b
+Exit status: 0 every row ok (or nothing to do); 1 all shards written, some rows are errors
+(counted by reason in the summary); 2 refused, nothing ran (bad settings, adapter trained for
+another model/schema/prompt, OUT holds another configuration or is in use); 3 some input shard
+could not be read (named; the others were written); 130 interrupted (finished shards kept).
+"""
+
+EXTRACT_HELP = """Extract the metrics of one paragraph and print the JSON answer.
+
+\b
+Examples:
+  engine extract --title 盈利能力分析 --text "2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。"
+  engine extract --title 经营情况 --text "$(cat paragraph.txt)" --adapter v4=adapters/v4
+  echo "段落……" | engine extract --title 业务 --text -
+
+\b
+Exit status: 0 and the answer on stdout; 1 the row failed (reason and raw text on stderr); 2 refused.
+"""
+
+
+def engine_options(f):
+    """Settings shared by run and extract; None (not given) leaves the YAML or default value."""
+    opts = [
+        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="YAML file of settings (see engine/configs/); flags override it."),
+        click.option("--model", help="Model folder (default: the embedded demo model Qwen2.5-Coder-0.5B-Instruct)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: the installed vLLM build."),
+        click.option("--guided/--no-guided", default=None, help="Constrain output to the JSON schema (default on)."),
+        click.option("--max-tokens", type=int, help="Output tokens per row (default 1024); a cut row is an error."),
+        click.option("--max-model-len", type=int, help="Prompt + output window (default min(4096, model max))."),
+        click.option("--max-num-seqs", type=int, help="Sequences per engine step (default 128 on CPU, vLLM's on GPU)."),
+        click.option("--max-num-batched-tokens", type=int, help="Tokens per engine step (vLLM default)."),
+        click.option("--kv-cache", "kv_cache_memory_bytes", help="CPU KV-cache size, e.g. 2GiB (default 2GiB)."),
+        click.option("--gpu-memory-utilization", type=float, help="GPU memory share for weights + KV cache (default 0.90)."),
+        click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), help="Default auto."),
+        click.option("--tensor-parallel-size", type=int, help="GPUs per model (default 1)."),
+        click.option("--structured-output-backend", type=click.Choice(["guidance", "xgrammar", "outlines", "auto"]),
+                     help="Guided-decoding backend (default guidance)."),
+        click.option("--temperature", type=float, help="Default 0 (greedy)."),
+        click.option("--top-p", type=float, help="Default 1."),
+        click.option("--seed", type=int, help="Default 0."),
+        click.option("--prefix-caching/--no-prefix-caching", "enable_prefix_caching", default=None,
+                     help="Reuse the shared system-prompt KV cache (default on)."),
+        click.option("--enforce-eager", is_flag=True, default=None, help="Skip CUDA graphs / compilation."),
+        click.option("--max-loras", type=int, help="LoRA slots (default adapters + 1)."),
+        click.option("--max-lora-rank", type=int, help="Default: the largest adapter rank."),
+        click.option("-v", "--verbose", is_flag=True, help="Show vLLM's own log."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _build_config(config_path: Path | None, adapters: tuple[str, ...], **flags) -> EngineConfig:
+    base = EngineConfig.from_yaml(config_path) if config_path else EngineConfig()
+    cfg = base.override(**flags)
+    if adapters:
+        cfg = cfg.override(adapters=dict(parse_adapter(a) for a in adapters))
+    return cfg
+
+
+def _setup_logging(verbose: bool) -> None:
+    # vLLM reads this at import; keep its INFO lines out of the operator's way unless asked for.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[engine] %(levelname)s %(message)s"))
+    lg = logging.getLogger("engine")
+    lg.handlers[:] = [handler]
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+def _refusals():
+    from data.io import DataError
+    from data.manifest import AdapterMismatch
+
+    from .run_manifest import ManifestError, OutputLocked
+    from .runner import ConfigMismatch
+
+    return (ConfigError, AdapterMismatch, ConfigMismatch, OutputLocked, ManifestError, DataError)
+
+
+def _refuse(e: Exception) -> None:
+    click.echo(f"engine: refused, nothing ran: {type(e).__name__}: {e}", err=True)
+    sys.exit(EXIT_REFUSED)
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):  # cron/systemd stop: finish like Ctrl-C (summary written, temp files removed)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def main() -> None:
+    """reportminer engine: vLLM + LoRA + guided JSON over Parquet shards (CPU or GPU build)."""
+
+
+@main.command("run", help=RUN_HELP)
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Parquet file, or folder of shards (recursive).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH",
+              help="LoRA adapter; repeat for several (every row runs under each).")
+@click.option("--include-base", is_flag=True, default=None,
+              help="With adapters: also run every row on the base model (adapter column 'base').")
+@click.option("--chunk-size", type=int, help="Requests kept queued in vLLM (default 8 x max-num-seqs).")
+@click.option("--batch-rows", type=int, help="Rows read per Parquet record batch (default 512).")
+@click.option("--overwrite", is_flag=True, help="Discard results in OUT (any configuration) and redo every shard.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@engine_options
+def run_cmd(input_path, out_dir, adapters, overwrite, quiet, as_json, config_path, verbose, **flags):
+    _setup_logging(verbose)
+    try:
+        cfg = _build_config(config_path, adapters, **flags)
+    except ConfigError as e:
+        _refuse(e)
+    from .runner import run
+
+    _sigterm_as_interrupt()
+    try:
+        summary = run(cfg, input_path, out_dir, overwrite=overwrite, progress=not quiet)
+    except _refusals() as e:
+        _refuse(e)
+    except KeyboardInterrupt as e:
+        click.echo(f"engine: interrupted; finished shards are kept, rerun to continue\n{e}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    click.echo(summary.render(), err=True)
+    if as_json:
+        click.echo(summary.to_json())
+    sys.exit(summary.exit_code)
+
+
+@main.command("extract", help=EXTRACT_HELP)
+@click.option("--title", default="", help="Chapter title.")
+@click.option("--text", required=True, help="The paragraph ('-' reads it from stdin).")
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="One LoRA adapter (NAME= optional).")
+@click.option("--pretty", is_flag=True, help="Indent the JSON.")
+@engine_options
+def extract_cmd(title, text, adapters, pretty, config_path, verbose, **flags):
+    _setup_logging(verbose)
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        cfg = _build_config(config_path, adapters, **flags)
+    except ConfigError as e:
+        _refuse(e)
+    from data.schema import Extraction, to_json
+
+    from .extract import extract
+
+    try:
+        r = extract(cfg, title, text)
+    except _refusals() as e:
+        _refuse(e)
+    if r.status != "ok":
+        click.echo(f"engine: {r.error}", err=True)
+        if r.raw is not None:
+            click.echo(f"raw output: {r.raw}", err=True)
+        sys.exit(1)
+    answer = Extraction.from_dict({"analysis": r.analysis, "metrics": r.metrics})
+    click.echo(json.dumps(json.loads(to_json(answer)), ensure_ascii=False, indent=2) if pretty else to_json(answer))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

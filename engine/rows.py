@@ -1,0 +1,135 @@
+"""One output row per (input row, adapter): the result, or the reason there is none.
+
+Every failure a single row can have is a value here, not an exception, so a run over millions of rows
+never stops for one of them and the summary can count them by reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from data.parse import parse_output
+from data.schema import ID, arrow_metrics_type
+
+OK, ERROR = "ok", "error"
+
+# Why a row has no extraction. The `error` column reads "<reason>: <detail>".
+EMPTY_PARAGRAPH = "empty_paragraph"  # null or blank paragraph: nothing to analyse, never submitted
+TOO_LONG = "too_long"  # prompt + max_tokens does not fit max_model_len, never submitted
+LENGTH = "length"  # output cut at max_tokens (finish_reason == "length"); raw kept
+INVALID_JSON = "invalid_json"  # the text is not a JSON object (guided decoding off); raw kept
+SCHEMA = "schema"  # JSON that breaks the contract (e.g. duplicate metric names); raw kept
+REJECTED = "rejected"  # vLLM refused the request
+ABORTED = "aborted"  # the engine aborted the request
+REASONS = (EMPTY_PARAGRAPH, TOO_LONG, LENGTH, INVALID_JSON, SCHEMA, REJECTED, ABORTED)
+
+ENGINE_COLUMNS: tuple[str, ...] = (
+    "adapter", "analysis", "metrics", "raw", "status", "error", "finish_reason", "prompt_tokens", "output_tokens",
+)
+
+
+def engine_fields() -> list[pa.Field]:
+    return [
+        pa.field("adapter", pa.string()),
+        pa.field("analysis", pa.string()),
+        pa.field("metrics", arrow_metrics_type()),
+        pa.field("raw", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("output_tokens", pa.int32()),
+    ]
+
+
+@dataclass
+class RowResult:
+    adapter: str
+    status: str
+    reason: str | None = None  # one of REASONS when status is error
+    detail: str | None = None
+    analysis: str | None = None
+    metrics: list[dict[str, Any]] | None = None
+    raw: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @property
+    def error(self) -> str | None:
+        if self.status == OK:
+            return None
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+def error_row(adapter: str, reason: str, detail: str, prompt_tokens: int | None = None) -> RowResult:
+    return RowResult(adapter=adapter, status=ERROR, reason=reason, detail=detail, prompt_tokens=prompt_tokens)
+
+
+def result_from_text(
+    adapter: str, text: str | None, finish_reason: str | None, prompt_tokens: int, output_tokens: int, max_tokens: int
+) -> RowResult:
+    """Strict: a row is ok only when generation stopped by itself and the text meets the whole contract."""
+    base = dict(adapter=adapter, raw=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens)
+    if finish_reason == "length":
+        return RowResult(status=ERROR, reason=LENGTH, detail=f"output cut at max_tokens={max_tokens}", **base)
+    if finish_reason == "abort":
+        return RowResult(status=ERROR, reason=ABORTED, detail="request aborted by the engine", **base)
+    parsed = parse_output(text)
+    if not parsed.json_valid:
+        return RowResult(status=ERROR, reason=INVALID_JSON, detail=parsed.error, **base)
+    if not parsed.ok:
+        return RowResult(status=ERROR, reason=SCHEMA, detail=parsed.error, **base)
+    assert parsed.extraction is not None
+    ex = parsed.extraction.to_dict()
+    return RowResult(status=OK, analysis=ex["analysis"], metrics=ex["metrics"], **base)
+
+
+def output_schema(input_schema: pa.Schema) -> tuple[pa.Schema, dict[str, str]]:
+    """id, every other input column (renamed `input_<name>` if it collides with an engine column), engine columns.
+
+    Returns the schema and the renames applied, so the caller can tell the user.
+    """
+    renames: dict[str, str] = {}
+    fields = [input_schema.field(ID)]
+    taken = set(ENGINE_COLUMNS) | {ID}
+    for f in input_schema:
+        if f.name == ID:
+            continue
+        name = f.name
+        if name in taken:
+            name = f"input_{f.name}"
+            while name in taken or name in input_schema.names:
+                name = f"input_{name}"
+            renames[f.name] = name
+        taken.add(name)
+        fields.append(f.with_name(name))
+    return pa.schema(fields + engine_fields()), renames
+
+
+def output_table(batch: pa.RecordBatch, results: list[RowResult], n_adapters: int, schema: pa.Schema) -> pa.Table:
+    """Rows in input order, each repeated once per adapter in run order (A/B rows sit together)."""
+    n = batch.num_rows
+    assert len(results) == n * n_adapters, (len(results), n, n_adapters)
+    idx = pa.array([i for i in range(n) for _ in range(n_adapters)], type=pa.int64())
+    passthrough = batch.take(idx) if n_adapters != 1 else batch
+    in_cols = [passthrough.column(i) for i in range(passthrough.num_columns)]
+    in_names = list(passthrough.schema.names)
+    # The input batch keeps its own column order; the output puts id first.
+    ordered = [in_cols[in_names.index(ID)]] + [c for name, c in zip(in_names, in_cols) if name != ID]
+    ef = {f.name: f.type for f in engine_fields()}
+    engine_cols = [
+        pa.array([r.adapter for r in results], ef["adapter"]),
+        pa.array([r.analysis for r in results], ef["analysis"]),
+        pa.array([r.metrics for r in results], ef["metrics"]),
+        pa.array([r.raw for r in results], ef["raw"]),
+        pa.array([r.status for r in results], ef["status"]),
+        pa.array([r.error for r in results], ef["error"]),
+        pa.array([r.finish_reason for r in results], ef["finish_reason"]),
+        pa.array([r.prompt_tokens for r in results], ef["prompt_tokens"]),
+        pa.array([r.output_tokens for r in results], ef["output_tokens"]),
+    ]
+    return pa.Table.from_arrays(ordered + engine_cols, schema=schema)

@@ -1,0 +1,427 @@
+"""`run`: input shards -> output shards through one Engine; resumable, idempotent, never stopped by a row.
+
+The data path is a pipeline over a single engine:
+
+  read record batch -> render + tokenise -> (row, adapter) requests -> Feeder (vLLM, batch kept full)
+    -> completions in any order -> slots of their batch -> batches flushed in input order -> shard file
+    -> shard committed (rename) -> run manifest rewritten
+
+Only the batches between "read" and "flushed" are in memory (bounded by the feeder window and the
+buffer cap), so memory does not depend on the size or number of shards.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.io import DataError
+from data.schema import CHAPTER_TITLE, PARAGRAPH
+
+from .adapters import Adapter, load_adapters
+from .config import ConfigError, EngineConfig
+from .generate import Completion, Engine, Request
+from .progress import Progress
+from .rows import (
+    EMPTY_PARAGRAPH,
+    REJECTED,
+    TOO_LONG,
+    RowResult,
+    error_row,
+    output_schema,
+    output_table,
+    result_from_text,
+)
+from .run_manifest import (
+    HISTORY_NAME,
+    MANIFEST_NAME,
+    SUMMARY_NAME,
+    OutLock,
+    RunManifest,
+    identity_diff,
+    now,
+    run_identity,
+    write_json_atomic,
+)
+from .shards import InputShard, ShardReader, ShardWriter, discover, fingerprint, stale_temp_files
+from .summary import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROW_ERRORS,
+    EXIT_SHARD_FAILED,
+    RowStats,
+    RunSummary,
+)
+
+log = logging.getLogger("engine")
+
+
+class ConfigMismatch(ValueError):
+    """--out holds results of another configuration; rerun with overwrite to replace them."""
+
+
+class _Shard:
+    def __init__(self, shard: InputShard, fp: dict, num_rows: int, out_path: Path):
+        self.shard = shard
+        self.fp = fp
+        self.num_rows = num_rows
+        self.out_path = out_path
+        self.reader: ShardReader | None = None
+        self.schema: pa.Schema | None = None
+        self.writer: ShardWriter | None = None
+        self.batches_pending = 0
+        self.rows_read = 0
+        self.reading_done = False
+        self.failed: str | None = None
+        self.stats = RowStats()
+
+
+class _Batch:
+    __slots__ = ("shard", "batch", "results", "remaining")
+
+    def __init__(self, shard: _Shard, batch: pa.RecordBatch, width: int):
+        self.shard = shard
+        self.batch = batch
+        self.results: list[RowResult | None] = [None] * (batch.num_rows * width)
+        self.remaining = len(self.results)
+
+
+class _Pipeline:
+    def __init__(self, engine: Engine, config: EngineConfig, adapters: list[Adapter], out_dir: Path,
+                 manifest: RunManifest, progress: Progress):
+        self.engine = engine
+        self.config = config
+        self.out_dir = out_dir
+        self.manifest = manifest
+        self.progress = progress
+        names = config.adapter_names
+        by_name = {a.name: a for a in adapters}
+        self.run_adapters: list[Adapter | None] = [by_name.get(n) for n in names]  # None = base model
+        self.names = names
+        self.width = len(names)
+        self.queue: deque[_Batch] = deque()
+        self.open: deque[_Shard] = deque()
+        self.buffered = 0
+        self.buffer_cap = max(8 * (config.chunk_size or 1024), 2 * config.batch_rows * self.width)
+        self.stats = RowStats()
+        self.by_adapter = {n: RowStats() for n in names}
+        self.done: list[_Shard] = []
+        self.failed: list[tuple[str, str]] = []
+        self.feeder = engine.feeder(engine.sampling_params(config), window=config.chunk_size or 1024,
+                                    may_submit=lambda: self.buffered < self.buffer_cap)
+
+    # ---- producing requests ---------------------------------------------------------------------------
+
+    def requests(self, todo: list[_Shard]) -> Iterator[Request]:
+        limit = self.config.max_model_len - self.config.max_tokens  # type: ignore[operator]
+        for st in todo:
+            try:
+                st.reader = ShardReader(st.shard, self.config.batch_rows)
+                st.schema, renames = output_schema(st.reader.schema)
+            except DataError as e:
+                self.fail(st, str(e))
+                continue
+            if renames:
+                log.warning("%s: input column(s) renamed in the output to keep engine columns: %s", st.shard.path, renames)
+            self.open.append(st)
+            self.progress.set_description(f"engine {st.shard.rel}")
+            try:
+                for rb in st.reader.batches():
+                    b = _Batch(st, rb, self.width)
+                    self.queue.append(b)
+                    st.batches_pending += 1
+                    st.rows_read += rb.num_rows
+                    titles = rb.column(CHAPTER_TITLE).to_pylist()
+                    paragraphs = rb.column(PARAGRAPH).to_pylist()
+                    live = [i for i, p in enumerate(paragraphs) if p is not None and str(p).strip()]
+                    ids = self.engine.encode_prompts(
+                        (None if titles[i] is None else str(titles[i]) for i in live), (str(paragraphs[i]) for i in live)
+                    )
+                    token_ids: dict[int, list[int]] = dict(zip(live, ids))
+                    for i in range(rb.num_rows):
+                        prompt = token_ids.get(i)
+                        if prompt is None:
+                            for j, name in enumerate(self.names):
+                                self.fill(b, i * self.width + j, error_row(name, EMPTY_PARAGRAPH, "paragraph is empty"), False)
+                        elif len(prompt) > limit:
+                            detail = (f"prompt {len(prompt)} tokens + max_tokens {self.config.max_tokens} > "
+                                      f"max_model_len {self.config.max_model_len}")
+                            for j, name in enumerate(self.names):
+                                self.fill(b, i * self.width + j, error_row(name, TOO_LONG, detail, len(prompt)), False)
+                        else:
+                            for j, adapter in enumerate(self.run_adapters):
+                                yield Request((b, i * self.width + j), prompt, adapter)
+                    self.flush()
+            except DataError as e:
+                self.fail(st, str(e))
+                continue
+            st.reading_done = True
+            if st.rows_read != st.num_rows:
+                self.fail(st, f"{st.shard.path}: read {st.rows_read} rows, the footer says {st.num_rows}")
+                continue
+            self.flush()
+
+    # ---- consuming results ----------------------------------------------------------------------------
+
+    def fill(self, b: _Batch, slot: int, r: RowResult, submitted: bool) -> None:
+        b.results[slot] = r
+        b.remaining -= 1
+        self.buffered += 1
+        self.stats.add(r, submitted)
+        self.by_adapter[r.adapter].add(r, submitted)
+        b.shard.stats.add(r, submitted)
+        self.progress.update(1, r.output_tokens or 0)
+
+    def on_completion(self, c: Completion) -> None:
+        b, slot = c.key
+        if b.shard.failed:
+            return
+        name = self.names[slot % self.width]
+        if c.rejected is not None:
+            r = error_row(name, REJECTED, c.rejected, c.prompt_tokens)
+        else:
+            r = result_from_text(name, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, self.config.max_tokens)
+        self.fill(b, slot, r, submitted=c.rejected is None)
+        if b is self.queue[0] and b.remaining == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write finished batches in input order; commit shards whose every batch is written."""
+        while self.queue and self.queue[0].remaining == 0:
+            b = self.queue.popleft()
+            st = b.shard
+            if st.writer is None:
+                st.writer = ShardWriter(st.out_path, st.schema)  # type: ignore[arg-type]
+            st.writer.write(output_table(b.batch, b.results, self.width, st.schema))  # type: ignore[arg-type]
+            self.buffered -= len(b.results)
+            st.batches_pending -= 1
+        while self.open and self.open[0].reading_done and self.open[0].batches_pending == 0:
+            self.commit(self.open.popleft())
+
+    def commit(self, st: _Shard) -> None:
+        if st.writer is None:  # a shard with no rows still gets its (empty) output file
+            st.writer = ShardWriter(st.out_path, st.schema)  # type: ignore[arg-type]
+        expected = st.num_rows * self.width
+        if st.writer.rows != expected:  # the invariant every consumer relies on; never commit without it
+            self.fail(st, f"internal error: {st.writer.rows} output rows, expected {expected}")
+            return
+        st.writer.commit()
+        if st.reader:
+            st.reader.close()
+        self.manifest.shards[st.shard.rel] = {
+            "input": st.fp,
+            "output": st.shard.rel,
+            "output_size": st.out_path.stat().st_size,
+            "rows": st.num_rows,
+            "output_rows": expected,
+            "ok": st.stats.ok,
+            "error": st.stats.error,
+            "errors_by_reason": dict(st.stats.errors_by_reason),
+            "completed_at": now(),
+        }
+        self.manifest.write(self.out_dir)
+        self.done.append(st)
+        log.info("%s: %d rows written (ok %d, error %d)", st.out_path, expected, st.stats.ok, st.stats.error)
+
+    def fail(self, st: _Shard, error: str) -> None:
+        """Drop a shard that cannot be read: abort its requests, forget its rows, keep the others going."""
+        st.failed = error
+        log.error("shard failed: %s", error)
+        self.failed.append((st.shard.rel, error))
+        self.feeder.abort(lambda key: key[0].shard is st)
+        kept = deque()
+        for b in self.queue:
+            if b.shard is st:
+                self.buffered -= len(b.results) - b.remaining
+            else:
+                kept.append(b)
+        self.queue = kept
+        if st in self.open:
+            self.open.remove(st)
+        if st.writer is not None:
+            st.writer.discard()
+            st.writer = None
+        if st.reader is not None:
+            st.reader.close()
+        self.progress.shrink(st.num_rows * self.width - st.stats.output_rows)
+        self.flush()
+
+    def abandon(self) -> None:
+        """On interrupt or fatal error: abort requests, delete temporary files of unfinished shards."""
+        self.feeder.close()
+        for st in list(self.open):
+            if st.writer is not None:
+                st.writer.discard()
+                st.writer = None
+
+    def run(self, todo: list[_Shard]) -> None:
+        for c in self.feeder.run(self.requests(todo)):
+            self.on_completion(c)
+        self.flush()
+        if self.open:  # cannot happen unless the bookkeeping is wrong: say so rather than lose rows
+            for st in list(self.open):
+                self.fail(st, f"internal error: shard not finished ({st.batches_pending} batches pending)")
+
+
+def _check_paths(input_path: Path, out_dir: Path) -> None:
+    if input_path.is_dir():
+        i, o = input_path.resolve(), out_dir.resolve()
+        if o == i or i in o.parents:
+            raise ConfigError(f"--out {out_dir} is inside --input {input_path}: outputs would be read as inputs next time")
+
+
+def _prepare_out(out_dir: Path, identity: dict, config: EngineConfig, adapters: list[Adapter], overwrite: bool) -> RunManifest:
+    for tmp in stale_temp_files(out_dir):  # left by a killed run; we hold the lock, so nobody writes them
+        log.info("removing temporary file of an interrupted run: %s", tmp)
+        tmp.unlink(missing_ok=True)
+    manifest = RunManifest.read(out_dir)
+    if manifest is not None and manifest.identity != identity and not overwrite:
+        raise ConfigMismatch(
+            f"{out_dir} holds results of another configuration; use another --out, or --overwrite to discard them. "
+            "Differences: " + "; ".join(identity_diff(manifest.identity, identity))
+        )
+    if manifest is None and not overwrite:
+        stray = [p for p in out_dir.rglob("*.parquet")]
+        if stray:
+            raise ConfigMismatch(
+                f"{out_dir} holds Parquet files ({stray[0].name}, ...) but no {MANIFEST_NAME}; "
+                "point --out at an empty or engine-made folder, or pass --overwrite"
+            )
+    if overwrite and manifest is not None:
+        for entry in manifest.shards.values():
+            (out_dir / entry["output"]).unlink(missing_ok=True)
+        manifest = None
+    if manifest is None:
+        manifest = RunManifest(identity=identity)
+    manifest.model_path = config.model
+    manifest.adapter_paths = {a.name: str(a.path) for a in adapters}
+    return manifest
+
+
+def run(
+    config: EngineConfig,
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    engine: Engine | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Run every row of every shard under `input_path` through the model (and each adapter) into `out_dir`.
+
+    Raises before any row runs when the run cannot be right (ConfigError, AdapterMismatch,
+    ConfigMismatch, OutputLocked, DataError for a missing input). Row errors and unreadable shards do not
+    raise: they are counted in the returned summary, whose `exit_code` says what happened. Pass an
+    `engine` to reuse a started one (its engine-level settings must match `config`).
+    """
+    t0 = time.perf_counter()
+    started_at = now()
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    config = config.resolve()
+    shards = discover(input_path)
+    _check_paths(input_path, out_dir)
+    adapters, warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    for w in warnings:
+        log.warning(w)
+    if engine is not None:
+        engine.check_compatible(config, adapters)
+    elif config.device == "cpu" and config.include_base and adapters and (config.max_loras or 0) <= len(adapters):
+        raise ConfigError(
+            f"max_loras {config.max_loras}: on CPU, base rows beside {len(adapters)} adapter(s) need max_loras > "
+            f"{len(adapters)} (one LoRA slot must stay empty; see Engine.reset_loras)"
+        )
+    identity = run_identity(config, adapters)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    summary = RunSummary(
+        status="ok", exit_code=EXIT_OK, input=str(input_path), out=str(out_dir), model=str(config.model),
+        adapters=[a.describe() for a in adapters], adapter_columns=config.adapter_names,
+        shards_total=len(shards), warnings=list(warnings), settings=config.to_dict(), started_at=started_at,
+    )
+    with OutLock(out_dir):
+        manifest = _prepare_out(out_dir, identity, config, adapters, overwrite)
+        todo: list[_Shard] = []
+        failed_early: list[tuple[str, str]] = []
+        for shard in shards:
+            entry = manifest.shards.get(shard.rel)
+            try:
+                fp = fingerprint(shard.path, entry["input"] if entry else None)
+                num_rows = pq.read_metadata(shard.path).num_rows
+            except Exception as e:  # unreadable file or footer: this shard fails, the others run
+                failed_early.append((shard.rel, f"{shard.path}: cannot read Parquet: {e}"))
+                continue
+            out_path = shard.out_path(out_dir)
+            if entry and entry["input"].get("sha256") == fp["sha256"] and out_path.exists() \
+                    and out_path.stat().st_size == entry.get("output_size"):
+                entry["input"] = fp  # same content, maybe a new mtime: remember it for the fast path
+                summary.shards_skipped += 1
+                continue
+            if entry:
+                log.info("%s: input changed since it was processed; redoing it", shard.path)
+                del manifest.shards[shard.rel]
+            todo.append(_Shard(shard, fp, num_rows, out_path))
+        manifest.write(out_dir)
+        for rel, err in failed_early:
+            log.error("shard failed: %s", err)
+
+        pipeline = None
+        interrupted = False
+        if todo:
+            t_engine = time.perf_counter()
+            if engine is None:
+                engine = Engine(config)
+                summary.engine_start_s = time.perf_counter() - t_engine
+            engine.reset_loras()
+            bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)
+            t_gen = time.perf_counter()
+            pipeline = _Pipeline(engine, config, adapters, out_dir, manifest, bar)
+            try:
+                pipeline.run(todo)
+            except BaseException as e:
+                pipeline.abandon()
+                if not isinstance(e, KeyboardInterrupt):
+                    raise
+                interrupted = True
+            finally:
+                bar.close()
+            gen_s = time.perf_counter() - t_gen
+        else:
+            gen_s = 0.0
+
+        s = pipeline.stats if pipeline else RowStats()
+        summary.shards_done = len(pipeline.done) if pipeline else 0
+        summary.shards_failed = [{"shard": r, "error": e} for r, e in failed_early + (pipeline.failed if pipeline else [])]
+        summary.rows = sum(st.num_rows for st in pipeline.done) if pipeline else 0
+        summary.output_rows, summary.ok, summary.error = s.output_rows, s.ok, s.error
+        summary.errors_by_reason = dict(sorted(s.errors_by_reason.items()))
+        summary.by_adapter = {n: st.as_dict() for n, st in pipeline.by_adapter.items()} if pipeline else {}
+        summary.prompt_tokens, summary.output_tokens = s.prompt_tokens, s.output_tokens
+        summary.rows_per_s = s.output_rows / gen_s if gen_s else 0.0
+        summary.output_tokens_per_s = s.output_tokens / gen_s if gen_s else 0.0
+        summary.out_totals = manifest.totals()
+        if interrupted:
+            summary.status, summary.exit_code = "interrupted", EXIT_INTERRUPTED
+        elif summary.shards_failed:
+            summary.status, summary.exit_code = "shard_failed", EXIT_SHARD_FAILED
+        elif s.error:
+            summary.status, summary.exit_code = "row_errors", EXIT_ROW_ERRORS
+        elif not todo:
+            summary.status = "nothing_to_do"
+        summary.wall_s = time.perf_counter() - t0
+        summary.finished_at = now()
+        write_json_atomic(out_dir / SUMMARY_NAME, asdict(summary))
+        with open(out_dir / HISTORY_NAME, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(summary), ensure_ascii=False) + "\n")
+    if interrupted:
+        raise KeyboardInterrupt(summary.render())
+    return summary
+
+
+__all__ = ["run", "ConfigMismatch"]

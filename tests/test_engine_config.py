@@ -1,0 +1,165 @@
+"""Engine settings, CLI surface and the pure row logic: no vLLM engine is started here."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.config import BASE, ConfigError, EngineConfig, parse_adapter, parse_size
+from engine.rows import (
+    ENGINE_COLUMNS,
+    INVALID_JSON,
+    LENGTH,
+    SCHEMA,
+    RowResult,
+    output_schema,
+    output_table,
+    result_from_text,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sizes_read_like_humans_write_them():
+    assert parse_size("2GiB") == 2 * 1024**3
+    assert parse_size("512M") == 512 * 1024**2
+    assert parse_size("1.5g") == int(1.5 * 1024**3)
+    assert parse_size(4096) == 4096
+    assert parse_size(None) is None
+    with pytest.raises(ConfigError, match="cannot read size"):
+        parse_size("lots")
+
+
+def test_adapter_specs(tmp_path):
+    assert parse_adapter("v4=/x/y") == ("v4", "/x/y")
+    folder = tmp_path / "my-adapter"
+    folder.mkdir()
+    assert parse_adapter(str(folder)) == ("my-adapter", str(folder))
+    with pytest.raises(ConfigError, match="reserved"):
+        parse_adapter(f"{BASE}=/x")
+
+
+def test_yaml_then_flags(tmp_path):
+    (tmp_path / "adapters" / "v1").mkdir(parents=True)
+    y = tmp_path / "engine.yaml"
+    y.write_text("max_tokens: 300\nmax_num_seqs: 32\nadapters:\n  v1: adapters/v1\nkv_cache_memory_bytes: 1GiB\n")
+    cfg = EngineConfig.from_yaml(y)
+    # Relative paths in YAML are relative to the YAML file, so a config travels with its adapters.
+    assert cfg.adapters == {"v1": str(tmp_path / "adapters" / "v1")}
+    assert cfg.max_tokens == 300
+    over = cfg.override(max_tokens=128, temperature=None)
+    assert over.max_tokens == 128 and over.temperature == 0.0 and over.max_num_seqs == 32
+
+
+def test_yaml_typos_are_named(tmp_path):
+    y = tmp_path / "bad.yaml"
+    y.write_text("max_token: 300\n")
+    with pytest.raises(ConfigError, match="max_token"):
+        EngineConfig.from_yaml(y)
+
+
+def test_shipped_yaml_examples_load():
+    for y in sorted((REPO / "engine" / "configs").glob("*.yaml")):
+        cfg = EngineConfig.from_yaml(y)
+        assert cfg.max_tokens > 0, y
+
+
+def test_resolve_fills_device_defaults_and_validates(tiny_model, tiny_adapter):
+    cfg = EngineConfig(model=str(tiny_model), adapters={"a": str(tiny_adapter)}, device="cpu").resolve()
+    assert cfg.max_model_len == 4096  # min(4096, the tiny model's 4096 positions)
+    assert cfg.kv_cache_memory_bytes == 2 * 1024**3 and cfg.gpu_memory_utilization is None
+    assert cfg.max_lora_rank == 8 and cfg.max_loras == 2  # one empty slot beyond the adapters
+    assert cfg.adapter_names == ["a"]
+    assert EngineConfig(model=str(tiny_model), adapters={"a": str(tiny_adapter)}, include_base=True).adapter_names == [BASE, "a"]
+    gpu = EngineConfig(model=str(tiny_model), device="cuda").resolve()
+    assert gpu.gpu_memory_utilization == 0.90 and gpu.kv_cache_memory_bytes is None
+    with pytest.raises(ConfigError, match="max_tokens"):
+        EngineConfig(model=str(tiny_model), device="cpu", max_tokens=5000).resolve()
+    with pytest.raises(ConfigError, match="not a LoRA adapter"):
+        EngineConfig(model=str(tiny_model), device="cpu", adapters={"x": str(tiny_model)}).resolve()
+
+
+def test_result_settings_ignore_engine_sizes(tiny_model):
+    a = EngineConfig(model=str(tiny_model), max_num_seqs=8, kv_cache_memory_bytes="1GiB")
+    b = EngineConfig(model=str(tiny_model), max_num_seqs=256, kv_cache_memory_bytes="4GiB", chunk_size=99)
+    assert a.result_settings() == b.result_settings()
+    assert a.result_settings() != a.override(max_tokens=17).result_settings()
+
+
+def test_row_classification_is_strict():
+    ok = result_from_text("a", '{"analysis":"x","metrics":[{"metric_name":"毛利率","metric_type":"financial","score":0.9,"reason":"r"}]}',
+                          "stop", 10, 5, 64)
+    assert ok.status == "ok" and ok.metrics[0]["metric_name"] == "毛利率" and ok.error is None
+    cut = result_from_text("a", '{"analysis":"x', "length", 10, 64, 64)
+    assert (cut.status, cut.reason, cut.raw) == ("error", LENGTH, '{"analysis":"x')
+    prose = result_from_text("a", "I think the answer is", "stop", 10, 5, 64)
+    assert prose.reason == INVALID_JSON and prose.raw == "I think the answer is"
+    dup = result_from_text("a", '{"analysis":"","metrics":[{"metric_name":"x","metric_type":"financial","score":1,"reason":""},'
+                                '{"metric_name":"x","metric_type":"financial","score":1,"reason":""}]}', "stop", 1, 1, 64)
+    assert dup.reason == SCHEMA and "duplicate" in dup.error
+
+
+def test_output_schema_renames_colliding_passthrough_columns():
+    schema = pa.schema([("paragraph", pa.string()), ("id", pa.string()), ("chapter_title", pa.string()),
+                        ("status", pa.string())])
+    out, renames = output_schema(schema)
+    assert renames == {"status": "input_status"}
+    assert out.names[:4] == ["id", "paragraph", "chapter_title", "input_status"]
+    assert out.names[4:] == list(ENGINE_COLUMNS)
+    batch = pa.record_batch([pa.array(["p1", "p2"]), pa.array(["i1", "i2"]), pa.array(["t", "t"]), pa.array(["s", "s"])],
+                            schema=schema)
+    results = [RowResult(adapter=n, status="ok", analysis="", metrics=[]) for _ in range(2) for n in ("x", "y")]
+    t = output_table(batch, results, 2, out)
+    assert t.column("id").to_pylist() == ["i1", "i1", "i2", "i2"]
+    assert t.column("adapter").to_pylist() == ["x", "y", "x", "y"]
+
+
+def test_cli_help_shows_real_examples():
+    r = CliRunner().invoke(main, ["run", "--help"])
+    assert r.exit_code == 0
+    assert "engine run --input shards/ --out results/" in r.output and "--adapter v3=adapters/v3" in r.output
+    r = CliRunner().invoke(main, ["extract", "--help"])
+    assert r.exit_code == 0 and "engine extract --title" in r.output
+
+
+def test_cli_refuses_adapter_for_another_schema_before_starting_anything(tmp_path, tiny_model, tiny_adapter):
+    """Runs the real console script; the refusal comes before vLLM starts, so this takes seconds."""
+    import shutil
+
+    from data.io import jsonl_to_table, write_shards
+    from data.manifest import AdapterManifest, base_model_fingerprint
+
+    bad = tmp_path / "bad-adapter"
+    shutil.copytree(tiny_adapter, bad)
+    AdapterManifest(base_model=base_model_fingerprint(tiny_model), schema_version="v0-old").write(bad)
+    write_shards(jsonl_to_table(REPO / "data" / "demo" / "demo.jsonl"), tmp_path / "in", rows_per_shard=6)
+    out = tmp_path / "out"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
+         "--model", str(tiny_model), "--adapter", f"bad={bad}", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "AdapterMismatch" in p.stderr and "schema" in p.stderr
+    assert not list(out.rglob("*.parquet"))
+
+
+def test_engine_package_imports_without_vllm():
+    """`engine --help`, config loading and YAML checks must not pay for importing vLLM/torch."""
+    code = "import sys, engine, engine.cli, engine.config; print('vllm' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"], out
+
+
+def test_summary_json_round_trips():
+    from engine.summary import RunSummary
+
+    s = RunSummary(status="ok", exit_code=0, input="i", out="o", model="m", adapters=[], adapter_columns=["base"])
+    d = json.loads(s.to_json())
+    assert d["versions"]["pyarrow"] and d["status"] == "ok"
