@@ -4,7 +4,8 @@
 #
 #   scripts/gpu_train.sh setup            # carry .whl .stage: install wheels, GPU smoke run of the tiny model
 #   scripts/gpu_train.sh stage .carry/p01 # carry .carry/p01: move one GGUF part into /tmp/stage
-#   scripts/gpu_train.sh train .carry/p08 [flags]  # last part, rebuild + check GGUF, convert, train, package $OUT
+#   scripts/gpu_train.sh convert .carry/p08 # last part: rebuild + check the GGUF, convert to bf16
+#   scripts/gpu_train.sh train [flags]    # train the demo recipe on the seed data, package $OUT
 #   scripts/gpu_train.sh resume           # continue an interrupted train step (--resume), package $OUT
 #
 # The run is recorded in docs/gpu-training-run.md.
@@ -42,6 +43,7 @@ setup)
   [ -n "${SKIP_INSTALL:-}" ] || $PIP_PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
   $PY -c 'import torch, transformers, peft, trl, bitsandbytes, datasets, accelerate; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0)); print("transformers", transformers.__version__, "peft", peft.__version__, "trl", trl.__version__, "bnb", bitsandbytes.__version__, "datasets", datasets.__version__, "accelerate", accelerate.__version__)'
   cp -r .stage/seed "$STAGE"/seed
+  [ "${2:-}" = "--no-smoke" ] && exit 0
   mkdir -p $REPORTMINER_CACHE/tokenizers/qwen3 && tar xzf .stage/qwen3-tokenizer.tar.gz -C $REPORTMINER_CACHE/tokenizers/qwen3
   $PY -c 'from data.models.tiny import make_tiny_model; make_tiny_model("/tmp/tiny")' || exit 1
   head -12 "$STAGE"/seed/type_c.jsonl > "$STAGE"/small.jsonl
@@ -57,21 +59,30 @@ setup)
 stage)
   stage "${2:-}"
   ;;
-train)
+convert)
+  # last GGUF part in, rebuild and check the GGUF, convert it to a bf16 model folder
   stage "${2:-}"
-  shift 2 || shift $#
   set -e
   cd "$STAGE" && for f in *.chunk000; do b=${f%.chunk000}; cat "$b".chunk* > "$b" && rm "$b".chunk*; done
   sha256sum -c MANIFEST
   cd - >/dev/null
   t0=$(date +%s)
-  $PY -c "from pathlib import Path; from data.models.demo import convert_gguf; convert_gguf(Path('$STAGE/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf'), Path('$MODEL'))"
+  $PY -c "from pathlib import Path; from data.models.demo import convert_gguf; convert_gguf(Path('$STAGE/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf'), Path('$MODEL'))" 2>&1 | { grep -v Converting || true; }
   echo "convert_gguf: $(( $(date +%s) - t0 )) s"
-  set +e
+  ;;
+train)
+  shift
   t1=$(date +%s)
   $PY -m trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
-    --config qwen2.5-0.5b-lora --no-progress "$@" 2>&1 | tee "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -60
-  echo "trainer train: $(( $(date +%s) - t1 )) s wall"
+    --config qwen2.5-0.5b-lora --no-progress --overwrite "$@" 2>&1 | tee "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -40
+  rc=${PIPESTATUS[0]}
+  echo "trainer train: rc $rc, $(( $(date +%s) - t1 )) s wall"
+  if [ "$rc" = 3 ]; then  # diverged (non-finite gradients): once more in fp32
+    t1=$(date +%s)
+    $PY -m trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
+      --config qwen2.5-0.5b-lora --no-progress --overwrite --precision fp32 "$@" 2>&1 | tee -a "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -40
+    echo "trainer train (fp32): rc ${PIPESTATUS[0]}, $(( $(date +%s) - t1 )) s wall"
+  fi
   package
   ;;
 resume)
@@ -81,5 +92,5 @@ resume)
   package
   ;;
 *)
-  echo "usage: $0 setup | stage DIR | train DIR [flags] | resume [flags]" >&2; exit 2 ;;
+  echo "usage: $0 setup [--no-smoke] | stage DIR | convert DIR | train [flags] | resume [flags]" >&2; exit 2 ;;
 esac

@@ -94,13 +94,16 @@ def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
         cfg.require_paths()
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    from .train import train as run_training
+    from .train import TrainingDiverged, train as run_training
 
     try:
         result = run_training(cfg, resume=resume, overwrite=overwrite)
     except (ConfigError, DataError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except TrainingDiverged as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
     except KeyboardInterrupt:
         click.echo(f"interrupted: continue with the same command and --resume", err=True)
         sys.exit(130)

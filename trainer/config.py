@@ -64,6 +64,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "paged_adamw_8bit"  # any transformers `optim` name; paged/8-bit ones fall back on CPU
     gradient_checkpointing: bool = True
+    loss_impl: str = "auto"  # auto = trl's fused chunked loss on GPU, the model's plain cross-entropy on CPU | fused | plain
+    max_nonfinite_steps: int = 3  # optimiser steps skipped for NaN/inf gradients before the run is stopped as diverged
     max_length: int = 2048  # longer examples are skipped (a cut answer teaches unclosed JSON), and listed
     epochs: float = 5
     max_steps: int = -1  # > 0 stops after this many optimiser steps (smoke runs); overrides epochs
@@ -88,6 +90,8 @@ class TrainConfig:
             problems.append(f"quantization: {self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.loss_impl not in ("auto", "fused", "plain"):
+            problems.append(f"loss_impl: {self.loss_impl!r} is not one of auto, fused, plain")
         if self.adapter_dtype not in PRECISIONS:
             problems.append(f"adapter_dtype: {self.adapter_dtype!r} is not one of {', '.join(PRECISIONS)}")
         if not 0 <= self.dev_fraction < 1:
@@ -118,7 +122,8 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What decides the adapter's weights: everything except paths, logging and bookkeeping."""
-        skip = {"model", "data", "output", "dev_data", "progress", "logging_steps", "recipe", "description", "device"}
+        skip = {"model", "data", "output", "dev_data", "progress", "logging_steps", "recipe", "description", "device",
+                "max_nonfinite_steps"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def to_yaml(self) -> str:

@@ -46,6 +46,46 @@ BEST = "best"
 FINAL = "final"
 
 
+class TrainingDiverged(RuntimeError):
+    """Gradients went NaN/inf on too many optimiser steps; no final adapter is written."""
+
+
+def _nonfinite_guard(limit: int):
+    """A callback that drops the update of any optimiser step whose (clipped) gradients are not finite.
+
+    One NaN gradient, once applied, turns every LoRA weight into NaN and the rest of the run trains
+    nothing while the logged loss reads 0 (transformers filters NaN from its logs). So a bad step is
+    skipped and logged, and after `limit` such steps the run stops with an error instead of writing a
+    NaN adapter. Seen on the first H200 run (docs/gpu-training-run.md).
+    """
+    import torch
+    from transformers import TrainerCallback
+
+    class NonFiniteGuard(TrainerCallback):
+        skipped: list[int] = []
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            if model is None:
+                return
+            grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+            if not grads:
+                return
+            total = torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+            if torch.isfinite(total):
+                return
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.grad = None  # AdamW leaves parameters without gradients untouched
+            self.skipped.append(state.global_step + 1)
+            log.warning("step %d: non-finite gradients, update skipped (%d so far)", state.global_step + 1, len(self.skipped))
+            if len(self.skipped) > limit:
+                control.should_training_stop = True
+
+    guard = NonFiniteGuard()
+    guard.skipped = []
+    return guard
+
+
 class RunExists(ConfigError):
     """The output folder already holds a run and neither --resume nor --overwrite was given."""
 
@@ -186,6 +226,7 @@ def _sft_config(cfg: TrainConfig, plan, out: Path, has_dev: bool, n_train: int):
         dataloader_num_workers=0,
         disable_tqdm=not cfg.progress,
         remove_unused_columns=True,
+        logging_nan_inf_filter=False,  # a NaN loss must show as NaN, not as the previous mean
     )
     return SFTConfig(**kwargs)
 
@@ -220,7 +261,7 @@ def build_trainer(cfg: TrainConfig, plan, model, tokenizer, train_set, dev_set, 
 
     has_dev = bool(dev_set is not None and dev_set.examples)
     cls = _trainer_class()
-    cls.plain_loss = not plan.is_cuda
+    cls.plain_loss = cfg.loss_impl == "plain" or (cfg.loss_impl == "auto" and not plan.is_cuda)
     return cls(
         model=model,
         args=_sft_config(cfg, plan, out, has_dev, len(train_set.examples)),
@@ -307,6 +348,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, extra_callbacks: list[Any]
     adapter_dtype = plan.precision if cfg.adapter_dtype == "auto" else cfg.adapter_dtype
     title = f"{Path(cfg.model).name} · {cfg.recipe or 'custom'} · {len(train_set.examples)} train / {len(dev_set.examples)} dev"  # type: ignore[arg-type]
 
+    guard = _nonfinite_guard(cfg.max_nonfinite_steps)
+
     def manifest_for(kind: str, history: list[dict[str, Any]], epoch: float, step: int):
         stats = epoch_stats(history, seconds)
         this = next((s for s in stats if s.epoch == max(1, math.ceil(round(epoch, 6)))), stats[-1] if stats else None)
@@ -320,7 +363,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, extra_callbacks: list[Any]
             extra={
                 "adapter": kind, "epoch": epoch, "global_step": step, "recipe": cfg.recipe,
                 "train_rows": len(train_set.examples), "dev_rows": len(dev_set.examples),
-                "skipped_rows": skipped, "plan": plan.to_dict(),
+                "skipped_rows": skipped, "plan": plan.to_dict(), "nonfinite_steps_skipped": list(guard.skipped),
                 "first_loss": next((h["loss"] for h in history if "loss" in h), None),
             },
         )
@@ -372,13 +415,19 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, extra_callbacks: list[Any]
             write_json(metrics_path, {"epochs": [s.to_dict() for s in stats], "seconds": seconds,
                                       "global_step": state.global_step, "max_steps": state.max_steps})
 
-    trainer = build_trainer(cfg, plan, model, tokenizer, train_set, dev_set, out, [RunRecorder(), *extra_callbacks])
+    trainer = build_trainer(cfg, plan, model, tokenizer, train_set, dev_set, out, [guard, RunRecorder(), *extra_callbacks])
     n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     log.info("LoRA r%d alpha %d on %s: %.2fM trainable parameters; %d optimiser steps planned",
              cfg.lora_r, cfg.lora_alpha, ",".join(cfg.target_modules), n_trainable / 1e6,
              trainer.state.max_steps or _planned_steps(cfg, len(train_set.examples)))
 
     trainer.train(resume_from_checkpoint=checkpoint)
+    if len(guard.skipped) > cfg.max_nonfinite_steps:
+        raise TrainingDiverged(
+            f"non-finite gradients on steps {guard.skipped}: training stopped at step {trainer.state.global_step}; "
+            f"try precision fp32, loss_impl plain or a lower learning_rate (last checkpoint in {out / CHECKPOINTS})")
+    if guard.skipped:
+        log.warning("%d optimiser step(s) skipped for non-finite gradients: %s", len(guard.skipped), guard.skipped)
 
     # 4. Final adapter, curves, metrics.
     state = trainer.state
