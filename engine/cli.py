@@ -80,7 +80,9 @@ def engine_options(f):
         click.option("--seed", type=int, help="Default 0."),
         click.option("--prefix-caching/--no-prefix-caching", "enable_prefix_caching", default=None,
                      help="Reuse the shared system-prompt KV cache (default on)."),
-        click.option("--enforce-eager", is_flag=True, default=None, help="Skip CUDA graphs / compilation."),
+        click.option("--enforce-eager/--compile", "enforce_eager", default=None,
+                     help="Skip (or force) torch.compile and CUDA graphs. Default: compile, except on CPU for "
+                          "runs under 256 output rows and for extract, where start time dominates."),
         click.option("--max-loras", type=int, help="LoRA slots (default adapters + 1)."),
         click.option("--max-lora-rank", type=int, help="Default: the largest adapter rank."),
         click.option("-v", "--verbose", is_flag=True, help="Show vLLM's own log."),

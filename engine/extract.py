@@ -10,6 +10,8 @@ from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row, res
 def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, engine: Engine | None = None) -> RowResult:
     """The extraction for one paragraph under the config's adapter (at most one) or the base model."""
     config = config.resolve()
+    if config.enforce_eager is None and engine is None:  # one paragraph never repays compiling the model
+        config = config.override(enforce_eager=True)
     if len(config.adapters) > 1:
         raise ConfigError("extract runs one adapter at a time; give a single --adapter")
     adapters, _warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ batch) and vLLM does not tokenise twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -89,7 +90,8 @@ class Engine:
     """One vLLM `LLM` plus what the runner needs around it. Build with `Engine.start(config)`."""
 
     def __init__(self, config: EngineConfig):
-        self.config = config
+        self.config = dataclasses.replace(config, enforce_eager=bool(config.enforce_eager))
+        config = self.config
         prepare_process_env(config.device)
         from vllm import LLM
 
@@ -100,7 +102,7 @@ class Engine:
             tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
             enable_prefix_caching=config.enable_prefix_caching,
-            enforce_eager=config.enforce_eager,
+            enforce_eager=bool(config.enforce_eager),
             # Compact JSON: what to_json writes for training targets, so served and trained text agree.
             structured_outputs_config={"backend": config.structured_output_backend, "disable_any_whitespace": True},
         )
@@ -130,7 +132,8 @@ class Engine:
 
     def check_compatible(self, run: EngineConfig, adapters: list[Adapter]) -> None:
         """Refuse a run whose engine-level settings differ from the started engine's."""
-        diff = [k for k in ENGINE_LEVEL if getattr(run, k) != getattr(self.config, k)]
+        # None in the run's settings means "no preference" (e.g. enforce_eager chosen by run size).
+        diff = [k for k in ENGINE_LEVEL if getattr(run, k) is not None and getattr(run, k) != getattr(self.config, k)]
         if diff:
             raise ConfigError(
                 "this engine was started with other settings: "

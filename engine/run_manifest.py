@@ -23,7 +23,6 @@ from data.schema import schema_fingerprint
 
 from .adapters import Adapter
 from .config import EngineConfig
-from .shards import make_readable
 
 MANIFEST_NAME = "_engine_manifest.json"
 SUMMARY_NAME = "_engine_summary.json"
@@ -119,7 +118,6 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        make_readable(tmp)
     return path
 
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,7 @@ from data.io import DataError
 from data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
-from .config import ConfigError, EngineConfig
+from .config import EAGER_BELOW_ROWS, ConfigError, EngineConfig
 from .generate import Completion, Engine, Request
 from .progress import Progress
 from .rows import (
@@ -376,6 +376,10 @@ def run(
         if todo:
             t_engine = time.perf_counter()
             if engine is None:
+                if config.enforce_eager is None:
+                    work = sum(s.num_rows for s in todo) * len(config.adapter_names)
+                    config = replace(config, enforce_eager=config.device == "cpu" and work < EAGER_BELOW_ROWS)
+                    summary.settings["enforce_eager"] = config.enforce_eager
                 engine = Engine(config)
                 summary.engine_start_s = time.perf_counter() - t_engine
             engine.reset_loras()

@@ -112,7 +112,6 @@ class ShardWriter:
         self._writer.close()
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        make_readable(self.tmp)
         self._atomic.__exit__(None, None, None)
         _fsync_dir(self.path.parent)
         return self.path
@@ -122,13 +121,6 @@ class ShardWriter:
             self._writer.close()
         finally:
             self._atomic.__exit__(RuntimeError, RuntimeError("discarded"), None)
-
-
-def make_readable(path: Path) -> None:
-    """mkstemp creates 0600 files; outputs get the mode a plain open() would give them (0666 & ~umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _fsync_dir(d: Path) -> None:

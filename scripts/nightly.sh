@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Nightly extraction over a growing folder of Parquet shards into a fixed output folder.
+#
+#   scripts/nightly.sh                                  # settings from the environment below
+#   INPUT=/data/shards OUT=/data/metrics CONFIG=/etc/reportminer/engine.yaml scripts/nightly.sh
+#
+# Each night only shards that are new (or whose content changed) run; finished shards are skipped by
+# the run manifest in $OUT, so a night that was killed halfway just continues the next night. A second
+# copy started while one is still running is refused by the lock on $OUT (exit 2) instead of racing it.
+#
+# cron (every night at 01:30; the log keeps one line-oriented summary per run):
+#   30 1 * * * cd /opt/reportminer && INPUT=/data/shards OUT=/data/metrics CONFIG=/etc/reportminer/engine.yaml scripts/nightly.sh >> /var/log/reportminer-nightly.log 2>&1
+#
+# Exit status is engine run's: 0 all rows ok, 1 some rows errored (counted by reason in
+# $OUT/_engine_summary.json), 2 refused (settings changed: use a new OUT or OVERWRITE=1), 3 an input
+# shard could not be read (named in the log), 130 interrupted.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+INPUT=${INPUT:?set INPUT to the folder of input shards}
+OUT=${OUT:?set OUT to the output folder}
+CONFIG=${CONFIG:-}
+ADAPTERS=${ADAPTERS:-}          # space-separated NAME=PATH list, e.g. "prod=/adapters/v4"
+EXTRA_ARGS=${EXTRA_ARGS:-}      # any other `engine run` flags
+ENGINE=${ENGINE:-.venv/bin/engine}
+
+args=(run --input "$INPUT" --out "$OUT" --quiet)
+[ -n "$CONFIG" ] && args+=(--config "$CONFIG")
+for a in $ADAPTERS; do args+=(--adapter "$a"); done
+[ "${OVERWRITE:-0}" = 1 ] && args+=(--overwrite)
+# shellcheck disable=SC2206
+[ -n "$EXTRA_ARGS" ] && args+=($EXTRA_ARGS)
+
+echo "[nightly] $(date -Is) start: $ENGINE ${args[*]}"
+"$ENGINE" "${args[@]}"
+rc=$?
+case $rc in
+  0) echo "[nightly] $(date -Is) done: every row ok" ;;
+  1) echo "[nightly] $(date -Is) done: some rows errored (see $OUT/_engine_summary.json)" ;;
+  2) echo "[nightly] $(date -Is) REFUSED: nothing ran (settings differ from $OUT, or another run holds it)" ;;
+  3) echo "[nightly] $(date -Is) done with FAILED shards (named above); the others were written" ;;
+  *) echo "[nightly] $(date -Is) stopped with exit $rc; finished shards are kept, the next run continues" ;;
+esac
+exit $rc

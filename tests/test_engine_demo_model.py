@@ -1,0 +1,64 @@
+"""End to end with the real Qwen2.5-Coder-0.5B-Instruct demo model through the real console script.
+
+Slow on two cores (about 2-3 minutes: two engine starts and a few hundred decoded tokens per paragraph),
+hence `-m slow`. The model is untuned; guided decoding still has to give contract-valid JSON, and the
+metrics it names should be things the paragraph talks about.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data.io import jsonl_to_table, read_table, write_parquet
+from data.parse import parse_output
+
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _occurs(name: str, paragraph: str) -> bool:
+    """The name, or its head (a name may add a qualifier such as 同比/增速), appears in the paragraph."""
+    return name in paragraph or (len(name) >= 3 and name[:3] in paragraph)
+
+
+def test_engine_run_on_demo_paragraphs(demo_model, tmp_path):
+    table = jsonl_to_table(REPO / "data" / "demo" / "demo.jsonl").take([0, 1, 4])
+    write_parquet(table, tmp_path / "in" / "demo.parquet")
+    out = tmp_path / "out"
+    # No --model: the default is the embedded demo model (demo_model made sure it is built).
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
+         "--max-tokens", "768", "-q", "--json"],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    summary = json.loads(p.stdout)
+    assert summary["model"] == str(demo_model) and summary["output_rows"] == 3
+    rows = read_table(out).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) >= 2, [(r["id"], r["error"]) for r in rows]
+    for r in ok:
+        parsed = parse_output(r["raw"])
+        assert parsed.ok, r["raw"]
+        names = [m["metric_name"] for m in r["metrics"]]
+        assert names, f"{r['id']}: no metric named in {r['raw']}"
+        hits = [n for n in names if _occurs(n, r["paragraph"])]
+        assert hits, f"{r['id']}: none of {names} occurs in the paragraph"
+
+
+def test_engine_extract_prints_the_json(demo_model):
+    text = "2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。销售毛利率为41.2%，同比提升2.3个百分点。"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "extract", "--title", "盈利能力分析", "--text", text,
+         "--max-tokens", "768"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    parsed = parse_output(p.stdout)
+    assert parsed.ok, p.stdout
+    assert any(_occurs(n, text) for n in parsed.extraction.names), p.stdout
