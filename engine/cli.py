@@ -103,6 +103,8 @@ def _build_config(config_path: Path | None, adapters: tuple[str, ...], **flags) 
 def _setup_logging(verbose: bool) -> None:
     # vLLM reads this at import; keep its INFO lines out of the operator's way unless asked for.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # stdout carries only results (extract's JSON, run --json); vLLM logs to stdout by default.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[engine] %(levelname)s %(message)s"))

@@ -175,8 +175,8 @@ class EngineConfig:
             c.kv_cache_memory_bytes = parse_size(c.kv_cache_memory_bytes)
             if c.gpu_memory_utilization is None and c.kv_cache_memory_bytes is None:
                 c.gpu_memory_utilization = 0.90
-        if c.chunk_size is None:
-            c.chunk_size = 8 * (c.max_num_seqs or 256)
+        if c.chunk_size is None and c.max_num_seqs is not None:
+            c.chunk_size = 8 * c.max_num_seqs  # else the engine's effective max_num_seqs decides (see Engine)
         if c.adapters:
             from .adapters import lora_rank
 

@@ -207,6 +207,14 @@ class Engine:
 
     # ---- generation -------------------------------------------------------------------------------------
 
+    @property
+    def max_num_seqs(self) -> int:
+        """The scheduler's batch size as vLLM settled it (its own default when none was given)."""
+        try:
+            return int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        except AttributeError:
+            return self.config.max_num_seqs or 256
+
     def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None) -> "Feeder":
         return Feeder(self, sampling_params, window, may_submit)
 

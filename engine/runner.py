@@ -109,12 +109,15 @@ class _Pipeline:
         self.queue: deque[_Batch] = deque()
         self.open: deque[_Shard] = deque()
         self.buffered = 0
-        self.buffer_cap = max(8 * (config.chunk_size or 1024), 2 * config.batch_rows * self.width)
+        # The window keeps vLLM's waiting queue deeper than one batch, so the scheduler never idles
+        # between our submissions; the cap bounds finished rows waiting behind a slow one.
+        window = config.chunk_size or 8 * engine.max_num_seqs
+        self.buffer_cap = max(8 * window, 2 * config.batch_rows * self.width)
         self.stats = RowStats()
         self.by_adapter = {n: RowStats() for n in names}
         self.done: list[_Shard] = []
         self.failed: list[tuple[str, str]] = []
-        self.feeder = engine.feeder(engine.sampling_params(config), window=config.chunk_size or 1024,
+        self.feeder = engine.feeder(engine.sampling_params(config), window=window,
                                     may_submit=lambda: self.buffered < self.buffer_cap)
 
     # ---- producing requests ---------------------------------------------------------------------------
@@ -399,16 +402,24 @@ def run(
         else:
             gen_s = 0.0
 
-        s = pipeline.stats if pipeline else RowStats()
+        # Rows are counted from committed shards (what --out now holds from this run); tokens and rates
+        # from all work done, including shards that failed or were interrupted part-way.
+        work = pipeline.stats if pipeline else RowStats()
+        s = RowStats()
+        for st in pipeline.done if pipeline else []:
+            s.output_rows += st.stats.output_rows
+            s.ok += st.stats.ok
+            s.error += st.stats.error
+            s.errors_by_reason.update(st.stats.errors_by_reason)
         summary.shards_done = len(pipeline.done) if pipeline else 0
         summary.shards_failed = [{"shard": r, "error": e} for r, e in failed_early + (pipeline.failed if pipeline else [])]
         summary.rows = sum(st.num_rows for st in pipeline.done) if pipeline else 0
         summary.output_rows, summary.ok, summary.error = s.output_rows, s.ok, s.error
         summary.errors_by_reason = dict(sorted(s.errors_by_reason.items()))
         summary.by_adapter = {n: st.as_dict() for n, st in pipeline.by_adapter.items()} if pipeline else {}
-        summary.prompt_tokens, summary.output_tokens = s.prompt_tokens, s.output_tokens
-        summary.rows_per_s = s.output_rows / gen_s if gen_s else 0.0
-        summary.output_tokens_per_s = s.output_tokens / gen_s if gen_s else 0.0
+        summary.prompt_tokens, summary.output_tokens = work.prompt_tokens, work.output_tokens
+        summary.rows_per_s = work.output_rows / gen_s if gen_s else 0.0
+        summary.output_tokens_per_s = work.output_tokens / gen_s if gen_s else 0.0
         summary.out_totals = manifest.totals()
         if interrupted:
             summary.status, summary.exit_code = "interrupted", EXIT_INTERRUPTED
