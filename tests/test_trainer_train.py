@@ -256,3 +256,25 @@ def test_adapter_loads_in_vllm_and_changes_outputs(learned, learnable_model):
     closer = sum(fuzz.ratio(t, g) > fuzz.ratio(b, g) for b, t, g in zip(base, tuned, gold))
     assert closer >= 3, list(zip(base, tuned))
     assert sum(parse_output(t).json_valid for t in tuned) >= 1
+
+
+def test_adapter_saved_in_bf16_halves_and_keeps_weights(learned, tmp_path):
+    """`adapter_dtype: bf16` (the demo recipe): same tensors, bf16, half the bytes, still a peft adapter."""
+    import torch
+    from safetensors.torch import load_file
+
+    from trainer.artifacts import cast_adapter
+
+    _, res = learned
+    a = tmp_path / "bf16"
+    shutil.copytree(res.final_adapter, a)
+    cast_adapter(a, "bf16")
+    before = load_file(str(res.final_adapter / "adapter_model.safetensors"))
+    after = load_file(str(a / "adapter_model.safetensors"))
+    assert set(before) == set(after) and all(v.dtype == torch.bfloat16 for v in after.values())
+    for k in before:
+        torch.testing.assert_close(after[k].float(), before[k].float(), rtol=1e-2, atol=1e-3)
+    assert (a / "adapter_model.safetensors").stat().st_size < 0.6 * (res.final_adapter / "adapter_model.safetensors").stat().st_size
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(a)).r == 16
