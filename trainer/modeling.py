@@ -52,7 +52,9 @@ def plan_for(cfg: TrainConfig) -> Plan:
         device = "cuda:0" if cuda else "cpu"
     elif cfg.device.startswith("cuda"):
         if not cuda:
-            raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA GPU")
+            from .config import ConfigError
+
+            raise ConfigError(f"device {cfg.device!r} asked for, but torch sees no CUDA GPU")
         device = cfg.device if ":" in cfg.device else "cuda:0"
     else:
         device = "cpu"
