@@ -32,7 +32,7 @@ log = logging.getLogger("engine")
 ENGINE_LEVEL = (
     "model", "device", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes",
     "gpu_memory_utilization", "dtype", "tensor_parallel_size", "enable_prefix_caching", "enforce_eager",
-    "structured_output_backend", "seed",
+    "structured_output_backend",
 )
 
 

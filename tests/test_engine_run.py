@@ -215,7 +215,8 @@ def test_each_row_error_reason_and_the_run_goes_on(eng, base_config, tmp_path):
     })
     write_parquet(table, tmp_path / "in" / "edge.parquet")
     cfg = base_config.override(adapters={"a": base_config.adapters["a"]}, max_tokens=4)
-    s = run(cfg, tmp_path / "in", tmp_path / "out", engine=eng, progress=False)
+    s = run(cfg, tmp_path / "in" / "edge.parquet", tmp_path / "out", engine=eng, progress=False)  # one file as input
+    assert (tmp_path / "out" / "edge.parquet").exists()
     rows = {r["id"]: r for r in _rows(tmp_path / "out")}
     assert list(rows) == ["ok1", "empty", "null", "blank", "long", "ok2"]
     for i in ("empty", "null", "blank"):
