@@ -6,6 +6,7 @@ their own keys) rides along as columns and comes back out.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -27,6 +28,15 @@ from .schema import (
     SOURCE,
     arrow_metrics_type,
 )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks (shard fingerprints, data manifests, pinned downloads)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class DataError(ValueError):

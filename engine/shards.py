@@ -5,7 +5,6 @@ at all, so a killed run leaves nothing a rerun could mistake for finished work.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.io import DataError, atomic_path, parquet_files, require_input_columns
+from data.io import DataError, atomic_path, file_sha256, parquet_files, require_input_columns
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,6 @@ def discover(input_path: str | os.PathLike) -> list[InputShard]:
     if root.is_dir():
         return [InputShard(f, f.relative_to(root).as_posix()) for f in files]
     return [InputShard(f, f.name) for f in files]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(path: Path, known: dict | None = None) -> dict:

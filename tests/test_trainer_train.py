@@ -18,7 +18,7 @@ import pytest
 from data.io import iter_jsonl
 from data.manifest import MANIFEST_NAME, AdapterManifest, AdapterMismatch, base_model_fingerprint, check_adapter
 from trainer.config import build_config
-from trainer.rows import sha256_file
+from data.io import file_sha256 as sha256_file
 from trainer.train import RunExists, train
 
 SHORT_ANSWERS = [

@@ -105,7 +105,7 @@ def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: continue with the same command and --resume", err=True)
+        click.echo("interrupted: continue with the same command and --resume", err=True)
         sys.exit(130)
     click.echo(json.dumps({
         "final_adapter": str(result.final_adapter),

