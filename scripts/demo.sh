@@ -32,12 +32,13 @@ t = read_table(out).to_pylist()
 for r in t[:4]:
     names = [f"{m['metric_name']}({m['metric_type']},{m['score']:.2f})" for m in (r["metrics"] or [])]
     print(f"- {r['id']} [{r['status']}] {r['paragraph'][:40]}…\n    metrics: {', '.join(names) or '(none)'}")
-summary = next(out.glob("*summary*.json"), None)
-if summary:
-    print(summary.read_text())
+print(f"all results: {out}/*.parquet  (run summary: {out}/_engine_summary.json)")
 PY
 if [ -x $bin/evalkit ]; then
   echo "== score against the demo gold labels"
   $bin/evalkit score --gold data/demo/demo.jsonl --pred "$OUT/results" --json "$OUT/score.json" || true
 fi
+# engine run exits 1 when it finished but some rows are errors (counted by reason above): the demo
+# still did its job; refusals (2), unreadable shards (3) and interrupts are real failures.
+[ "$status" -eq 1 ] && { echo "(some rows are errors, see the summary above)"; status=0; }
 exit $status

