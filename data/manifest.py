@@ -41,6 +41,20 @@ def base_model_fingerprint(model_dir: str | os.PathLike) -> dict[str, str]:
     return {"name": str(name), "config_hash": digest}
 
 
+def library_versions(dists: tuple[str, ...]) -> dict[str, str]:
+    """Python and the installed versions of `dists` (missing ones left out), for manifests and summaries."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in dists:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 @dataclass
 class AdapterManifest:
     base_model: dict[str, str]

@@ -68,9 +68,7 @@ def schema_errors(obj: Any) -> list[str]:
     return errs
 
 
-def parse_output(text: str | None, check_schema: bool = True) -> Parsed:
-    """`check_schema=False` skips JSON-schema validation (95 % of the cost) for callers that only need
-    the names and types, e.g. scoring raw predictions; `schema_errors` is then empty."""
+def parse_output(text: str | None) -> Parsed:
     if text is None or not str(text).strip():
         return Parsed(False, None, error="empty output")
     obj, err = _loads_object(str(text))
@@ -78,7 +76,7 @@ def parse_output(text: str | None, check_schema: bool = True) -> Parsed:
         return Parsed(False, None, error=err)
     if not isinstance(obj, dict):
         return Parsed(False, None, error=f"JSON is a {type(obj).__name__}, not an object")
-    errs = schema_errors(obj) if check_schema else []
+    errs = schema_errors(obj)
     extraction = Extraction.from_dict(
         {
             "analysis": obj.get("analysis") if isinstance(obj.get("analysis"), str) else "",

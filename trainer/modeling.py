@@ -161,15 +161,9 @@ def lora_config(cfg: TrainConfig):
 
 
 def library_versions() -> dict[str, str]:
-    import platform
-    from importlib import metadata
+    from data.manifest import library_versions as versions
 
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "reportminer"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
+    out = versions(("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "reportminer"))
     try:
         import torch
 
