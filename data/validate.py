@@ -6,7 +6,7 @@ reads every row, collects every problem instead of stopping at the first, and on
 
 API (what the trainer calls)::
 
-    from data.validate import validate_path
+    from reportminer.data.validate import validate_path
     report = validate_path("train.jsonl")          # a file, a folder of *.jsonl, or Parquet shards
     for issue in report.warnings: log(issue)       # str(issue) == "train.jsonl:12: warning: ..."
     report.raise_for_errors()                      # DataError naming file:line of the first errors

@@ -2,7 +2,7 @@
 
 Library API (the `engine` CLI is a thin layer over it):
 
-    from engine import EngineConfig, Engine, run, extract
+    from reportminer.engine import EngineConfig, Engine, run, extract
     cfg = EngineConfig(adapters={"v4": "adapters/v4"})
     summary = run(cfg, "shards/", "out/")            # starts an engine for this run
     eng = Engine.start(cfg)                           # or start one and reuse it across runs
@@ -25,7 +25,7 @@ def __getattr__(name: str):
 
         return Engine
     if name == "extract":
-        from .extract import extract
+        from .single import extract
 
         return extract
     if name == "RunSummary":

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.manifest import AdapterMismatch, check_adapter
+from reportminer.data.manifest import AdapterMismatch, check_adapter
 
 log = logging.getLogger("engine")
 

@@ -115,8 +115,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _refusals():
-    from data.io import DataError
-    from data.manifest import AdapterMismatch
+    from reportminer.data.io import DataError
+    from reportminer.data.manifest import AdapterMismatch
 
     from .run_manifest import ManifestError, OutputLocked
     from .runner import ConfigMismatch
@@ -191,9 +191,9 @@ def extract_cmd(title, text, adapters, pretty, config_path, verbose, **flags):
         cfg = _build_config(config_path, adapters, **flags)
     except ConfigError as e:
         _refuse(e)
-    from data.schema import Extraction, to_json
+    from reportminer.data.schema import Extraction, to_json
 
-    from .extract import extract
+    from .single import extract
 
     try:
         r = extract(cfg, title, text)

@@ -148,7 +148,7 @@ class EngineConfig:
 
     def resolve(self) -> "EngineConfig":
         """Fill every `None` with the default for the detected device and the model; validate."""
-        from data.models.demo import ensure_demo_model
+        from reportminer.data.models.demo import ensure_demo_model
 
         c = dataclasses.replace(self, adapters=dict(self.adapters))
         if c.model is None:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from data.prompt import render_prompt
-from data.schema import OUTPUT_JSON_SCHEMA
+from reportminer.data.prompt import render_prompt
+from reportminer.data.schema import OUTPUT_JSON_SCHEMA
 
 from .adapters import Adapter
 from .config import ConfigError, EngineConfig

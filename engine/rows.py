@@ -10,8 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from data.parse import parse_output
-from data.schema import ID, arrow_metrics_type
+from reportminer.data.parse import parse_output
+from reportminer.data.schema import ID, arrow_metrics_type
 
 OK, ERROR = "ok", "error"
 

@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from data.io import atomic_path
-from data.manifest import base_model_fingerprint
-from data.prompt import prompt_fingerprint
-from data.schema import schema_fingerprint
+from reportminer.data.io import atomic_path
+from reportminer.data.manifest import base_model_fingerprint
+from reportminer.data.prompt import prompt_fingerprint
+from reportminer.data.schema import schema_fingerprint
 
 from .adapters import Adapter
 from .config import EngineConfig

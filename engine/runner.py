@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.io import DataError
-from data.schema import CHAPTER_TITLE, PARAGRAPH
+from reportminer.data.io import DataError
+from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
 from .config import EAGER_BELOW_ROWS, ConfigError, EngineConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.io import DataError, atomic_path, file_sha256, parquet_files, require_input_columns
+from reportminer.data.io import DataError, atomic_path, file_sha256, parquet_files, require_input_columns
 
 
 @dataclass(frozen=True)

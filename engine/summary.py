@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.manifest import library_versions as _versions
+from reportminer.data.manifest import library_versions as _versions
 
 from .rows import OK, RowResult
 

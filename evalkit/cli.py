@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from data.io import DataError, atomic_path
+from reportminer.data.io import DataError, atomic_path
 
 from .compare import DEFAULT_BOOTSTRAP, Run, compare_runs
 from .console import make_console, print_compare, print_summary

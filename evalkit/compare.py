@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from data.io import DataError
+from reportminer.data.io import DataError
 
 from .score import summarize
 

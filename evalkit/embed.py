@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from data.io import DataError, atomic_path
+from reportminer.data.io import DataError, atomic_path
 
 DEFAULT_MODEL = "use-m3"
 _MEMORY: dict[str, dict[str, np.ndarray]] = {}  # model key -> name -> unit vector
@@ -158,7 +158,7 @@ def _folder_stamp(p: Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    from data.models.demo import cache_root
+    from reportminer.data.models.demo import cache_root
 
     return cache_root() / "evalkit" / "embeddings"
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import polars as pl
 
-from data.io import DataError, iter_jsonl, jsonl_files, parquet_files, read_table
-from data.parse import parse_output
-from data.schema import GOLD_METRICS, ID, SCENARIO
+from reportminer.data.io import DataError, iter_jsonl, jsonl_files, parquet_files, read_table
+from reportminer.data.parse import parse_output
+from reportminer.data.schema import GOLD_METRICS, ID, SCENARIO
 
 BASE_ADAPTER = "base"  # label of engine rows whose `adapter` is null/empty (the base model)
 

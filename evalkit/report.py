@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from data.io import atomic_path
+from reportminer.data.io import atomic_path
 
 from .score import MIXES, VERDICTS, readable, summarize
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from data.io import DataError
+from reportminer.data.io import DataError
 
 from .loaders import PredictionSet, load_gold, load_predictions
 from .matchers import Matcher, MatchStats, match
@@ -249,7 +249,7 @@ def readable(path: Path) -> Path:
 
 def write_cases(cases: pl.DataFrame, path: str | os.PathLike) -> Path:
     """Cases as Parquet (`.parquet`) or JSONL (anything else), written atomically."""
-    from data.io import atomic_path
+    from reportminer.data.io import atomic_path
 
     p = Path(path)
     with atomic_path(p) as tmp:

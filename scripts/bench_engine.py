@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_model_dir() -> Path:
-    from data.models.demo import cache_root
-    from data.models.tiny import make_tiny_model
+    from reportminer.data.models.demo import cache_root
+    from reportminer.data.models.tiny import make_tiny_model
 
     out = cache_root() / "test-models" / "tiny-qwen3-v1" / "model"  # the tests' cached model
     if not (out / "SOURCE.json").exists():
@@ -46,7 +46,7 @@ def make_shards(out_dir: Path, n_shards: int, rows_per_shard: int) -> Path:
     """Demo paragraphs made unique per row (so the prefix cache cannot reuse whole prompts)."""
     import pyarrow as pa
 
-    from data.io import jsonl_to_table, write_parquet
+    from reportminer.data.io import jsonl_to_table, write_parquet
 
     demo = jsonl_to_table(REPO / "data" / "demo" / "demo.jsonl").to_pylist()
     i = 0
@@ -83,11 +83,11 @@ def engine_settings(max_tokens: int, max_num_seqs: int) -> dict:
 
 def bench_ratio(rows: int, max_tokens: int, max_num_seqs: int, repeats: int, adapter: str | None) -> dict:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from data.io import read_table
-    from data.prompt import render_prompt
-    from engine import Engine, EngineConfig
-    from engine.adapters import load_adapters
-    from engine.runner import run
+    from reportminer.data.io import read_table
+    from reportminer.data.prompt import render_prompt
+    from reportminer.engine import Engine, EngineConfig
+    from reportminer.engine.adapters import load_adapters
+    from reportminer.engine.runner import run
 
     model = tiny_model_dir()
     adapters = {"a": adapter} if adapter else {}
@@ -145,7 +145,7 @@ def bench_rss(layout: str, max_tokens: int, max_num_seqs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         shards = make_shards(Path(tmp) / "in", n_shards, per)
         s = engine_settings(max_tokens, max_num_seqs)
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "engine.cli", "run", "--input", str(shards),
+        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(shards),
                "--out", str(Path(tmp) / "out"), "--model", str(model), "--max-tokens", str(max_tokens),
                "--max-model-len", str(s["max_model_len"]), "--kv-cache", s["kv_cache_memory_bytes"],
                "--max-num-seqs", str(max_num_seqs), "-q", "--json"]

@@ -32,9 +32,9 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evalkit.loaders import PRED_SCHEMA, load_gold  # noqa: E402
-from evalkit.matchers import MatchStats, make_matcher, upstream_reference  # noqa: E402
-from evalkit.score import build_cases, score_cases, score_paths, summarize  # noqa: E402
+from reportminer.evalkit.loaders import PRED_SCHEMA, load_gold  # noqa: E402
+from reportminer.evalkit.matchers import MatchStats, make_matcher, upstream_reference  # noqa: E402
+from reportminer.evalkit.score import build_cases, score_cases, score_paths, summarize  # noqa: E402
 
 AFFIX_PRE = ["公司", "销售", "归母", "单季度"]
 AFFIX_POST = ["增速", "同比", "占比", "率", "总额"]
@@ -154,8 +154,8 @@ def main() -> None:
     rows = []
     for m in args.matchers.split(","):
         if m == "embedding":
-            from evalkit import embed
-            from evalkit.matchers import EmbeddingMatcher
+            from reportminer.evalkit import embed
+            from reportminer.evalkit.matchers import EmbeddingMatcher
 
             embedder = embed.UseEmbedder(progress=False)  # no disk cache: a true cold start
             embed._MEMORY[embedder.key].clear()
@@ -189,7 +189,7 @@ def bench_files(gold: pl.DataFrame, preds: pl.DataFrame) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from data.schema import arrow_metrics_type
+    from reportminer.data.schema import arrow_metrics_type
 
     out = []
     with tempfile.TemporaryDirectory() as d:

@@ -35,9 +35,9 @@ def main() -> None:
     from vllm.lora.request import LoRARequest
     from vllm.sampling_params import StructuredOutputsParams
 
-    from data import OUTPUT_JSON_SCHEMA, parse_output, render_prompt
-    from data.io import iter_jsonl
-    from data.manifest import check_adapter
+    from reportminer.data import OUTPUT_JSON_SCHEMA, parse_output, render_prompt
+    from reportminer.data.io import iter_jsonl
+    from reportminer.data.manifest import check_adapter
 
     if args.adapter:
         for w in check_adapter(args.adapter, args.model):  # raises AdapterMismatch on a wrong base/schema/prompt

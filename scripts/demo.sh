@@ -26,7 +26,7 @@ $bin/python - "$OUT/results" <<'PY'
 import json, sys
 from pathlib import Path
 import pyarrow.parquet as pq
-from data.io import read_table
+from reportminer.data.io import read_table
 out = Path(sys.argv[1])
 t = read_table(out).to_pylist()
 for r in t[:4]:

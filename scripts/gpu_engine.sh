@@ -7,7 +7,7 @@
 # Recorded in docs/gpu-engine-run.md.
 set -uo pipefail
 STAGE=/tmp/stage SITE=/tmp/site OUT=${OUT:-/tmp/out}
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$SITE:$(scripts/srcview.sh /tmp/srcview)" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export REPORTMINER_CACHE=/tmp/rmcache
 mkdir -p "$STAGE" "$OUT"
 [ -n "${2:-}" ] && cp "$2"/* "$STAGE"/
@@ -21,13 +21,13 @@ run)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)'
   python3 scripts/make_tiny_model.py --out /tmp/tiny --adapter-out /tmp/lora-a --adapter-out /tmp/lora-b
-  python3 -c 'from data.io import jsonl_to_table, write_shards; write_shards(jsonl_to_table("data/demo/demo.jsonl"), "/tmp/shards", rows_per_shard=4)'
+  python3 -c 'from reportminer.data.io import jsonl_to_table, write_shards; write_shards(jsonl_to_table("data/demo/demo.jsonl"), "/tmp/shards", rows_per_shard=4)'
   rc=0
-  time python3 -m engine.cli run --input /tmp/shards --out /tmp/res --model /tmp/tiny \
+  time python3 -m reportminer.engine.cli run --input /tmp/shards --out /tmp/res --model /tmp/tiny \
       --adapter a=/tmp/lora-a --adapter b=/tmp/lora-b --include-base --max-tokens 256 --enforce-eager \
       2>&1 | tail -40 || rc=$?
   # a rerun must skip every shard
-  python3 -m engine.cli run --input /tmp/shards --out /tmp/res --model /tmp/tiny \
+  python3 -m reportminer.engine.cli run --input /tmp/shards --out /tmp/res --model /tmp/tiny \
       --adapter a=/tmp/lora-a --adapter b=/tmp/lora-b --include-base --max-tokens 256 --enforce-eager 2>&1 | tail -5 || true
   cp /tmp/res/_engine_summary.json "$OUT"/ ; tar czf "$OUT"/results.tar.gz -C /tmp/res .
   python3 - <<'PY'

@@ -25,7 +25,7 @@ python3 -m pip download -q --no-deps -d .whl --python-version 3.12 --implementat
 
 rm -rf .stage && mkdir -p .stage/seed
 cp "$SHARED"/seed/data/*.jsonl .stage/seed/
-tok=$(.venv/bin/python -c 'from data.models.tiny import qwen3_tokenizer_dir; print(qwen3_tokenizer_dir())')
+tok=$(.venv/bin/python -c 'from reportminer.data.models.tiny import qwen3_tokenizer_dir; print(qwen3_tokenizer_dir())')
 tar czf .stage/qwen3-tokenizer.tar.gz -C "$tok" tokenizer.json tokenizer_config.json
 
 echo "$GGUF_SHA  $GGUF" | sha256sum -c -

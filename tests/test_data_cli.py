@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from data.cli import main
-from data.models.demo import demo_model_dir
+from reportminer.data.cli import main
+from reportminer.data.models.demo import demo_model_dir
 
 
 @pytest.fixture()

@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data.ingest import IngestConfig, ingest_table, ingest_to_shards, is_numbered_heading, split_long
-from data.io import DataError, read_table
-from data.validate import validate_path
+from reportminer.data.ingest import IngestConfig, ingest_table, ingest_to_shards, is_numbered_heading, split_long
+from reportminer.data.io import DataError, read_table
+from reportminer.data.validate import validate_path
 
 MARKDOWN = """# 某某公司深度报告
 

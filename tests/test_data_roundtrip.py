@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data.io import DataError, jsonl_files, jsonl_to_table, read_table, table_to_seed_rows, write_jsonl, write_shards
-from data.schema import GOLD_METRICS, ID, SOURCE
+from reportminer.data.io import DataError, jsonl_files, jsonl_to_table, read_table, table_to_seed_rows, write_jsonl, write_shards
+from reportminer.data.schema import GOLD_METRICS, ID, SOURCE
 
 
 def _roundtrip(src: Path, tmp: Path, rows_per_shard: int) -> tuple[list[str], list[str], list[Path]]:

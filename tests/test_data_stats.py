@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data.io import jsonl_to_table, write_shards
-from data.stats import compute_stats
+from reportminer.data.io import jsonl_to_table, write_shards
+from reportminer.data.stats import compute_stats
 
 
 def row(n_metrics: int, scenario: str = "A", i: int = 0, types: tuple[str, ...] = ("financial", "business")) -> dict:

@@ -9,9 +9,9 @@ from typing import Any, Callable
 import pyarrow as pa
 import pytest
 
-from data.io import DataError, jsonl_to_table, write_shards
-from data.schema import MAX_ANALYSIS_CHARS, MAX_NAME_CHARS
-from data.validate import ValidationFailed, validate_path, validate_table
+from reportminer.data.io import DataError, jsonl_to_table, write_shards
+from reportminer.data.schema import MAX_ANALYSIS_CHARS, MAX_NAME_CHARS
+from reportminer.data.validate import ValidationFailed, validate_path, validate_table
 
 
 def good_row(**kw: Any) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def test_quick_check_never_passes_what_the_schema_refuses() -> None:
     # validate skips jsonschema for answers its quick check passes; the check must be no looser.
     import random
 
-    from data.validate import _VALIDATOR, _plainly_valid
+    from reportminer.data.validate import _VALIDATOR, _plainly_valid
 
     base = good_row()["output"]
     values = [None, "", "x", "长" * 700, 0, -0.1, 0.5, 1, 1.0001, True, [], {}, "financial", "business", "finance", 3]

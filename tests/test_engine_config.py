@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.config import BASE, ConfigError, EngineConfig, parse_adapter, parse_size
-from engine.rows import (
+from reportminer.engine.cli import main
+from reportminer.engine.config import BASE, ConfigError, EngineConfig, parse_adapter, parse_size
+from reportminer.engine.rows import (
     ENGINE_COLUMNS,
     INVALID_JSON,
     LENGTH,
@@ -132,8 +132,8 @@ def test_cli_refuses_adapter_for_another_schema_before_starting_anything(tmp_pat
     """Runs the real console script; the refusal comes before vLLM starts, so this takes seconds."""
     import shutil
 
-    from data.io import jsonl_to_table, write_shards
-    from data.manifest import AdapterManifest, base_model_fingerprint
+    from reportminer.data.io import jsonl_to_table, write_shards
+    from reportminer.data.manifest import AdapterManifest, base_model_fingerprint
 
     bad = tmp_path / "bad-adapter"
     shutil.copytree(tiny_adapter, bad)
@@ -141,7 +141,7 @@ def test_cli_refuses_adapter_for_another_schema_before_starting_anything(tmp_pat
     write_shards(jsonl_to_table(REPO / "data" / "demo" / "demo.jsonl"), tmp_path / "in", rows_per_shard=6)
     out = tmp_path / "out"
     p = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
+        [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
          "--model", str(tiny_model), "--adapter", f"bad={bad}", "-q"],
         capture_output=True, text=True, timeout=300,
     )
@@ -158,7 +158,7 @@ def test_engine_package_imports_without_vllm():
 
 
 def test_summary_json_round_trips():
-    from engine.summary import RunSummary
+    from reportminer.engine.summary import RunSummary
 
     s = RunSummary(status="ok", exit_code=0, input="i", out="o", model="m", adapters=[], adapter_columns=["base"])
     d = json.loads(s.to_json())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from data.io import jsonl_to_table, read_table, write_parquet
-from data.parse import parse_output
+from reportminer.data.io import jsonl_to_table, read_table, write_parquet
+from reportminer.data.parse import parse_output
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -32,7 +32,7 @@ def test_engine_run_on_demo_paragraphs(demo_model, tmp_path):
     out = tmp_path / "out"
     # No --model: the default is the embedded demo model (demo_model made sure it is built).
     p = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
+        [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
          "--max-tokens", "768", "-q", "--json"],
         capture_output=True, text=True, timeout=1200,
     )
@@ -54,7 +54,7 @@ def test_engine_run_on_demo_paragraphs(demo_model, tmp_path):
 def test_engine_extract_prints_the_json(demo_model):
     text = "2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。销售毛利率为41.2%，同比提升2.3个百分点。"
     p = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "extract", "--title", "盈利能力分析", "--text", text,
+        [sys.executable, "-m", "reportminer.engine.cli", "extract", "--title", "盈利能力分析", "--text", text,
          "--max-tokens", "768"],
         capture_output=True, text=True, timeout=900,
     )

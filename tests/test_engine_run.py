@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.io import jsonl_to_table, read_table, write_parquet, write_shards
-from data.manifest import AdapterManifest, AdapterMismatch, base_model_fingerprint
-from data.parse import parse_output
-from engine import Engine, EngineConfig
-from engine.extract import extract
-from engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME
-from engine.runner import ConfigMismatch, run
-from engine.summary import EXIT_ROW_ERRORS, EXIT_SHARD_FAILED
+from reportminer.data.io import jsonl_to_table, read_table, write_parquet, write_shards
+from reportminer.data.manifest import AdapterManifest, AdapterMismatch, base_model_fingerprint
+from reportminer.data.parse import parse_output
+from reportminer.engine import Engine, EngineConfig
+from reportminer.engine import extract
+from reportminer.engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME
+from reportminer.engine.runner import ConfigMismatch, run
+from reportminer.engine.summary import EXIT_ROW_ERRORS, EXIT_SHARD_FAILED
 
 pytestmark = pytest.mark.engine
 
@@ -65,7 +65,7 @@ def eos_adapter(tiny_model, tmp_path_factory) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from data.models.tiny import make_random_adapter
+    from reportminer.data.models.tiny import make_random_adapter
 
     out = tmp_path_factory.mktemp("eos") / "adapter-eos"
     make_random_adapter(tiny_model, out, seed=3)
@@ -314,7 +314,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config
     # differently, and the random model's near-tied logits turn that into different text).
     flags = ["--model", cfg.model, "--max-tokens", str(MAX_TOKENS), "--max-model-len", "2048", "--kv-cache", "512MiB",
              "--max-num-seqs", "8", "--chunk-size", "8", "--max-loras", "4", "--batch-rows", "4", "--compile"]
-    cmd = [sys.executable, "-m", "engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
+    cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
            "--adapter", f"a={cfg.adapters['a']}", "-q", *flags]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from data.schema import Extraction, to_json
-from evalkit.cli import main
-from evalkit.compare import Run, compare_runs, mcnemar
-from evalkit.score import read_cases
+from reportminer.data.schema import Extraction, to_json
+from reportminer.evalkit.cli import main
+from reportminer.evalkit.compare import Run, compare_runs, mcnemar
+from reportminer.evalkit.score import read_cases
 
 from test_evalkit_loaders import REQUIRED_KEYS
 
@@ -133,9 +133,9 @@ def test_report_is_self_contained_with_plots_and_cases(demo_jsonl: Path, ex: Pat
 
 
 def test_report_type_confusion_counts(demo_jsonl: Path, ex: Path):
-    from evalkit.matchers import UpstreamMatcher
-    from evalkit.report import type_confusion
-    from evalkit.score import score_paths
+    from reportminer.evalkit.matchers import UpstreamMatcher
+    from reportminer.evalkit.report import type_confusion
+    from reportminer.evalkit.score import score_paths
 
     (r,) = score_paths(demo_jsonl, ex / "demo_predictions.jsonl", UpstreamMatcher())
     rows, cols, m = type_confusion(r.cases)
@@ -163,7 +163,7 @@ def test_seed_gold_scored_against_itself_is_all_strict(seed_dir: Path, tmp_path:
 
 
 def test_seed_folder_as_gold(seed_dir: Path, tmp_path: Path):
-    from evalkit.loaders import load_gold
+    from reportminer.evalkit.loaders import load_gold
 
     g = load_gold(seed_dir / "data")
     assert g.height == 700 and g["id"][0] == "type_a.jsonl:1"
@@ -174,7 +174,7 @@ def test_engine_folder_with_two_adapters(demo_jsonl: Path, tmp_path: Path):
     """score writes one summary per adapter; compare pairs the adapters of one results folder."""
     import pyarrow.parquet as pq
 
-    from evalkit.loaders import load_gold
+    from reportminer.evalkit.loaders import load_gold
     from test_evalkit_loaders import engine_table, metric
 
     gold = load_gold(demo_jsonl)

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.io import DataError, jsonl_to_table, write_parquet
-from data.schema import arrow_metrics_type
-from evalkit.loaders import load_gold, load_predictions
-from evalkit.matchers import UpstreamMatcher
-from evalkit.score import score_paths, summarize
+from reportminer.data.io import DataError, jsonl_to_table, write_parquet
+from reportminer.data.schema import arrow_metrics_type
+from reportminer.evalkit.loaders import load_gold, load_predictions
+from reportminer.evalkit.matchers import UpstreamMatcher
+from reportminer.evalkit.score import score_paths, summarize
 
 REQUIRED_KEYS = {
     "n", "json_valid", "strict", "loose", "passed", "fail", "pred_total", "gold_total", "exact_hits",

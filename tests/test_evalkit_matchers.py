@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalkit.embed import UseEmbedder, load_embedder
-from evalkit.matchers import EmbeddingMatcher, FuzzyMatcher, MatchStats, make_matcher, normalise
+from reportminer.evalkit.embed import UseEmbedder, load_embedder
+from reportminer.evalkit.matchers import EmbeddingMatcher, FuzzyMatcher, MatchStats, make_matcher, normalise
 
 from test_evalkit_protocol import one, run
 
@@ -104,7 +104,7 @@ def test_embedding_matcher_hits_paraphrases_and_caches(use: UseEmbedder, tmp_pat
     e.embed(["毛利率", "净利率", "毛利率"])
     e.embed(["净利率", "毛利率"])
     assert Counting.calls == [2]  # each distinct name once
-    from evalkit import embed as embed_mod
+    from reportminer.evalkit import embed as embed_mod
 
     embed_mod._MEMORY.pop("test-counting-use")
     again = Counting(cache_dir=tmp_path, progress=False)  # a new process: the disk cache answers

@@ -10,8 +10,8 @@ import random
 import polars as pl
 import pytest
 
-from evalkit.loaders import GOLD_SCHEMA, PRED_SCHEMA
-from evalkit.matchers import (
+from reportminer.evalkit.loaders import GOLD_SCHEMA, PRED_SCHEMA
+from reportminer.evalkit.matchers import (
     FuzzyMatcher,
     MatchStats,
     UpstreamMatcher,
@@ -20,7 +20,7 @@ from evalkit.matchers import (
     upstream_reference,
     verdict,
 )
-from evalkit.score import build_cases, score_cases
+from reportminer.evalkit.score import build_cases, score_cases
 
 
 def run(gold: list[list[str]], pred: list[list[str] | None], matcher=None, stats=None, types=None) -> pl.DataFrame:
@@ -171,7 +171,7 @@ def test_vectorised_upstream_equals_the_reference_on_random_cases():
 
 
 def test_vectorised_bigram_sets_equal_the_scalar_definition():
-    from evalkit.matchers import _bigram_matrix
+    from reportminer.evalkit.matchers import _bigram_matrix
 
     names = ["毛利率", "率", "", "AB", "ABAB", "营业收入营业", "R", "净利润"]
     m, sizes = _bigram_matrix(names)

@@ -6,8 +6,8 @@ from dataclasses import asdict
 import pytest
 from click.testing import CliRunner
 
-from trainer.cli import main
-from trainer.config import (
+from reportminer.trainer.cli import main
+from reportminer.trainer.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from data.io import DataError, iter_jsonl
-from data.prompt import render_prompt, render_training_example
-from trainer.cli import main
-from trainer.config import build_config
-from trainer.examples import tokenize_rows
-from trainer.rows import load_training_data, read_rows, split_dev
+from reportminer.data.io import DataError, iter_jsonl
+from reportminer.data.prompt import render_prompt, render_training_example
+from reportminer.trainer.cli import main
+from reportminer.trainer.config import build_config
+from reportminer.trainer.examples import tokenize_rows
+from reportminer.trainer.rows import load_training_data, read_rows, split_dev
 
 
 def _write(path: Path, rows: list) -> Path:
@@ -80,8 +80,8 @@ def test_separate_dev_file(tmp_path, demo_jsonl):
 
 def test_prompt_tokens_are_the_served_prompt_and_only_the_answer_carries_loss(tiny_model, demo_jsonl, tmp_path):
     """Labels as trl builds them: -100 on every prompt token, the answer + end-of-turn exactly once."""
-    from trainer.modeling import load_base_model, load_tokenizer, plan_for
-    from trainer.train import build_trainer
+    from reportminer.trainer.modeling import load_base_model, load_tokenizer, plan_for
+    from reportminer.trainer.train import build_trainer
 
     cfg = build_config("tiny-cpu", {"model": str(tiny_model), "data": str(demo_jsonl), "output": str(tmp_path)})
     tok = load_tokenizer(str(tiny_model))
@@ -122,7 +122,7 @@ def test_prompt_tokens_are_the_served_prompt_and_only_the_answer_carries_loss(ti
 
 
 def test_overlong_examples_are_skipped_not_truncated(tiny_model, demo_jsonl):
-    from trainer.modeling import load_tokenizer
+    from reportminer.trainer.modeling import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model))
     rows = read_rows(demo_jsonl)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from data.io import iter_jsonl
-from data.manifest import MANIFEST_NAME, AdapterManifest, AdapterMismatch, base_model_fingerprint, check_adapter
-from trainer.config import build_config
-from data.io import file_sha256 as sha256_file
-from trainer.train import RunExists, train
+from reportminer.data.io import iter_jsonl
+from reportminer.data.manifest import MANIFEST_NAME, AdapterManifest, AdapterMismatch, base_model_fingerprint, check_adapter
+from reportminer.trainer.config import build_config
+from reportminer.data.io import file_sha256 as sha256_file
+from reportminer.trainer.train import RunExists, train
 
 SHORT_ANSWERS = [
     {"analysis": "段落为背景描述，无核心指标。", "metrics": []},
@@ -141,7 +141,7 @@ def test_manifest_mismatch_is_refused(learned, learnable_model, tmp_path):
 
 def test_engine_refuses_mismatched_trainer_adapters(learned, learnable_model, tmp_path):
     """The engine's adapter loading (when the engine package exists) applies the same check."""
-    adapters = pytest.importorskip("engine.adapters")
+    adapters = pytest.importorskip("reportminer.engine.adapters")
     _, res = learned
     loaded, warnings = adapters.load_adapters({"ours": str(res.final_adapter)}, learnable_model)
     assert loaded[0].rank == 16 and warnings == []
@@ -221,7 +221,7 @@ def test_resume_refuses_other_settings(learnable_model, short_data, tmp_path):
     base = {"model": str(learnable_model), "data": str(tr), "dev_data": str(dv), "output": str(tmp_path / "r"),
             "max_steps": 1, "progress": False}
     train(build_config("tiny-cpu", base))
-    from trainer.config import ConfigError
+    from reportminer.trainer.config import ConfigError
 
     with pytest.raises(ConfigError, match="lora_r: 16 -> 8"):
         train(build_config("tiny-cpu", {**base, "lora_r": 8}), resume=True)
@@ -240,7 +240,7 @@ def test_adapter_loads_in_vllm_and_changes_outputs(learned, learnable_model):
     from vllm.lora.request import LoRARequest
     from vllm.sampling_params import StructuredOutputsParams
 
-    from data import OUTPUT_JSON_SCHEMA, parse_output, render_prompt, to_json
+    from reportminer.data import OUTPUT_JSON_SCHEMA, parse_output, render_prompt, to_json
 
     cfg, res = learned
     rows = [r.obj for r in iter_jsonl(cfg.data)]
@@ -263,7 +263,7 @@ def test_adapter_saved_in_bf16_halves_and_keeps_weights(learned, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from trainer.artifacts import cast_adapter
+    from reportminer.trainer.artifacts import cast_adapter
 
     _, res = learned
     a = tmp_path / "bf16"

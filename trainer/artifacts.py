@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from data.manifest import MANIFEST_NAME, AdapterManifest, base_model_fingerprint
+from reportminer.data.manifest import MANIFEST_NAME, AdapterManifest, base_model_fingerprint
 
 CURVES_NAME = "loss_curves.png"
 
@@ -164,7 +164,7 @@ def read_manifest_loss(adapter_dir: str | os.PathLike) -> float | None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    from data.io import atomic_path
+    from reportminer.data.io import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")

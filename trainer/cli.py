@@ -85,7 +85,7 @@ def _resolve(recipe: str | None, sets: tuple[str, ...], flags: dict[str, Any]):
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
 def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
     """Train a LoRA adapter: validate rows, split dev, SFT on answer tokens, save best/ and final/."""
-    from data.io import DataError
+    from reportminer.data.io import DataError
 
     try:
         cfg = _resolve(recipe, sets, flags)

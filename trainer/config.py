@@ -135,7 +135,7 @@ class TrainConfig:
 
 
 def recipes_dir() -> Path:
-    return Path(str(resources.files("trainer.recipes")))
+    return Path(str(resources.files("reportminer.trainer.recipes")))
 
 
 def list_recipes() -> dict[str, Path]:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from data.prompt import render_training_example
+from reportminer.data.prompt import render_training_example
 
 from .rows import LabelledRow
 

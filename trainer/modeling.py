@@ -161,7 +161,7 @@ def lora_config(cfg: TrainConfig):
 
 
 def library_versions() -> dict[str, str]:
-    from data.manifest import library_versions as versions
+    from reportminer.data.manifest import library_versions as versions
 
     out = versions(("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "reportminer"))
     try:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.io import DataError, file_sha256, iter_jsonl, parquet_files, read_table, table_to_seed_rows
-from data.schema import CHAPTER_TITLE, PARAGRAPH, SCENARIO
-from data.validate import validate_path
+from reportminer.data.io import DataError, file_sha256, iter_jsonl, parquet_files, read_table, table_to_seed_rows
+from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH, SCENARIO
+from reportminer.data.validate import validate_path
 
 log = logging.getLogger("trainer")
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.io import DataError
+from reportminer.data.io import DataError
 
 from .artifacts import (
     EpochStats,
