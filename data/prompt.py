@@ -11,25 +11,24 @@ from typing import Any, Protocol
 
 from .schema import MAX_METRICS, Extraction, to_json
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 
+# Version 2: the rules alone, no worked example. Version 1 ended with an example answering exactly two
+# metrics; the adapter trained on it answered three metrics where one was labelled (hidden benchmark:
+# predicted/gold 1.64, single-metric paragraphs 4/10), and the same recipe with the example removed passed
+# 40 % instead of 30 % there (single-metric 9/10). An example in the system text is a count anchor the
+# LoRA copies; the labels teach the format anyway. Also 2.3x shorter (about 260 tokens instead of 600 for
+# Qwen's tokenizer), which every served row pays for in prefill.
 SYSTEM_PROMPT = f"""你是卖方研究报告的指标抽取助手。给定研报的章节标题和一个段落，找出该段落深入分析的核心指标。
 
 规则：
 1. 核心指标是段落围绕其展开论证的对象：给出数值并解释其变化、原因或影响。只作为背景、原因、子项拆分、行业或宏观数据、历史参照、规模铺垫出现的数字不是核心指标。数字多不等于核心指标多。
-2. 每段 0 到 {MAX_METRICS} 个核心指标；纯背景或定性描述的段落没有核心指标，metrics 为空列表。
-3. metric_type：出现在财务报表或由报表计算得到的指标（收入、利润、毛利率、净息差、现金流等）为 financial；经营、运营、市场类指标（出货量、用户数、市占率、产能利用率等）为 business。
-4. score 为 0 到 1 的置信度，越是段落分析主线越高。
-5. metric_name 用段落中的简洁指标名，不带数值；reason 一句话说明为何是核心指标。
-6. analysis 先说明段落的分析主线，再逐一说明被排除的数字及原因。
+2. 每段 0 到 {MAX_METRICS} 个核心指标，只列段落真正深入分析的；纯背景或定性描述的段落 metrics 为空列表。
+3. metric_type：来自财务报表或由报表计算的指标（收入、利润、毛利率、净息差、现金流等）为 financial；经营、运营、市场类指标（出货量、用户数、市占率、产能利用率等）为 business。
+4. score 为 0 到 1 的置信度；metric_name 用段落中的简洁指标名，不带数值；reason 一句话说明为何是核心指标。
+5. analysis 先说明段落的分析主线，再逐一说明被排除的数字及原因。
 
-只输出一个 JSON 对象，格式如下例。
-
-示例输入：
-【章节标题】经营分析
-【段落内容】公司2025年实现营业收入120亿元，同比增长15%，其中海外收入占比提升至30%。毛利率为35%，同比提升2个百分点。公司员工总数约8,000人。
-示例输出：
-{{"analysis":"段落分析收入增长与盈利改善。营业收入同比增长15%是分析主线；毛利率提升2个百分点是第二重点。海外收入占比是收入的结构拆分，员工总数是规模背景，均不是核心指标。","metrics":[{{"metric_name":"营业收入","metric_type":"financial","score":0.95,"reason":"120亿元同比增长15%，是段落分析主线"}},{{"metric_name":"毛利率","metric_type":"financial","score":0.9,"reason":"同比提升2个百分点，体现盈利能力改善"}}]}}"""
+只输出一个 JSON 对象：{{"analysis": str, "metrics": [{{"metric_name": str, "metric_type": "financial"|"business", "score": float, "reason": str}}]}}"""
 
 USER_TEMPLATE = "【章节标题】{chapter_title}\n【段落内容】{paragraph}"
 

@@ -8,7 +8,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from reportminer.data import OUTPUT_JSON_SCHEMA, Extraction, Metric, parse_output, render_prompt, render_training_example, to_json
-from reportminer.data.prompt import SYSTEM_PROMPT, USER_TEMPLATE, prompt_fingerprint
+from reportminer.data.prompt import PROMPT_VERSION, SYSTEM_PROMPT, USER_TEMPLATE, prompt_fingerprint
 from reportminer.data.schema import MAX_ANALYSIS_CHARS, MAX_METRICS, MAX_NAME_CHARS, MAX_REASON_CHARS, schema_fingerprint
 
 GOOD = {
@@ -118,4 +118,6 @@ def test_prompt_contents(tokenizer) -> None:
     assert "【章节标题】标题\n【段落内容】段落内容。" in prompt
     assert prompt.rstrip().endswith("</think>")  # thinking switched off: empty think block, answer follows
     assert prompt.startswith("<|im_start|>system\n")
-    assert prompt_fingerprint().startswith("v1-")
+    assert prompt_fingerprint().startswith(f"v{PROMPT_VERSION}-")
+    # Version 2 has no worked example: an example answer in the system text is a count anchor the LoRA copies.
+    assert "示例" not in SYSTEM_PROMPT and '"metric_name":"' not in SYSTEM_PROMPT

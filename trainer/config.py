@@ -39,6 +39,9 @@ class TrainConfig:
     dev_data: str | None = None  # a separate dev file; when set, dev_fraction is ignored
     dev_fraction: float = 0.05  # held out from `data`, stratified by scenario (`type`); 0 = no dev split
     seed_rules: bool = True  # also apply the seed's label rules (scores in [0.8, 1], type D mixes types)
+    # Training mix (trainer/mix.py): oversample rows by label count and by scenario (`type`); dev is not mixed.
+    count_weights: dict[int, float] = field(default_factory=dict)  # metric count -> weight, e.g. {0: 2, 1: 2, 3: 0.5}
+    type_weights: dict[str, float] = field(default_factory=dict)  # scenario -> weight, e.g. {B: 1.5}
 
     # Base model loading.
     quantization: str = "8bit"  # 8bit | 4bit | none
@@ -47,6 +50,7 @@ class TrainConfig:
     bnb_4bit_use_double_quant: bool = True
     precision: str = "auto"  # auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    tf32: bool = False  # fp32 training on a CUDA GPU: allow TF32 matmuls (much faster, fp32 accumulation)
 
     # LoRA.
     lora_r: int = 16
@@ -191,6 +195,13 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
+        if text.startswith("dict["):  # count_weights {int: float}, type_weights {str: float}
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            kt = int if text.startswith("dict[int") else str
+            return {kt(k): float(v) for k, v in value.items()}
         if "list" in text:
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]

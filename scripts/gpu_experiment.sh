@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs ON the device (H200) machine: quality experiments (train several variants at once on one GPU, serve
+# them all in one engine pass, bring the results back). One step per call, calls back to back while the
+# machine is warm (/tmp lives with it). Prepared here by:
+#   scripts/gpu_prepare.sh                  # .whl (train wheels), .stage (seed), .carry-* sets
+#   python scripts/build_dev_benchmark.py --out .stage/bench
+#
+#   scripts/gpu_experiment.sh stage SET DIR   # carry DIR (e.g. .carry-vllm/p03): its files into /tmp/stage/SET
+#   scripts/gpu_experiment.sh setup           # carry .whl .stage: rebuild + check every set, install, convert models
+#   scripts/gpu_experiment.sh train NAME MODEL [--set k=v ...]   # detached; MODEL = m05 | m15
+#   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
+#   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
+#   scripts/gpu_experiment.sh pack            # results, manifests, logs (+ adapters of $KEEP) into $OUT
+set -uo pipefail
+STAGE=/tmp/stage EXP=/tmp/exp OUT=${OUT:-/tmp/out}
+SITE_T=/tmp/site-train SITE_V=/tmp/site-vllm
+SRC=$(scripts/srcview.sh /tmp/srcview)
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+export REPORTMINER_CACHE=/tmp/rmcache VLLM_ENABLE_V1_MULTIPROCESSING=0
+mkdir -p "$STAGE" "$EXP" "$OUT"
+declare -A MODEL_DIR=([m05]=/tmp/models/qwen2.5-coder-0.5b-instruct [m15]=/tmp/models/qwen2.5-coder-1.5b-instruct)
+declare -A RECIPE=([m05]=qwen2.5-0.5b-lora [m15]=qwen2.5-1.5b-lora)
+declare -A PKG=([m05]=DEMO [m15]=CODER_1_5B)
+
+rebuild() {  # $1 = set folder: join chunk files, check the MANIFEST of whole-file sha256s
+  (cd "$1" && for f in *.chunk000; do [ -e "$f" ] || continue; b=${f%.chunk000}; cat "$b".chunk* > "$b" && rm "$b".chunk*; done \
+    && sha256sum -c --quiet MANIFEST)
+}
+
+case "${1:-}" in
+stage)
+  mkdir -p "$STAGE/$2" && cp "$3"/* "$STAGE/$2"/ && du -sh "$STAGE/$2"
+  ;;
+setup)
+  set -e
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  for s in "$STAGE"/*/; do rebuild "$s" && echo "ok: $s"; done
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" .whl/*.whl
+  [ -d "$STAGE/vllm" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/vllm/*.whl
+  PYTHONPATH=$SITE_V:$SRC python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)' 2>&1 | tail -1
+  cp -r .stage/bench "$EXP/bench"
+  for m in m05 m15; do
+    g=$(ls "$STAGE/$m"/*.gguf 2>/dev/null | head -1) || true
+    [ -n "$g" ] || continue
+    # conversions in the background (about a minute each); `wait` reports them
+    setsid nohup env PYTHONPATH=$SITE_T:$SRC python3 -c "from pathlib import Path; from reportminer.data.models.demo import convert_gguf, ${PKG[$m]}; convert_gguf(Path('$g'), Path('${MODEL_DIR[$m]}'), ${PKG[$m]})" \
+      > "$EXP/convert-$m.log" 2>&1 < /dev/null &
+  done
+  echo "setup done; conversions started"
+  ;;
+train)
+  name=$2 m=$3; shift 3
+  model=${MODEL_DIR[$m]}
+  # waits for its model's conversion, then trains; detached so a call's 10-minute limit cannot kill it
+  setsid nohup bash -c "while [ ! -f '$model/SOURCE.json' ]; do sleep 2; done; \
+    PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP train --name $name \
+      --model $model --recipe ${RECIPE[$m]} $(printf '%q ' "$@"); echo \"exit \$?\" >> $EXP/$name.done" \
+    > "$EXP/$name.log" 2>&1 < /dev/null &
+  echo "started $name on $m"
+  ;;
+wait)
+  end=$(( $(date +%s) + ${2:-0} ))
+  while :; do
+    running=0
+    for l in "$EXP"/*.log; do
+      n=$(basename "$l" .log)
+      case $n in convert-*) continue ;; esac
+      if [ -f "$EXP/$n.done" ]; then st=$(cat "$EXP/$n.done"); else st=running; running=$((running + 1)); fi
+      echo "$n: $st | $(grep -o "'epoch': [0-9.]*" "$l" | tail -1) $(grep -o "'eval_loss': [0-9.]*" "$l" | tail -1)"
+    done
+    [ "$running" = 0 ] || [ "$(date +%s)" -ge "$end" ] && break
+    sleep 15; echo ---
+  done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  ;;
+serve)
+  tag=$2 m=$3; shift 3
+  args=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=(--adapter "$1=$EXP/$1/best"); shift; done
+  [ "${1:-}" = "--" ] && shift
+  PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench "$EXP/bench" --work "$EXP" serve --tag "$tag" \
+    --model "${MODEL_DIR[$m]}" --config engine/configs/gpu.yaml "${args[@]}" -- --enforce-eager "$@" 2>&1 | tail -25
+  ;;
+pack)
+  cd "$EXP" && tar czf "$OUT/results.tar.gz" serve-*/ */experiment.json */best/reportminer_adapter.json */metrics.json *.log 2>/dev/null
+  for k in ${KEEP:-}; do
+    split -b 15M -d -a 1 "$EXP/$k/best/adapter_model.safetensors" "$OUT/$k.best.safetensors.part"
+    tar czf "$OUT/$k.best.tar.gz" --exclude=adapter_model.safetensors -C "$EXP/$k" best
+  done
+  ls -la "$OUT"
+  ;;
+*)
+  sed -n 2,13p "$0"; exit 2 ;;
+esac
