@@ -379,7 +379,7 @@ def check(out: str | Path, seed_dir: str | Path | None = DEFAULT_SEED_DIR) -> li
     except (OSError, json.JSONDecodeError) as e:
         return [f"{out}: cannot read the benchmark: {e}"]
     dev_p = {_norm(r["input"]["paragraph"]): r["id"] for r in dev}
-    shared = [(i, dev_p[_norm(r["input"]["paragraph"])]) for r in train for i in [r["id"]] if _norm(r["input"]["paragraph"]) in dev_p]
+    shared = [(r["id"], dev_p[k]) for r in train if (k := _norm(r["input"]["paragraph"])) in dev_p]
     if shared:
         problems.append(f"{len(shared)} paragraph(s) in both dev and train, e.g. {shared[:3]}")
     ids = [r["id"] for r in dev + train]
