@@ -46,8 +46,8 @@ def _f1(hits: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.divide(2 * hits, den, out=np.zeros_like(hits, dtype=np.float64), where=den > 0)
 
 
-def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap replicates of pass rate and micro F1 per run: two arrays (runs, n_boot).
+def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bootstrap replicates of pass rate, micro F1 and predicted / gold per run: three arrays (runs, n_boot).
 
     The same resampled case indices serve every run, which is what makes run differences paired.
     """
@@ -59,19 +59,28 @@ def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np
     pred = np.stack([a["pred"] for a in arrs])
     pass_rep = np.empty((len(arrs), n_boot))
     f1_rep = np.empty((len(arrs), n_boot))
+    ratio_rep = np.empty((len(arrs), n_boot))
     chunk = max(1, int(4e6 // max(1, n * len(arrs))))  # bounded memory whatever the number of cases
     for s in range(0, n_boot, chunk):
         c = min(chunk, n_boot - s)
         # Counts of each case in each resample: sum over cases of count * value = resampled sum.
         counts = np.stack([np.bincount(row, minlength=n) for row in rng.integers(0, n, size=(c, n))]).astype(np.float64)
         pass_rep[:, s : s + c] = passed @ counts.T / n
-        f1_rep[:, s : s + c] = _f1(hits @ counts.T, gold @ counts.T, pred @ counts.T)
-    return pass_rep, f1_rep
+        g_sum, p_sum = gold @ counts.T, pred @ counts.T
+        f1_rep[:, s : s + c] = _f1(hits @ counts.T, g_sum, p_sum)
+        ratio_rep[:, s : s + c] = np.divide(p_sum, g_sum, out=np.full_like(p_sum, np.nan), where=g_sum > 0)
+    return pass_rep, f1_rep, ratio_rep
 
 
 def _ci(rep: np.ndarray) -> list[float]:
     lo, hi = np.percentile(rep, [2.5, 97.5])
     return [float(lo), float(hi)]
+
+
+def _ci_or_none(rep: np.ndarray) -> list[float] | None:
+    """The interval over the replicates where the value exists (predicted / gold needs gold metrics)."""
+    rep = rep[np.isfinite(rep)]
+    return _ci(rep) if rep.size else None
 
 
 def _boot_p(diff_rep: np.ndarray) -> float:
@@ -112,7 +121,7 @@ def compare_runs(runs: list[Run], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
     """Per-run rates with 95 % intervals, and each run against the first, paired on shared cases."""
     runs, dropped = align(runs)
     arrs = [_arrays(r.cases) for r in runs]
-    pass_rep, f1_rep = _boot(arrs, n_boot, seed)
+    pass_rep, f1_rep, ratio_rep = _boot(arrs, n_boot, seed)
     n = runs[0].cases.height
     out_runs = []
     for i, r in enumerate(runs):
@@ -128,6 +137,10 @@ def compare_runs(runs: list[Run], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
                 "strict_rate": s["strict_rate"],
                 "f1": s["f1"] if s["f1"] is not None else 0.0,
                 "f1_ci": _ci(f1_rep[i]),
+                "gold_total": s["gold_total"],
+                "pred_total": s["pred_total"],
+                "pred_gold_ratio": s["pred_gold_ratio"],
+                "pred_gold_ci": _ci_or_none(ratio_rep[i]),
                 "precision": s["precision"],
                 "recall": s["recall"],
                 "type_accuracy": s["type_accuracy"],

@@ -31,6 +31,37 @@ def _groups_table(title: str, label: str, groups: dict[str, dict[str, Any]]) -> 
     return t
 
 
+def _x(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _counts_table(title: str, label: str, groups: dict[str, dict[str, Any]]) -> Table:
+    """Count bias per group: metric totals, means per case, predicted / gold, pass rate."""
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in (label, "n", "gold", "pred", "gold/case", "pred/case", "pred/gold", "pass"):
+        t.add_column(c, justify="left" if c == label else "right", no_wrap=True)
+    for k, g in groups.items():
+        t.add_row(
+            k, str(g["n"]), str(g["gold_total"]), str(g["pred_total"]), _x(g["mean_gold"]), _x(g["mean_pred"]),
+            _x(g["pred_gold_ratio"]), _pct(g["pass_rate"]),
+        )
+    return t
+
+
+def _matrix_table(m: dict[str, Any]) -> Table:
+    t = Table(title="count matrix (cases)", title_justify="left", header_style="bold")
+    t.add_column("gold \\ pred", justify="left", no_wrap=True)
+    for p in m["counts"]:
+        t.add_column(str(p), justify="right", no_wrap=True)
+    t.add_column("cases", justify="right", no_wrap=True)
+    for g, row in zip(m["counts"], m["cases"]):
+        cells = [("[dim]·[/]" if v == 0 else f"[bold]{v}[/]" if g == p else str(v)) for p, v in zip(m["counts"], row)]
+        t.add_row(str(g), *cells, str(sum(row)))
+    cols = [sum(r[j] for r in m["cases"]) for j in range(len(m["counts"]))]
+    t.add_row("[dim]cases[/]", *(f"[dim]{v}[/]" for v in cols), f"[dim]{sum(cols)}[/]")
+    return t
+
+
 def print_summary(s: dict[str, Any], console: Console | None = None, show_fails: list[dict[str, Any]] | None = None) -> None:
     c = console or make_console()
     cfg = s.get("matcher_config") or {"matcher": s["matcher"]}
@@ -45,10 +76,10 @@ def print_summary(s: dict[str, Any], console: Console | None = None, show_fails:
     )
     c.print(t)
     m = Table(show_header=True, header_style="bold", title="metrics", title_justify="left")
-    for col in ("gold", "pred", "hits", "exact", "fuzzy", "precision", "recall/core", "F1", "type acc"):
+    for col in ("gold", "pred", "pred/gold", "hits", "exact", "fuzzy", "precision", "recall/core", "F1", "type acc"):
         m.add_column(col, justify="right", no_wrap=True)
     m.add_row(
-        str(s["gold_total"]), str(s["pred_total"]), str(s["hits"]), str(s["exact_hits"]), str(s["fuzzy_hits"]),
+        str(s["gold_total"]), str(s["pred_total"]), f"[bold]{_x(s['pred_gold_ratio'])}[/]", str(s["hits"]), str(s["exact_hits"]), str(s["fuzzy_hits"]),
         _pct(s["precision"]), _pct(s["recall"]), f"[bold]{_pct(s['f1'])}[/]", _pct(s["type_accuracy"]),
     )
     c.print(m)
@@ -56,6 +87,11 @@ def print_summary(s: dict[str, Any], console: Console | None = None, show_fails:
         c.print(_groups_table("by scenario", "scenario", s["by_scenario"]))
     mixes = {k: v for k, v in sorted(s["by_metric_type"].items(), key=lambda kv: (list(MIXES) + [kv[0]]).index(kv[0]))}
     c.print(_groups_table("by gold metric-type mix", "mix", mixes))
+    if s.get("by_gold_count"):
+        c.print(_counts_table("metric counts by gold count", "gold count", s["by_gold_count"]))
+        c.print(_matrix_table(s["count_matrix"]))
+    if s["by_scenario"]:
+        c.print(_counts_table("metric counts by scenario", "scenario", s["by_scenario"]))
     if s["missing"]:
         c.print(f"[yellow]{s['missing']} gold case(s) had no prediction[/] (scored as empty, invalid): "
                 + ", ".join(map(str, s["missing_ids"])) + (" …" if s["missing"] > len(s["missing_ids"]) else ""))
@@ -71,14 +107,22 @@ def print_summary(s: dict[str, Any], console: Console | None = None, show_fails:
 
 def print_compare(res: dict[str, Any], console: Console | None = None) -> None:
     c = console or make_console()
-    t = Table(title=f"{res['n']} shared cases · {res['bootstrap']} bootstrap resamples · 95% intervals",
-              title_justify="left", header_style="bold")
-    for col in ("run", "matcher", "pass rate", "95% CI", "strict", "F1", "95% CI", "P", "R", "type acc", "JSON valid"):
-        t.add_column(col, justify="left" if col in ("run", "matcher") else "right")
+    matchers = {str(r["matcher"]) for r in res["runs"]}
+    one = next(iter(matchers)) if len(matchers) == 1 else None  # one matcher: named in the title, no column
+    t = Table(title=f"{res['n']} shared cases · {res['bootstrap']} bootstrap resamples · 95% intervals"
+              + (f" · matcher {one}" if one else ""), title_justify="left", header_style="bold")
+    t.add_column("run", overflow="fold")
+    if not one:
+        t.add_column("matcher", overflow="fold")
+    for col in ("pass rate (95% CI)", "strict", "F1 (95% CI)", "pred/gold (95% CI)", "P", "R", "type acc", "JSON valid"):
+        t.add_column(col, justify="right", no_wrap="CI" in col)
     for r in res["runs"]:
+        ratio = "–" if r["pred_gold_ratio"] is None else f"{r['pred_gold_ratio']:.2f}"
+        if r["pred_gold_ci"] is not None:
+            ratio += f" ({r['pred_gold_ci'][0]:.2f}–{r['pred_gold_ci'][1]:.2f})"
         t.add_row(
-            r["name"], str(r["matcher"]), _pct(r["pass_rate"]), _ci(r["pass_ci"]),
-            _pct(r["strict_rate"]), _pct(r["f1"]), _ci(r["f1_ci"]),
+            r["name"], *(() if one else (str(r["matcher"]),)), f"{_pct(r['pass_rate'])} ({_ci(r['pass_ci'])})",
+            _pct(r["strict_rate"]), f"{_pct(r['f1'])} ({_ci(r['f1_ci'])})", ratio,
             _pct(r["precision"]), _pct(r["recall"]), _pct(r["type_accuracy"]), _pct(r["json_valid_rate"]),
         )
     c.print(t)

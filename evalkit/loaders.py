@@ -8,6 +8,9 @@ GOLD frame (one row per case, in gold order)::
     id: str, case: int (1-based position), scenario: str|null, gold_names: list[str],
     gold_types: list[str], source: str ("file:LINE" or "file#row", for messages)
 
+A case's `scenario` (the group it is reported under) is its `scenario` field when it has one (the seed's
+test-case format: `{"type": "test", "scenario": "single_metric", ...}`), else its `type` (A/B/C/D).
+
 PREDICTION frame (at most one row per id)::
 
     id: str, pred_names: list[str], pred_types: list[str], json_valid: bool, error: str|null,
@@ -31,6 +34,8 @@ from reportminer.data.parse import parse_output
 from reportminer.data.schema import GOLD_METRICS, ID, SCENARIO
 
 BASE_ADAPTER = "base"  # label of engine rows whose `adapter` is null/empty (the base model)
+# A row's group: its `scenario` field when present (test-case files), else its `type` (data.schema.SCENARIO).
+GROUP_FIELDS = ("scenario", SCENARIO)
 
 GOLD_SCHEMA = {
     "id": pl.String,
@@ -78,6 +83,14 @@ def _names_types(metrics: Any, where: str) -> tuple[list[str], list[str]]:
     return names, types
 
 
+def _group(obj: dict[str, Any]) -> str | None:
+    """The first of GROUP_FIELDS that the row has (non-null), as text."""
+    for k in GROUP_FIELDS:
+        if obj.get(k) is not None:
+            return str(obj[k])
+    return None
+
+
 def _gold_from_jsonl(path: Path) -> pl.DataFrame:
     single_file = not path.is_dir()
     rows: dict[str, list[Any]] = {k: [] for k in GOLD_SCHEMA}
@@ -99,12 +112,20 @@ def _gold_from_jsonl(path: Path) -> pl.DataFrame:
             cid = str(row.line) if single_file else row.source
         rows["id"].append(cid)
         rows["case"].append(case)
-        scen = obj.get(SCENARIO)
-        rows["scenario"].append(None if scen is None else str(scen))
+        scen = _group(obj)
+        rows["scenario"].append(scen)
         rows["gold_names"].append(names)
         rows["gold_types"].append(types)
         rows["source"].append(where)
     return pl.DataFrame(rows, schema=GOLD_SCHEMA)
+
+
+def _group_column(df: pl.DataFrame) -> pl.Series:
+    """Per row, the first non-null of the GROUP_FIELDS columns present (all null when none is)."""
+    cols = [c for c in GROUP_FIELDS if c in df.columns]
+    if not cols:
+        return pl.Series([None] * df.height, dtype=pl.String)
+    return df.select(pl.coalesce([pl.col(c).cast(pl.String) for c in cols])).to_series()
 
 
 def _gold_from_parquet(path: Path) -> pl.DataFrame:
@@ -121,7 +142,7 @@ def _gold_from_parquet(path: Path) -> pl.DataFrame:
         {
             "id": df[ID].cast(pl.String),
             "case": pl.int_range(1, df.height + 1, eager=True, dtype=pl.Int64),
-            "scenario": df[SCENARIO].cast(pl.String) if SCENARIO in df.columns else pl.Series([None] * df.height, dtype=pl.String),
+            "scenario": _group_column(df),
             "gold_names": df.select(pl.col(GOLD_METRICS).list.eval(metric.field("metric_name"))).to_series(),
             "gold_types": df.select(
                 pl.col(GOLD_METRICS).list.eval(metric.field("metric_type").fill_null(""))
@@ -257,8 +278,7 @@ def _preds_from_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
         rows["pred_types"].append(types)
         rows["json_valid"].append(valid)
         rows["error"].append(err)
-        scen = obj.get(SCENARIO, obj.get("scenario"))
-        rows["pred_scenario"].append(None if scen is None else str(scen))
+        rows["pred_scenario"].append(_group(obj))
         rows["source"].append(where)
     return _frame(rows)
 

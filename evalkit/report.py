@@ -80,26 +80,27 @@ def plot_verdicts(summary: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def plot_counts(cases: pl.DataFrame) -> str:
+def plot_counts(summary: dict[str, Any]) -> str:
+    """Count histogram and gold x predicted count map, both drawn from the summary's `count_matrix`."""
     import numpy as np
 
     plt = _plt()
-    g, p = cases["n_gold"].to_numpy(), cases["n_pred"].to_numpy()
-    top = int(max(g.max(initial=0), p.max(initial=0)))
+    joint = np.array(summary["count_matrix"]["cases"], dtype=int)
+    top = joint.shape[0] - 1
     bins = np.arange(top + 1)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1.3, 1]})
     w = 0.4
-    gc = np.bincount(g, minlength=top + 1)
-    pc = np.bincount(p, minlength=top + 1)
-    a1.bar(bins - w / 2, gc, w, label=f"gold (total {int(g.sum())})", color="#546e7a")
-    a1.bar(bins + w / 2, pc, w, label=f"predicted (total {int(p.sum())})", color="#fb8c00")
+    gc = joint.sum(axis=1)  # cases per gold count
+    pc = joint.sum(axis=0)  # cases per predicted count
+    ratio = summary["pred_gold_ratio"]
+    a1.bar(bins - w / 2, gc, w, label=f"gold (total {summary['gold_total']})", color="#546e7a")
+    a1.bar(bins + w / 2, pc, w, label=f"predicted (total {summary['pred_total']}"
+           + ("" if ratio is None else f", {ratio:.2f}× gold") + ")", color="#fb8c00")
     a1.set_xticks(bins)
     a1.set_xlabel("metrics per case")
     a1.set_ylabel("cases")
     a1.set_title("metric count per case", fontsize=10)
     a1.legend(fontsize=8, frameon=False)
-    joint = np.zeros((top + 1, top + 1), dtype=int)
-    np.add.at(joint, (g, p), 1)
     a2.imshow(joint, cmap="Blues", origin="lower")
     for (i, j), v in np.ndenumerate(joint):
         if v:
@@ -192,6 +193,23 @@ def _group_table(groups: dict[str, dict[str, Any]], label: str) -> str:
     return f"<table class=g>{head}{body}</table>"
 
 
+def _x(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _count_table(groups: dict[str, dict[str, Any]], label: str) -> str:
+    """Count bias per group (the numbers `evalkit score` prints): totals, means per case, predicted / gold."""
+    head = (f"<tr><th>{label}</th><th>n</th><th>gold</th><th>pred</th><th>gold/case</th><th>pred/case</th>"
+            "<th>pred/gold</th><th>pass</th></tr>")
+    body = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td class=num>{g['n']}</td><td class=num>{g['gold_total']}</td>"
+        f"<td class=num>{g['pred_total']}</td><td class=num>{_x(g['mean_gold'])}</td><td class=num>{_x(g['mean_pred'])}</td>"
+        f"<td class=num>{_x(g['pred_gold_ratio'])}</td><td class=num>{_pct(g['pass_rate'])}</td></tr>"
+        for k, g in groups.items()
+    )
+    return f"<table class=g>{head}{body}</table>"
+
+
 def _case_rows(cases: pl.DataFrame) -> str:
     out = []
     for r in cases.iter_rows(named=True):
@@ -242,6 +260,7 @@ def render_report(cases: pl.DataFrame, title: str | None = None, max_rows: int =
         ("type accuracy", _pct(s["type_accuracy"])),
         ("exact / fuzzy hits", f"{s['exact_hits']} / {s['fuzzy_hits']}"),
         ("gold / predicted", f"{s['gold_total']} / {s['pred_total']}"),
+        ("predicted / gold", _x(s["pred_gold_ratio"])),
         ("JSON valid", _pct(s["json_valid_rate"])),
         ("missing", f"{s['missing']}"),
     ]
@@ -260,6 +279,9 @@ def render_report(cases: pl.DataFrame, title: str | None = None, max_rows: int =
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     src = f" · source {html.escape(source)}" if source else ""
     by_scen = f"<h3 style='margin-top:0'>By scenario</h3>{_group_table(s['by_scenario'], 'scenario')}" if s["by_scenario"] else ""
+    by_scen_counts = (
+        f"<div><h3>By scenario</h3>{_count_table(s['by_scenario'], 'scenario')}</div>" if s["by_scenario"] else ""
+    )
     mixes = {k: s["by_metric_type"][k] for k in list(MIXES) + [k for k in s["by_metric_type"] if k not in MIXES] if k in s["by_metric_type"]}
     return f"""<!doctype html>
 <html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>
@@ -274,8 +296,10 @@ fail: a gold metric missed or counts differ by two or more. passed = strict + lo
 <div>{by_scen}
 <h3>By gold metric-type mix</h3>{_group_table(mixes, 'mix')}</div></div>
 <h2>Metric counts and types</h2>
-<div class="plots"><img alt="count histogram" style="width:760px" src="data:image/png;base64,{plot_counts(cases)}">
+<div class="plots"><img alt="count histogram" style="width:760px" src="data:image/png;base64,{plot_counts(s)}">
 <img alt="type confusion" style="width:360px" src="data:image/png;base64,{plot_types(cases)}"></div>
+<div class="row"><div><h3>By gold metric count</h3>{_count_table(s['by_gold_count'], 'gold count')}</div>
+{by_scen_counts}</div>
 <h2>Cases</h2>
 <div class="legend">Gold names: <span class="hit">hit</span>, <span class="miss">missed</span>; predicted names:
 <span class="hit">matched</span>, <span class="extra">extra</span>; the letter after a name is its type (f/b).

@@ -6,8 +6,11 @@ Layers, for any matcher:
 2. metric-level precision, recall (= core hit rate) and micro F1 = 2 hits / (gold + predicted), with the
    hits split into exact-name hits and fuzzy hits (matched pairs whose names differ);
 3. type accuracy over hit pairs (gold metric_type == predicted metric_type).
-Each is also grouped by scenario (the gold's `type`, when it has one) and by the gold's metric-type mix
-(financial / business / mixed / none).
+Each is also grouped by scenario (the gold's `scenario`, else its `type`, when it has one) and by the
+gold's metric-type mix (financial / business / mixed / none).
+4. count bias: predicted / gold metric totals and their ratio (overall and in every group), the same
+   layers grouped by the gold's metric count (0, 1, 2, 3, 4+), and the gold-count x predicted-count
+   matrix (`count_matrix`, which the HTML report draws).
 
 The cases frame (`ScoreResult.cases`, written by `--cases`) is the unit everything downstream reads:
 `compare` and `report` work from it alone, so a saved cases file is a complete record of a run.
@@ -27,6 +30,7 @@ from .loaders import PredictionSet, load_gold, load_predictions
 from .matchers import Matcher, MatchStats, match
 
 VERDICTS = ("strict", "loose", "fail")
+COUNT_TOP = 4  # gold counts of 4 or more share the last `by_gold_count` bucket, "4+"
 MIXES = ("financial", "business", "mixed", "none")
 HIT_STRUCT = pl.Struct(
     {"gold": pl.String, "pred": pl.String, "score": pl.Float64, "gold_type": pl.String, "pred_type": pl.String}
@@ -168,7 +172,7 @@ def _aggs() -> list[pl.Expr]:
 
 
 def _finish(row: dict[str, Any]) -> dict[str, Any]:
-    r = {k: int(v) for k, v in row.items() if k not in ("scenario", "mix")}
+    r = {k: int(v) for k, v in row.items() if k not in ("scenario", "mix", "bucket")}
     r["fuzzy_hits"] = r["hits"] - r["exact_hits"]
     r["pass_rate"] = _ratio(r["passed"], r["n"])
     r["strict_rate"] = _ratio(r["strict"], r["n"])
@@ -178,7 +182,27 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
     r["core_hit_rate"] = r["recall"]
     r["f1"] = _ratio(2 * r["hits"], r["gold_total"] + r["pred_total"])
     r["type_accuracy"] = _ratio(r["type_correct"], r["hits"])
+    r["pred_gold_ratio"] = _ratio(r["pred_total"], r["gold_total"])  # > 1: over-extraction
+    r["mean_gold"] = _ratio(r["gold_total"], r["n"])
+    r["mean_pred"] = _ratio(r["pred_total"], r["n"])
     return r
+
+
+def count_bucket_expr(n_gold: pl.Expr) -> pl.Expr:
+    """"0", "1", ..., f"{COUNT_TOP}+": the `by_gold_count` bucket of a case."""
+    return pl.when(n_gold >= COUNT_TOP).then(pl.lit(f"{COUNT_TOP}+")).otherwise(n_gold.cast(pl.String))
+
+
+def count_matrix(cases: pl.DataFrame) -> dict[str, Any]:
+    """Cases per (gold count, predicted count), both 0..the largest count seen (at least COUNT_TOP - 1).
+
+    `cases[i][j]` = cases with i gold and j predicted metrics; row sums are the gold count histogram,
+    column sums the predicted one.
+    """
+    top = max(COUNT_TOP - 1, int(cases["n_gold"].max() or 0), int(cases["n_pred"].max() or 0))
+    cells = {(g, p): n for g, p, n in cases.group_by("n_gold", "n_pred").len().iter_rows()}
+    labels = list(range(top + 1))
+    return {"counts": labels, "cases": [[int(cells.get((g, p), 0)) for p in labels] for g in labels]}
 
 
 def summarize(cases: pl.DataFrame) -> dict[str, Any]:
@@ -195,6 +219,10 @@ def summarize(cases: pl.DataFrame) -> dict[str, Any]:
     by_mix = {
         r["mix"]: _finish(r) for r in sorted(grouped.iter_rows(named=True), key=lambda r: order.get(r["mix"], 99))
     }
+    grouped = cases.group_by(count_bucket_expr(pl.col("n_gold")).alias("bucket")).agg(_aggs())
+    by_gold_count = {
+        r["bucket"]: _finish(r) for r in sorted(grouped.iter_rows(named=True), key=lambda r: int(r["bucket"].rstrip("+")))
+    }
     missing_ids = cases.filter(pl.col("missing"))["id"].head(20).to_list()
     runs = cases["run"].unique(maintain_order=True).to_list()
     matchers = cases["matcher"].unique(maintain_order=True).to_list()
@@ -205,6 +233,8 @@ def summarize(cases: pl.DataFrame) -> dict[str, Any]:
         "missing_ids": missing_ids,
         "by_scenario": by_scenario,
         "by_metric_type": by_mix,
+        "by_gold_count": by_gold_count,
+        "count_matrix": count_matrix(cases),
     }
 
 

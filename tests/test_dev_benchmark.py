@@ -1,0 +1,110 @@
+"""scripts/build_dev_benchmark.py on the real seed (../shared/seed): a dev set held out from training with
+the hidden benchmark's composition, reproducible to the byte, and readable by datakit, trainer and evalkit."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from reportminer.data.validate import validate_path
+from reportminer.evalkit.loaders import load_gold
+from reportminer.trainer.rows import read_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_dev_benchmark", REPO / "scripts" / "build_dev_benchmark.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bdb = _load_builder()
+
+
+@pytest.fixture(scope="module")
+def built(seed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("devbench")
+    assert bdb.main(["--seed-dir", str(seed_dir), "--out", str(out)]) == 0
+    return out
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def test_dev_and_train_are_disjoint_and_ids_unique(built: Path, seed_dir: Path):
+    dev, train = rows(built / "dev.jsonl"), rows(built / "train.jsonl")
+    dev_paras = {"".join(r["input"]["paragraph"].split()) for r in dev}
+    assert not dev_paras & {"".join(r["input"]["paragraph"].split()) for r in train}
+    assert len(dev_paras) == len(dev)
+    ids = [r["id"] for r in dev + train]
+    assert len(ids) == len(set(ids))
+    assert [r["id"] for r in dev] == [f"dev-{i:04d}" for i in range(1, len(dev) + 1)]
+    m = json.loads((built / "manifest.json").read_text())
+    assert len(train) + m["dev"]["from_data"] == 700 and m["dev"]["from_data"] + m["dev"]["from_sample"] == len(dev)
+    assert bdb.check(built, seed_dir) == []
+
+
+def test_composition_matches_the_hidden_benchmark_x3(built: Path):
+    dev = rows(built / "dev.jsonl")
+    assert 140 <= len(dev) <= 160
+    scen = Counter(r["scenario"] for r in dev)
+    target = {s: 3 * n for s, n in bdb.HIDDEN_SCENARIOS.items()}
+    for s, n in target.items():
+        assert abs(scen[s] - n) <= max(2, 0.1 * n), (s, scen[s], n)
+    counts = Counter(len(r["output"]["metrics"]) for r in dev)
+    for k, n in {0: 15, 1: 69, 2: 51, 3: 15}.items():
+        assert abs(counts[k] - n) <= max(2, 0.1 * n), (k, counts[k], n)
+    assert sum(counts[k] for k in counts if k > 3) <= 2
+    mean = sum(k * v for k, v in counts.items()) / len(dev)
+    assert mean == pytest.approx(1.44, abs=0.05)
+    # every row's scenario follows the documented rule, and `source_type` keeps its seed type
+    for r in dev:
+        assert r["type"] == "test" and r["source_type"] in "ABCD"
+        assert bdb.scenario_of(r["source_type"], [m["metric_type"] for m in r["output"]["metrics"]]) == r["scenario"]
+    # sample_data rows are used before any training row is held out
+    m = json.loads((built / "manifest.json").read_text())
+    for cell in m["dev"]["cells"].values():
+        assert cell["from_data"] == 0 or cell["from_sample"] == cell["candidates_sample"]
+
+
+def test_same_seed_same_bytes_other_seed_same_composition(built: Path, seed_dir: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    bdb.write(bdb.build(seed_dir), again)
+    for f in ("dev.jsonl", "train.jsonl", "manifest.json"):
+        assert (again / f).read_bytes() == (built / f).read_bytes(), f
+    other = bdb.build(seed_dir, seed=11)
+    base = json.loads((built / "manifest.json").read_text())
+    assert other.manifest["dev"]["by_scenario"] == base["dev"]["by_scenario"]
+    assert other.manifest["dev"]["by_gold_count"] == base["dev"]["by_gold_count"]
+    assert [d["input"] for d in other.dev] != [d["input"] for d in rows(built / "dev.jsonl")]
+
+
+def test_datakit_trainer_and_evalkit_read_the_sets(built: Path):
+    for f in ("train.jsonl", "dev.jsonl"):
+        report = validate_path(built / f, seed_rules=True, require_labels=True)
+        assert not report.errors, [str(e) for e in report.errors[:3]]
+    train = read_rows(built / "train.jsonl")
+    assert len(train) == len(rows(built / "train.jsonl")) and {r.scenario for r in train} == {"A", "B", "C", "D"}
+    gold = load_gold(built / "dev.jsonl")
+    assert set(gold["scenario"].unique()) == set(bdb.SCENARIOS)
+
+
+def test_check_catches_a_shared_paragraph(built: Path, tmp_path: Path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in ("dev.jsonl", "train.jsonl", "manifest.json"):
+        (bad / f).write_bytes((built / f).read_bytes())
+    train = rows(bad / "train.jsonl")
+    train[0]["input"] = rows(bad / "dev.jsonl")[0]["input"]
+    (bad / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train), encoding="utf-8")
+    problems = bdb.check(bad, None)
+    assert any("both dev and train" in p for p in problems) and any("sha256" in p for p in problems)
