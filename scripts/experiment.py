@@ -134,7 +134,7 @@ def cmd_score(a: argparse.Namespace) -> int:
             continue
         s = json.loads(js.read_text(encoding="utf-8"))
         adapter = js.stem[len(tag) + 1:] if js != summary else tag
-        cases = js.with_name(js.stem + ".cases.parquet")
+        cases = scores / f"{tag}.cases.{adapter}.parquet"  # evalkit's name when results hold several adapters
         if not cases.exists():
             cases = scores / f"{tag}.cases.parquet"
         vs = "–"

@@ -66,7 +66,7 @@ wait)
       n=$(basename "$l" .log)
       case $n in convert-*) continue ;; esac
       if [ -f "$EXP/$n.done" ]; then st=$(cat "$EXP/$n.done"); else st=running; running=$((running + 1)); fi
-      echo "$n: $st | $(grep -o "'epoch': [0-9.]*" "$l" | tail -1) $(grep -o "'eval_loss': [0-9.]*" "$l" | tail -1)"
+      echo "$n: $st | $(grep -o "'epoch': [0-9.]*" "$l" | tail -1) $(grep -o "'eval_loss': [0-9.]*" "$l" | tail -1) $(tail -c 160 "$l" | tr '\n\r' '  ')"
     done
     [ "$running" = 0 ] || [ "$(date +%s)" -ge "$end" ] && break
     sleep 15; echo ---
@@ -74,12 +74,16 @@ wait)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ;;
 serve)
+  # detached like train (engine start + generation); `wait` polls it. Two serves (m05, m15) can share the GPU.
   tag=$2 m=$3; shift 3
   args=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=(--adapter "$1=$EXP/$1/best"); shift; done
   [ "${1:-}" = "--" ] && shift
-  PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench "$EXP/bench" --work "$EXP" serve --tag "$tag" \
-    --model "${MODEL_DIR[$m]}" --config engine/configs/gpu.yaml "${args[@]}" -- --enforce-eager "$@" 2>&1 | tail -25
+  setsid nohup bash -c "PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP serve \
+      --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda --enforce-eager \
+      --gpu-memory-utilization ${GPU_MEM:-0.40} --max-num-seqs 256 --max-model-len 4096 $(printf '%q ' "$@"); \
+    echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
+  echo "serving $tag on $m"
   ;;
 pack)
   cd "$EXP" && tar czf "$OUT/results.tar.gz" serve-*/ */experiment.json */best/reportminer_adapter.json */metrics.json *.log 2>/dev/null
