@@ -97,3 +97,61 @@ def test_split_by_threshold():
     kept, dropped = split_by_threshold(ms, 2 / 3, "agreement")
     assert [m["metric_name"] for m in kept] == ["b"] and [m["metric_name"] for m in dropped] == ["a"]
     assert split_by_threshold(ms, 0.0, "score") == (ms, [])
+
+
+# ---- settings, manifest and refusals (no engine) ----------------------------------------------------
+
+
+def test_decoding_settings_are_validated(tiny_model, tiny_adapter, tiny_adapter_b):
+    from reportminer.engine.config import ConfigError, EngineConfig
+
+    base = EngineConfig(model=str(tiny_model), adapters={"a": str(tiny_adapter)})
+    for bad, msg in (({"samples": 0}, "samples"), ({"vote_threshold": 0}, "vote_threshold"),
+                     ({"score_threshold": 1.5}, "score_threshold"), ({"sample_temperature": 0}, "sample_temperature"),
+                     ({"merge_adapter": True, "include_base": True}, "merge_adapter"),
+                     ({"merge_adapter": True, "adapters": {"a": str(tiny_adapter), "b": str(tiny_adapter_b)}},
+                      "exactly one adapter")):
+        with pytest.raises(ConfigError, match=msg):
+            base.override(**bad).resolve()
+    from reportminer.engine.decoding import sampling_temperature
+
+    assert sampling_temperature(base.override(samples=3)) == 0.7
+    assert sampling_temperature(base.override(samples=3, temperature=0.3)) == 0.3
+    assert sampling_temperature(base) == 0.0
+
+
+def test_merge_adapter_with_two_adapters_is_refused_before_the_engine_starts(tiny_model, tiny_adapter, tiny_adapter_b,
+                                                                              tmp_path):
+    from click.testing import CliRunner
+
+    from reportminer.engine.cli import main
+
+    (tmp_path / "in").mkdir()
+    r = CliRunner().invoke(main, ["run", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                  "--model", str(tiny_model), "--adapter", f"a={tiny_adapter}",
+                                  "--adapter", f"b={tiny_adapter_b}", "--merge-adapter", "-q"])
+    assert r.exit_code == 2, r.output
+    assert "refused, nothing ran" in r.output and "merge_adapter" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_decoding_is_optional_and_its_threshold_needs_the_same_sample_count(tiny_model, tmp_path):
+    from reportminer.data.manifest import AdapterManifest, base_model_fingerprint
+    from reportminer.engine.adapters import Adapter
+    from reportminer.engine.config import EngineConfig
+    from reportminer.engine.decoding import adapter_thresholds
+
+    old = {"base_model": base_model_fingerprint(tiny_model), "schema_version": "x", "prompt_version": "y"}
+    (tmp_path / "reportminer_adapter.json").write_text(__import__("json").dumps(old))
+    assert AdapterManifest.read(tmp_path).decoding is None  # manifests written before `decoding` still load
+    a = [Adapter("a", tmp_path, 8, "0" * 16)]
+    cfg = EngineConfig(model=str(tiny_model), adapters={"a": str(tmp_path)})
+    assert adapter_thresholds(cfg, a) == ({"a": None}, [])
+    m = AdapterManifest.read(tmp_path)
+    m.decoding = {"score_threshold": 0.4, "samples": 3}
+    m.write(tmp_path)
+    assert adapter_thresholds(cfg.override(samples=3), a) == ({"a": 0.4}, [])
+    t, warnings = adapter_thresholds(cfg, a)
+    assert t == {"a": None} and "calibrated with samples=3" in warnings[0]
+    assert adapter_thresholds(cfg.override(score_threshold=0.9), a) == ({"a": 0.9}, [])
+    assert adapter_thresholds(cfg.override(score_threshold=0.9, include_base=True), a)[0] == {"base": 0.9, "a": 0.9}
