@@ -151,3 +151,21 @@ def arrow_metrics_type():
     import pyarrow as pa
 
     return pa.list_(arrow_metric_type())
+
+
+# Engine results carry one more field per metric: the share of sampled answers that named it
+# (self-consistency, `engine run --samples N`); 1.0 for a single greedy answer. Gold labels do not.
+AGREEMENT = "agreement"
+
+
+def arrow_result_metric_type():
+    """Arrow type of one metric in engine results: the metric fields plus `agreement`."""
+    import pyarrow as pa
+
+    return pa.struct(list(arrow_metric_type()) + [pa.field(AGREEMENT, pa.float64())])
+
+
+def arrow_result_metrics_type():
+    import pyarrow as pa
+
+    return pa.list_(arrow_result_metric_type())

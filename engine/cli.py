@@ -86,6 +86,15 @@ def engine_options(f):
         click.option("--max-loras", type=int, help="LoRA slots (default adapters + 1)."),
         click.option("--max-lora-rank", type=int, help="Default: the largest adapter rank."),
         click.option("-v", "--verbose", is_flag=True, help="Show vLLM's own log."),
+        # Decoding levers (engine/decoding.py).
+        click.option("--samples", type=int, help="Answers sampled per row in one request; > 1 keeps the metrics most "
+                                                 "samples name and records their agreement (default 1)."),
+        click.option("--sample-temperature", type=float, help="Temperature of the samples when --temperature is 0 "
+                                                               "(default 0.7)."),
+        click.option("--vote-threshold", type=float, help="With --samples > 1: share of valid samples that must name "
+                                                           "a metric (default 0.5)."),
+        click.option("--score-threshold", type=float, help="Drop metrics whose score (agreement with --samples > 1) "
+                                                            "is below it; default: the adapter manifest's, else off; 0 = off."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -152,6 +161,8 @@ def main() -> None:
 @click.option("--chunk-size", type=int, help="Requests kept queued in vLLM (default 8 x max-num-seqs).")
 @click.option("--batch-rows", type=int, help="Rows read per Parquet record batch (default 512).")
 @click.option("--overwrite", is_flag=True, help="Discard results in OUT (any configuration) and redo every shard.")
+@click.option("--merge-adapter", is_flag=True, default=None,
+              help="One adapter only: fold it into the base weights once (cached) and serve without LoRA.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @engine_options

@@ -92,6 +92,12 @@ class EngineConfig:
     top_p: float = 1.0
     seed: int = 0
     max_tokens: int = 1024
+    # Decoding levers (issue 7; logic in engine/decoding.py, engine/vote.py, engine/merge.py).
+    samples: int = 1  # answers per row from one request (vLLM n); > 1 votes the metric set (self-consistency)
+    sample_temperature: float = 0.7  # with samples > 1 and temperature 0: the temperature the samples use
+    vote_threshold: float = 0.5  # with samples > 1: keep a metric named by at least this share of valid samples
+    score_threshold: float | None = None  # drop metrics below it (score; agreement when samples > 1); None: manifest's, else off
+    merge_adapter: bool = False  # fold the one adapter into the base weights (cached) and serve without LoRA
 
     # Pipeline.
     chunk_size: int | None = None  # requests kept queued in vLLM ahead of the scheduler; None: 8 x max_num_seqs
@@ -212,6 +218,9 @@ class EngineConfig:
             raise ConfigError(f"max_lora_rank: vLLM accepts {VLLM_LORA_RANKS}, got {self.max_lora_rank}")
         if self.max_loras is not None and self.adapters and self.max_loras < len(self.adapters):
             raise ConfigError(f"max_loras ({self.max_loras}) is below the number of adapters ({len(self.adapters)})")
+        from .decoding import validate_decoding
+
+        validate_decoding(self)
 
     # ---- identity -------------------------------------------------------------------------------------
 

@@ -51,6 +51,14 @@ class Completion:
     prompt_tokens: int
     output_tokens: int
     rejected: str | None = None  # vLLM refused the request (message); no text
+    samples: list["Sample"] | None = None  # every answer when sampling params ask for n > 1 (text etc. = sample 0)
+
+
+@dataclass
+class Sample:
+    text: str | None
+    finish_reason: str | None
+    output_tokens: int
 
 
 # vLLM warnings that are expected here and say nothing to an operator: we pass token ids (counted
@@ -166,11 +174,15 @@ class Engine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        from .decoding import sampling_temperature
+
+        temperature = sampling_temperature(config)  # config.temperature, or sample_temperature for samples > 1
         sp = SamplingParams(
-            temperature=config.temperature,
+            n=config.samples,  # > 1: N answers from one request (one prompt, vLLM fans out the samples)
+            temperature=temperature,
             top_p=config.top_p,
             # A per-request seed keeps sampled runs reproducible whatever the batch around a request.
-            seed=config.seed if config.temperature > 0 else None,
+            seed=config.seed if temperature > 0 else None,
             max_tokens=config.max_tokens,
             structured_outputs=StructuredOutputsParams(json=OUTPUT_JSON_SCHEMA) if config.guided else None,
         )
@@ -312,6 +324,8 @@ class Feeder:
                     finish_reason=o.finish_reason,
                     prompt_tokens=len(out.prompt_token_ids or req.prompt_token_ids),
                     output_tokens=len(o.token_ids),
+                    samples=[Sample(x.text, x.finish_reason, len(x.token_ids)) for x in out.outputs]
+                    if len(out.outputs) > 1 else None,
                 )
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from reportminer.data.parse import parse_output
-from reportminer.data.schema import ID, arrow_metrics_type
+from reportminer.data.schema import ID, arrow_result_metrics_type
 
 OK, ERROR = "ok", "error"
 
@@ -27,21 +27,27 @@ REASONS = (EMPTY_PARAGRAPH, TOO_LONG, LENGTH, INVALID_JSON, SCHEMA, REJECTED, AB
 
 ENGINE_COLUMNS: tuple[str, ...] = (
     "adapter", "analysis", "metrics", "raw", "status", "error", "finish_reason", "prompt_tokens", "output_tokens",
+    "samples", "dropped_metrics",
 )
+# Only with samples > 1 (engine/decoding.py): every sampled text, in sample order.
+RAW_SAMPLES = "raw_samples"
 
 
-def engine_fields() -> list[pa.Field]:
+def engine_fields(raw_samples: bool = False) -> list[pa.Field]:
     return [
         pa.field("adapter", pa.string()),
         pa.field("analysis", pa.string()),
-        pa.field("metrics", arrow_metrics_type()),
+        pa.field("metrics", arrow_result_metrics_type()),
         pa.field("raw", pa.string()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
         pa.field("finish_reason", pa.string()),
         pa.field("prompt_tokens", pa.int32()),
         pa.field("output_tokens", pa.int32()),
-    ]
+        # Decoding (engine/decoding.py): valid/total sampled answers; metrics dropped by score_threshold.
+        pa.field("samples", pa.struct([pa.field("valid", pa.int32()), pa.field("total", pa.int32())])),
+        pa.field("dropped_metrics", arrow_result_metrics_type()),
+    ] + ([pa.field(RAW_SAMPLES, pa.list_(pa.string()))] if raw_samples else [])
 
 
 @dataclass
@@ -56,6 +62,9 @@ class RowResult:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
+    samples: dict[str, int] | None = None  # {"valid", "total"} of the sampled answers; None when never submitted
+    dropped_metrics: list[dict[str, Any]] | None = None  # below score_threshold; None when no threshold applies
+    raw_samples: list[str | None] | None = None  # every sample's text (samples > 1)
 
     @property
     def error(self) -> str | None:
@@ -88,14 +97,14 @@ def result_from_text(
     return RowResult(status=OK, analysis=ex["analysis"], metrics=ex["metrics"], **base)
 
 
-def output_schema(input_schema: pa.Schema) -> tuple[pa.Schema, dict[str, str]]:
+def output_schema(input_schema: pa.Schema, raw_samples: bool = False) -> tuple[pa.Schema, dict[str, str]]:
     """id, every other input column (renamed `input_<name>` if it collides with an engine column), engine columns.
 
     Returns the schema and the renames applied, so the caller can tell the user.
     """
     renames: dict[str, str] = {}
     fields = [input_schema.field(ID)]
-    taken = set(ENGINE_COLUMNS) | {ID}
+    taken = set(ENGINE_COLUMNS) | {ID, RAW_SAMPLES}
     for f in input_schema:
         if f.name == ID:
             continue
@@ -107,7 +116,7 @@ def output_schema(input_schema: pa.Schema) -> tuple[pa.Schema, dict[str, str]]:
             renames[f.name] = name
         taken.add(name)
         fields.append(f.with_name(name))
-    return pa.schema(fields + engine_fields()), renames
+    return pa.schema(fields + engine_fields(raw_samples)), renames
 
 
 def output_table(batch: pa.RecordBatch, results: list[RowResult], n_adapters: int, schema: pa.Schema) -> pa.Table:
@@ -120,7 +129,7 @@ def output_table(batch: pa.RecordBatch, results: list[RowResult], n_adapters: in
     in_names = list(passthrough.schema.names)
     # The input batch keeps its own column order; the output puts id first.
     ordered = [in_cols[in_names.index(ID)]] + [c for name, c in zip(in_names, in_cols) if name != ID]
-    ef = {f.name: f.type for f in engine_fields()}
+    ef = {f.name: f.type for f in engine_fields(RAW_SAMPLES in schema.names)}
     engine_cols = [
         pa.array([r.adapter for r in results], ef["adapter"]),
         pa.array([r.analysis for r in results], ef["analysis"]),
@@ -131,5 +140,7 @@ def output_table(batch: pa.RecordBatch, results: list[RowResult], n_adapters: in
         pa.array([r.finish_reason for r in results], ef["finish_reason"]),
         pa.array([r.prompt_tokens for r in results], ef["prompt_tokens"]),
         pa.array([r.output_tokens for r in results], ef["output_tokens"]),
-    ]
+        pa.array([r.samples for r in results], ef["samples"]),
+        pa.array([r.dropped_metrics for r in results], ef["dropped_metrics"]),
+    ] + ([pa.array([r.raw_samples for r in results], ef[RAW_SAMPLES])] if RAW_SAMPLES in ef else [])
     return pa.Table.from_arrays(ordered + engine_cols, schema=schema)

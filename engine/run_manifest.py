@@ -23,6 +23,7 @@ from reportminer.data.schema import schema_fingerprint
 
 from .adapters import Adapter
 from .config import EngineConfig
+from .decoding import decoding_identity
 
 MANIFEST_NAME = "_engine_manifest.json"
 SUMMARY_NAME = "_engine_summary.json"
@@ -70,6 +71,7 @@ def run_identity(config: EngineConfig, adapters: list[Adapter]) -> dict[str, Any
         "schema": schema_fingerprint(),
         "prompt": prompt_fingerprint(),
         **settings,
+        "decoding": decoding_identity(config, adapters),  # samples, thresholds, merged weights (engine/decoding.py)
     }
 
 

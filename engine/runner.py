@@ -27,7 +27,9 @@ from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
 from .config import EAGER_BELOW_ROWS, ConfigError, EngineConfig
+from .decoding import adapter_thresholds, row_from_completion
 from .generate import Completion, Engine, Request
+from .merge import merged_model, serving_config
 from .progress import Progress
 from .rows import (
     EMPTY_PARAGRAPH,
@@ -37,7 +39,6 @@ from .rows import (
     error_row,
     output_schema,
     output_table,
-    result_from_text,
 )
 from .run_manifest import (
     HISTORY_NAME,
@@ -104,8 +105,11 @@ class _Pipeline:
         names = config.adapter_names
         by_name = {a.name: a for a in adapters}
         self.run_adapters: list[Adapter | None] = [by_name.get(n) for n in names]  # None = base model
+        if config.merge_adapter:  # the adapter is in the served weights (engine/merge.py); its rows need no LoRA
+            self.run_adapters = [None]
         self.names = names
         self.width = len(names)
+        self.thresholds, _ = adapter_thresholds(config, adapters)  # score_threshold per adapter (decoding.py)
         self.queue: deque[_Batch] = deque()
         self.open: deque[_Shard] = deque()
         self.buffered = 0
@@ -127,7 +131,7 @@ class _Pipeline:
         for st in todo:
             try:
                 st.reader = ShardReader(st.shard, self.config.batch_rows)
-                st.schema, renames = output_schema(st.reader.schema)
+                st.schema, renames = output_schema(st.reader.schema, raw_samples=self.config.samples > 1)
             except DataError as e:
                 self.fail(st, str(e))
                 continue
@@ -190,7 +194,7 @@ class _Pipeline:
         if c.rejected is not None:
             r = error_row(name, REJECTED, c.rejected, c.prompt_tokens)
         else:
-            r = result_from_text(name, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, self.config.max_tokens)
+            r = row_from_completion(name, c, self.config, self.thresholds[name])
         self.fill(b, slot, r, submitted=c.rejected is None)
         if b is self.queue[0] and b.remaining == 0:
             self.flush()
@@ -331,10 +335,12 @@ def run(
     shards = discover(input_path)
     _check_paths(input_path, out_dir)
     adapters, warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    warnings += adapter_thresholds(config, adapters)[1]
     for w in warnings:
         log.warning(w)
+    merged = merged_model(config.model, adapters[0], config.dtype)[0] if config.merge_adapter else None  # built once, cached
     if engine is not None:
-        engine.check_compatible(config, adapters)
+        engine.check_compatible(serving_config(config, merged), [] if merged else adapters)
     elif config.device == "cpu" and config.include_base and adapters and (config.max_loras or 0) <= len(adapters):
         raise ConfigError(
             f"max_loras {config.max_loras}: on CPU, base rows beside {len(adapters)} adapter(s) need max_loras > "
@@ -383,7 +389,7 @@ def run(
                     work = sum(s.num_rows for s in todo) * len(config.adapter_names)
                     config = replace(config, enforce_eager=config.device == "cpu" and work < EAGER_BELOW_ROWS)
                     summary.settings["enforce_eager"] = config.enforce_eager
-                engine = Engine(config)
+                engine = Engine(serving_config(config, merged))
                 summary.engine_start_s = time.perf_counter() - t_engine
             engine.reset_loras()
             bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)

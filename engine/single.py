@@ -4,7 +4,8 @@ from __future__ import annotations
 from .adapters import load_adapters
 from .config import ConfigError, EngineConfig
 from .generate import Engine, Request
-from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row, result_from_text
+from .decoding import adapter_thresholds, row_from_completion
+from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
 
 
 def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, engine: Engine | None = None) -> RowResult:
@@ -32,5 +33,5 @@ def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, e
     for c in feeder.run(iter([Request(None, ids, adapter)])):
         if c.rejected is not None:
             return error_row(name, REJECTED, c.rejected, c.prompt_tokens)
-        return result_from_text(name, c.text, c.finish_reason, c.prompt_tokens, c.output_tokens, config.max_tokens)
+        return row_from_completion(name, c, config, adapter_thresholds(config, adapters)[0][name])
     raise RuntimeError("the engine returned no completion")  # pragma: no cover

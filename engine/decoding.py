@@ -1,0 +1,140 @@
+"""Decoding levers around the model's answer: self-consistency (`samples`), `score_threshold`, and the
+settings that say which of them a run used.
+
+`samples: 1` (the default) is the engine as it always was: one answer per row, greedy unless
+`temperature` says otherwise; its metrics get `agreement` 1.0. With `samples: N > 1` one request asks vLLM
+for N answers (`SamplingParams.n`: the prompt is submitted once and vLLM fans out N sequences), each is
+parsed strictly like a single answer, and engine.vote turns the valid ones into one answer. A row is an
+error only when all N are invalid.
+
+`score_threshold` then drops the metrics the model is least sure of: by `score` with one sample, by
+`agreement` with several (the sampled scores of a small model sit near 0.9 whatever it names, the share
+of samples that name a metric does not). The dropped metrics stay in the row's `dropped_metrics`. When
+the config leaves it unset, each adapter's manifest may supply it (`decoding.score_threshold`,
+calibrated by scripts/calibrate_threshold.py for a given sample count); `score_threshold: 0` turns a
+manifest's threshold off.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reportminer.data.manifest import AdapterManifest
+from reportminer.data.schema import AGREEMENT, Extraction
+
+from .config import BASE, ConfigError
+from .rows import OK, RowResult, result_from_text
+from .vote import split_by_threshold, vote
+
+if TYPE_CHECKING:
+    from .adapters import Adapter
+    from .config import EngineConfig
+    from .generate import Completion
+
+
+def validate_decoding(c: "EngineConfig") -> None:
+    if not isinstance(c.samples, int) or isinstance(c.samples, bool) or c.samples < 1:
+        raise ConfigError(f"samples: expected a positive integer, got {c.samples!r}")
+    if not c.sample_temperature > 0:
+        raise ConfigError(f"sample_temperature: must be > 0 (samples of a greedy decoder are all the same), got {c.sample_temperature}")
+    if not 0 < c.vote_threshold <= 1:
+        raise ConfigError(f"vote_threshold: must be in (0, 1], got {c.vote_threshold}")
+    if c.score_threshold is not None and not 0 <= c.score_threshold <= 1:
+        raise ConfigError(f"score_threshold: must be in [0, 1] (0 turns an adapter manifest's threshold off), got {c.score_threshold}")
+    if c.merge_adapter and (len(c.adapters) != 1 or c.include_base):
+        raise ConfigError(
+            f"merge_adapter: needs exactly one adapter and no include_base (got {len(c.adapters)} adapter(s)"
+            f"{', include_base' if c.include_base else ''}); the merged model serves one adapter's rows only"
+        )
+
+
+def sampling_temperature(c: "EngineConfig") -> float:
+    """The temperature requests use: `temperature`, or `sample_temperature` when samples > 1 and it is 0."""
+    if c.samples > 1 and c.temperature == 0:
+        return c.sample_temperature
+    return c.temperature
+
+
+def threshold_key(c: "EngineConfig") -> str:
+    """What score_threshold bounds: `score` for one answer a row, `agreement` for several."""
+    return AGREEMENT if c.samples > 1 else "score"
+
+
+def adapter_thresholds(c: "EngineConfig", adapters: list["Adapter"]) -> tuple[dict[str, float | None], list[str]]:
+    """score_threshold per output `adapter` value: the config's, else the adapter manifest's, else None."""
+    out: dict[str, float | None] = {}
+    warnings: list[str] = []
+    by_name = {a.name: a for a in adapters}
+    for name in c.adapter_names:
+        t = c.score_threshold
+        a = by_name.get(name)
+        if t is None and name != BASE and a is not None:
+            t, w = manifest_threshold(a.path, c.samples)
+            warnings += [f"adapter {name}: {w}"] if w else []
+        out[name] = t
+    return out, warnings
+
+
+def manifest_threshold(adapter_dir: str | Path, samples: int) -> tuple[float | None, str | None]:
+    """The manifest's decoding.score_threshold when it was calibrated for `samples`; else (None, why not)."""
+    man = AdapterManifest.read(adapter_dir)
+    dec = (man.decoding if man else None) or {}
+    t = dec.get("score_threshold")
+    if t is None:
+        return None, None
+    calibrated = int(dec.get("samples") or 1)
+    if calibrated != samples:
+        return None, (f"manifest score_threshold {t} was calibrated with samples={calibrated}, this run uses "
+                      f"samples={samples}; not applied (set score_threshold to choose one)")
+    t = float(t)
+    if not 0 <= t <= 1:
+        raise ConfigError(f"{adapter_dir}: manifest decoding.score_threshold {t} is not in [0, 1]")
+    return t, None
+
+
+def decoding_identity(c: "EngineConfig", adapters: list["Adapter"]) -> dict[str, Any]:
+    """The decoding settings that decide a row's output, for the run identity."""
+    thresholds, _ = adapter_thresholds(c, adapters)
+    ident: dict[str, Any] = {"samples": c.samples, "score_threshold": thresholds, "merge_adapter": c.merge_adapter}
+    if c.samples > 1:
+        ident.update(temperature=sampling_temperature(c), vote_threshold=c.vote_threshold)
+    return ident
+
+
+def row_from_completion(name: str, comp: "Completion", c: "EngineConfig", threshold: float | None) -> RowResult:
+    """The output row of one finished request: one answer, or the vote over its samples; then the threshold."""
+    if comp.samples is None:
+        r = result_from_text(name, comp.text, comp.finish_reason, comp.prompt_tokens, comp.output_tokens, c.max_tokens)
+        r.samples = {"valid": int(r.status == OK), "total": 1}
+        if r.metrics is not None:
+            r.metrics = [{**m, AGREEMENT: 1.0} for m in r.metrics]
+    else:
+        r = _voted_row(name, comp, c)
+    if r.status == OK and threshold is not None:
+        r.metrics, r.dropped_metrics = split_by_threshold(r.metrics or [], threshold, threshold_key(c))
+    return r
+
+
+def _voted_row(name: str, comp: "Completion", c: "EngineConfig") -> RowResult:
+    assert comp.samples is not None
+    each = [result_from_text(name, s.text, s.finish_reason, comp.prompt_tokens, s.output_tokens, c.max_tokens)
+            for s in comp.samples]
+    answers = [Extraction.from_dict({"analysis": r.analysis, "metrics": r.metrics}) if r.status == OK else None
+               for r in each]
+    total_tokens = sum(s.output_tokens for s in comp.samples)
+    raws = [s.text for s in comp.samples]
+    v = vote(answers, c.vote_threshold)
+    if v is None:  # every sample failed: the row fails with the first sample's reason
+        first = each[0]
+        reasons = ", ".join(sorted({r.reason or "?" for r in each}))
+        first.detail = f"all {len(each)} sampled answers invalid ({reasons}); sample 1: {first.detail}"
+        first.output_tokens = total_tokens
+        first.samples = {"valid": 0, "total": len(each)}
+        first.raw_samples = raws
+        return first
+    chosen = comp.samples[v.chosen]
+    return RowResult(
+        adapter=name, status=OK, analysis=v.analysis, metrics=v.metrics, raw=chosen.text,
+        finish_reason=chosen.finish_reason, prompt_tokens=comp.prompt_tokens, output_tokens=total_tokens,
+        samples={"valid": v.valid, "total": v.total}, raw_samples=raws,
+    )

@@ -1,0 +1,230 @@
+"""Decoding levers with the real vLLM CPU engine on the tiny random Qwen3 and a real LoRA adapter:
+self-consistency (`samples`), `score_threshold` (config and adapter manifest), merged-adapter mode.
+
+The random model writes random text inside the guided JSON, so what is checked is plumbing and
+arithmetic (every row once, agreement values, what is dropped and recorded), not answer quality.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from reportminer.data.io import jsonl_to_table, read_table, write_parquet
+from reportminer.data.manifest import AdapterManifest, base_model_fingerprint
+from reportminer.data.parse import parse_output
+from reportminer.engine import Engine, EngineConfig
+from reportminer.engine import merge as merge_mod
+from reportminer.engine.merge import merged_model, serving_config
+from reportminer.engine.runner import ConfigMismatch, run
+
+pytestmark = pytest.mark.engine
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo" / "demo.jsonl"
+MAX_TOKENS = 128  # long enough that the random model finishes some answers (32 cuts nearly all)
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_model, tiny_adapter_b) -> EngineConfig:
+    # Adapter b: under greedy decoding it is the one that finishes answers with metrics on the demo rows.
+    return EngineConfig(model=str(tiny_model), adapters={"b": str(tiny_adapter_b)}, max_model_len=2048,
+                        kv_cache_memory_bytes="512MiB", max_num_seqs=64, max_tokens=MAX_TOKENS, max_loras=2)
+
+
+@pytest.fixture(scope="module")
+def eng(cfg):
+    e = Engine.start(cfg)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def six(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("rows") / "demo.parquet"
+    write_parquet(jsonl_to_table(DEMO), p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def greedy(eng, cfg, six, tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("greedy")
+    run(cfg, six, out, engine=eng, progress=False)
+    return {r["id"]: r for r in read_table(out).to_pylist()}
+
+
+def _plain(metrics):
+    return [{k: v for k, v in m.items() if k != "agreement"} for m in metrics]
+
+
+def test_samples_one_is_the_single_answer(greedy):
+    rows = list(greedy.values())
+    assert len(rows) == 12 and "raw_samples" not in rows[0]
+    assert any(r["status"] == "ok" for r in rows) and any(r["metrics"] for r in rows), "some answers should finish"
+    for r in rows:
+        assert r["dropped_metrics"] is None
+        if r["status"] == "ok":
+            assert r["samples"] == {"valid": 1, "total": 1}
+            # Exactly the parsed single answer, plus agreement 1.0.
+            assert _plain(r["metrics"]) == parse_output(r["raw"]).extraction.to_dict()["metrics"]
+            assert all(m["agreement"] == 1.0 for m in r["metrics"])
+        else:
+            assert r["samples"] == {"valid": 0, "total": 1} and r["metrics"] is None
+
+
+def test_three_samples_vote_and_record_agreement(eng, cfg, six, tmp_path):
+    from reportminer.data.schema import Extraction
+    from reportminer.engine.vote import vote
+
+    out = tmp_path / "s3"
+    # A vote threshold of 1/3 keeps every metric any sample named, so all agreement values show.
+    s = run(cfg.override(samples=3, vote_threshold=1 / 3), six, out, engine=eng, progress=False)
+    rows = read_table(out).to_pylist()
+    assert Counter(r["id"] for r in rows) == Counter(jsonl_to_table(DEMO).column("id").to_pylist())
+    assert s.output_rows == 12
+    seen = set()
+    for r in rows:
+        assert r["samples"]["total"] == 3 and len(r["raw_samples"]) == 3
+        parsed = [parse_output(t) for t in r["raw_samples"]]
+        answers = [p.extraction if p.ok else None for p in parsed]
+        if r["status"] != "ok":
+            assert r["samples"]["valid"] == 0 and r["error"].startswith(("length", "schema"))
+            continue
+        v = r["samples"]["valid"]
+        assert v == sum(a is not None for a in answers)
+        assert r["raw"] in r["raw_samples"] and parse_output(r["raw"]).ok
+        # The row is the pure vote over its own samples (sample-level finish reasons aside).
+        assert r["metrics"] == vote(answers, 1 / 3).metrics
+        for m in r["metrics"]:
+            a = Fraction(m["agreement"]).limit_denominator(3)
+            assert 0 < a <= 1 and a * v == int(a * v), (m, v)  # k of the v valid samples
+            if v == 3:
+                seen.add(a)
+        # The default majority (0.5) keeps exactly the metrics at least half the valid samples name.
+        assert [m["metric_name"] for m in vote(answers).metrics] == \
+            [m["metric_name"] for m in r["metrics"] if m["agreement"] >= 0.5]
+    assert seen <= {Fraction(1, 3), Fraction(2, 3), Fraction(1)}
+    assert any(r["samples"]["valid"] for r in rows), "some sampled answers should finish"
+    m = json.loads((out / "_engine_manifest.json").read_text())
+    assert m["identity"]["decoding"]["samples"] == 3 and m["identity"]["decoding"]["temperature"] == 0.7
+    with pytest.raises(ConfigMismatch, match="decoding"):
+        run(cfg, six, out, engine=eng, progress=False)
+    print("agreement values seen (3 valid samples):", sorted(seen))
+    # evalkit reads the results as before: the extra struct field and columns are ignored.
+    from reportminer.evalkit.loaders import load_gold, load_predictions
+
+    (ps,) = load_predictions(out, load_gold(DEMO))
+    names = {i: n for i, n in ps.frame.select("id", "pred_names").iter_rows()}
+    assert all(names[r["id"]] == [m["metric_name"] for m in r["metrics"]] for r in rows if r["status"] == "ok")
+
+
+def _threshold(greedy) -> float:
+    scores = sorted(m["score"] for r in greedy.values() for m in (r["metrics"] or []))
+    assert len(scores) >= 2, "the greedy run should yield a few metrics"
+    return (scores[0] + scores[-1]) / 2 if scores[0] < scores[-1] else scores[0] + 1e-6
+
+
+def _check_split(rows, greedy, t, applied=True):
+    for r in rows:
+        g = greedy[r["id"]]
+        assert r["raw"] == g["raw"]  # greedy: the same answer, only the threshold differs
+        if r["status"] != "ok":
+            assert r["dropped_metrics"] is None
+            continue
+        if not applied:
+            assert r["metrics"] == g["metrics"] and r["dropped_metrics"] in (None, [])
+            continue
+        assert all(m["score"] >= t for m in r["metrics"]) and all(m["score"] < t for m in r["dropped_metrics"])
+        assert sorted(_plain(r["metrics"] + r["dropped_metrics"]), key=str) == sorted(_plain(g["metrics"]), key=str)
+
+
+def test_score_threshold_drops_and_records(eng, cfg, six, greedy, tmp_path):
+    t = _threshold(greedy)
+    run(cfg.override(score_threshold=t), six, tmp_path / "t", engine=eng, progress=False)
+    rows = read_table(tmp_path / "t").to_pylist()
+    _check_split(rows, greedy, t)
+    assert sum(len(r["dropped_metrics"] or []) for r in rows) >= 1
+
+
+def test_manifest_threshold_is_the_default_and_config_overrides_it(eng, cfg, six, greedy, tiny_model, tiny_adapter_b,
+                                                                    tmp_path):
+    t = _threshold(greedy)
+    ad = tmp_path / "calibrated"
+    shutil.copytree(tiny_adapter_b, ad)
+    AdapterManifest(base_model=base_model_fingerprint(tiny_model),
+                    decoding={"score_threshold": t, "samples": 1, "calibrated_on": "test"}).write(ad)
+    c = cfg.override(adapters={"b": str(ad)})
+    s = run(c, six, tmp_path / "m", engine=eng, progress=False)
+    assert not s.warnings
+    _check_split(read_table(tmp_path / "m").to_pylist(), greedy, t)
+    m = json.loads((tmp_path / "m" / "_engine_manifest.json").read_text())
+    assert m["identity"]["decoding"]["score_threshold"] == {"b": t}
+    run(c.override(score_threshold=0.0), six, tmp_path / "off", engine=eng, progress=False)
+    _check_split(read_table(tmp_path / "off").to_pylist(), greedy, 0.0, applied=False)
+
+
+def test_merged_adapter_equals_lora_and_the_merge_is_cached(eng, cfg, tmp_path, monkeypatch):
+    """Runs last in this module: it closes the module's engine to start others in the same process.
+
+    Compared in float32 (LoRA path and merged weights both float32, eager): in bf16 the merged weight is
+    rounded once while the LoRA path adds its low-rank term per step in bf16, and on this random model's
+    near-tied logits that alone changed 3 of 12 answers (measured); float32 leaves only summation order.
+    """
+    eng.close()
+    rows_in = tmp_path / "in.parquet"
+    write_parquet(jsonl_to_table(DEMO), rows_in)
+    c = cfg.override(max_tokens=32, dtype="float32", enforce_eager=True)
+    lora_eng = Engine.start(c)
+    try:
+        run(c, rows_in, tmp_path / "lora", engine=lora_eng, progress=False)
+    finally:
+        lora_eng.close()
+    lora = {r["id"]: r for r in read_table(tmp_path / "lora").to_pylist()}
+
+    monkeypatch.setattr(merge_mod, "merged_root", lambda: tmp_path / "cache" / "merged")
+    from reportminer.engine.adapters import load_adapters
+
+    (adapter,), _ = load_adapters(c.adapters, c.model)
+    folder, built = merged_model(c.model, adapter, "float32")
+    assert built and (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "no temporary folder left"
+
+    def no_merge(*a, **k):
+        raise AssertionError("the cached merge should be reused")
+
+    monkeypatch.setattr(merge_mod, "merge_into", no_merge)
+    mc = c.override(merge_adapter=True)
+    merged_eng = Engine.start(serving_config(mc.resolve(), folder))
+    try:
+        assert not merged_eng.config.max_loras  # no LoRA in the served engine
+        s = run(mc, rows_in, tmp_path / "merged", engine=merged_eng, progress=False)  # reuses the cached folder
+    finally:
+        merged_eng.close()
+    merged = {r["id"]: r for r in read_table(tmp_path / "merged").to_pylist()}
+    assert s.adapter_columns == ["b"] and {r["adapter"] for r in merged.values()} == {"b"}
+    same = sum(merged[i]["raw"] == lora[i]["raw"] for i in lora)
+    print(f"merged vs LoRA (float32): {same}/{len(lora)} identical answers")
+    assert same >= 0.9 * len(lora), f"{same}/{len(lora)} identical"
+    ident = json.loads((tmp_path / "merged" / "_engine_manifest.json").read_text())["identity"]
+    assert ident["decoding"]["merge_adapter"] is True and ident["adapters"][0]["name"] == "b"
+
+
+def test_merge_matches_peft(tiny_model, tiny_adapter_b, tmp_path):
+    """The merge arithmetic against peft's own merge_and_unload, where peft is installed (trainer env)."""
+    peft = pytest.importorskip("peft")
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from reportminer.engine.merge import merge_into
+
+    merge_into(Path(tiny_model), Path(tiny_adapter_b), tmp_path, "float32")
+    mine = load_file(str(tmp_path / "model.safetensors"))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32)
+    ref = peft.PeftModel.from_pretrained(base, str(tiny_adapter_b)).merge_and_unload().state_dict()
+    for k, v in mine.items():
+        assert torch.allclose(ref[k].float(), v.float(), atol=1e-5), k
