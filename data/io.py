@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DataError
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -37,10 +38,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class DataError(ValueError):
-    """A problem with user data; the message names the file and line (or row id)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import AdapterMismatch
 from .prompt import prompt_fingerprint
 from .schema import schema_fingerprint
 
@@ -23,10 +24,6 @@ _ARCH_KEYS = (
     "architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
 )
-
-
-class AdapterMismatch(ValueError):
-    """The adapter was trained for another base model, schema or prompt."""
 
 
 def base_model_fingerprint(model_dir: str | os.PathLike) -> dict[str, str]:

@@ -132,6 +132,9 @@ GOLD_METRICS = "gold_metrics"
 SCENARIO = "type"
 SOURCE = "source"  # "file.jsonl:LINE" where a row came from; also the id of rows that had none
 
+# The adapter name of rows run on the base model (no LoRA); reserved, so no adapter may take it.
+BASE_ADAPTER = "base"
+
 
 def arrow_metric_type():
     """Arrow type of one metric; the engine's `metrics` column and the `gold_metrics` column share it."""

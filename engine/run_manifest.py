@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from reportminer.data.errors import ManifestError, OutputLocked
 from reportminer.data.io import atomic_path
 from reportminer.data.manifest import base_model_fingerprint
 from reportminer.data.prompt import prompt_fingerprint
@@ -35,10 +36,6 @@ FORMAT = 1
 # (hashing tens of GB of weights on every nightly run would cost minutes for nothing).
 _HASHED_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja",
                        "tokenizer.json", "special_tokens_map.json")
-
-
-class ManifestError(ValueError):
-    """The manifest in --out cannot be read."""
 
 
 def now() -> str:
@@ -119,10 +116,6 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
     return path
-
-
-class OutputLocked(RuntimeError):
-    """Another engine run is writing to the same --out."""
 
 
 class OutLock:

@@ -22,11 +22,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reportminer.data.io import DataError
+from reportminer.data.errors import ConfigError, ConfigMismatch, DataError
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
-from .config import EAGER_BELOW_ROWS, ConfigError, EngineConfig
+from .config import EAGER_BELOW_ROWS, EngineConfig
 from .generate import Completion, Engine, Request
 from .progress import Progress
 from .rows import (
@@ -61,10 +61,6 @@ from .summary import (
 )
 
 log = logging.getLogger("engine")
-
-
-class ConfigMismatch(ValueError):
-    """--out holds results of another configuration; rerun with overwrite to replace them."""
 
 
 class _Shard:

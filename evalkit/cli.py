@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
+from reportminer.data.errors import fail
 from reportminer.data.io import DataError, atomic_path
 
 from .compare import DEFAULT_BOOTSTRAP, Run, compare_runs
@@ -56,9 +56,8 @@ def _write_json(obj: Any, path: Path) -> None:
     readable(path)
 
 
-def _fail(e: Exception) -> None:
-    Console(stderr=True).print(f"[red]error:[/] {e}")
-    sys.exit(2)
+def _fail(e: DataError) -> None:
+    fail("evalkit", e)  # one line on stderr and the shared exit code (data error: 3; reportminer.data.errors)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reportminer.data.io import DataError
+from reportminer.data.errors import ConfigError, DataError, RunExists, TrainingDiverged
 
 from .artifacts import (
     EpochStats,
@@ -36,7 +36,7 @@ from .artifacts import (
     save_adapter_dir,
     write_json,
 )
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .rows import load_training_data
 
 log = logging.getLogger("trainer")
@@ -44,10 +44,6 @@ log = logging.getLogger("trainer")
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 FINAL = "final"
-
-
-class TrainingDiverged(RuntimeError):
-    """Gradients went NaN/inf on too many optimiser steps; no final adapter is written."""
 
 
 def _nonfinite_guard(limit: int):
@@ -84,10 +80,6 @@ def _nonfinite_guard(limit: int):
     guard = NonFiniteGuard()
     guard.skipped = []
     return guard
-
-
-class RunExists(ConfigError):
-    """The output folder already holds a run and neither --resume nor --overwrite was given."""
 
 
 @dataclass
