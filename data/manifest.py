@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AdapterMismatch
+from .io import write_json_atomic
 from .prompt import prompt_fingerprint
 from .schema import schema_fingerprint
 
@@ -66,9 +67,7 @@ class AdapterManifest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def write(self, adapter_dir: str | os.PathLike) -> Path:
-        p = Path(adapter_dir) / MANIFEST_NAME
-        p.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
-        return p
+        return write_json_atomic(Path(adapter_dir) / MANIFEST_NAME, asdict(self))
 
     @classmethod
     def read(cls, adapter_dir: str | os.PathLike) -> "AdapterManifest | None":

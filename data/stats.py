@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import DataError, jsonl_to_table, parquet_files
+from .io import DataError, data_kind, jsonl_to_table, parquet_files
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -39,6 +39,7 @@ from .schema import (
     MAX_ANALYSIS_CHARS,
     MAX_NAME_CHARS,
     MAX_REASON_CHARS,
+    METRICS,
     PARAGRAPH,
     SCENARIO,
 )
@@ -47,7 +48,7 @@ COUNT_SKEW_SHARE = 0.80
 SCENARIO_MIN_SHARE = 0.05
 SCENARIO_MAX_SHARE = 0.60
 MIN_ROWS_FOR_ALARMS = 10
-PREDICTED_METRICS = "metrics"  # the engine's result column (same Arrow type as gold_metrics)
+PREDICTED_METRICS = METRICS  # the engine's result column (same Arrow type as gold_metrics)
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,10 @@ def _length_summary(lengths: pa.ChunkedArray) -> dict[str, float]:
 def _tables(path: Path) -> Iterator[tuple[str, pa.Table]]:
     """Tables with only the columns stats reads: JSONL through data.io, Parquet file by file."""
     wanted = {CHAPTER_TITLE, PARAGRAPH, SCENARIO, GOLD_METRICS, GOLD_ANALYSIS, PREDICTED_METRICS}
-    if path.is_dir():
-        files = parquet_files(path)
-        if files and any(f.is_file() for f in path.rglob("*.jsonl")):
-            raise DataError(f"{path}: holds both *.jsonl and *.parquet files; point stats at one kind")
-    else:
-        files = [path] if path.suffix == ".parquet" else []
-    if not files:
+    if data_kind(path) == "jsonl":
         yield str(path), jsonl_to_table(path)
         return
+    files = parquet_files(path)
     for f in files:
         try:
             schema = pq.read_schema(f)

@@ -193,12 +193,12 @@ def extract_cmd(title, text, adapters, pretty, config_path, sets, verbose, **fla
     if text == "-":
         text = sys.stdin.read()
     cfg = build_config(config_path, sets, adapters, **flags)
-    from reportminer.data.schema import Extraction, to_json
+    from reportminer.data.schema import OK, Extraction, to_json
 
     from .single import extract
 
     r = extract(cfg, title, text)
-    if r.status != "ok":
+    if r.status != OK:
         click.echo(f"engine: {r.error}", err=True)
         if r.raw is not None:
             click.echo(f"raw output: {r.raw}", err=True)

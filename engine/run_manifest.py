@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reportminer.data.errors import ManifestError, OutputLocked
-from reportminer.data.io import atomic_path
+from reportminer.data.io import write_json_atomic
 from reportminer.data.manifest import base_model_fingerprint
 from reportminer.data.prompt import prompt_fingerprint
 from reportminer.data.schema import schema_fingerprint
@@ -106,16 +106,6 @@ class RunManifest:
             for k in ("rows", "output_rows", "ok", "error"):
                 t[k] += int(s.get(k, 0))
         return t
-
-
-def write_json_atomic(path: Path, obj: Any) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    return path
 
 
 class OutLock:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reportminer.data.errors import ConfigError, ConfigMismatch, DataError
+from reportminer.data.io import write_json_atomic
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
@@ -48,7 +49,6 @@ from .run_manifest import (
     identity_diff,
     now,
     run_identity,
-    write_json_atomic,
 )
 from .shards import InputShard, ShardReader, ShardWriter, discover, fingerprint, stale_temp_files
 from .summary import (

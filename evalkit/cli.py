@@ -1,7 +1,6 @@
 """`evalkit`: score, compare and report extraction runs against gold labels (a thin layer over the API)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -9,13 +8,13 @@ import click
 from rich.console import Console
 
 from reportminer.data.errors import fail
-from reportminer.data.io import DataError, atomic_path
+from reportminer.data.io import DataError, write_json_atomic
 
 from .compare import DEFAULT_BOOTSTRAP, Run, compare_runs
 from .console import make_console, print_compare, print_summary
 from .embed import default_cache_dir
 from .matchers import MATCHERS, make_matcher
-from .score import ScoreResult, is_cases_file, read_cases, readable, score_paths, summarize, write_cases
+from .score import ScoreResult, is_cases_file, read_cases, score_paths, summarize, write_cases
 
 EX = "evalkit/examples"
 
@@ -51,9 +50,7 @@ def _suffixed(path: Path, name: str, many: bool) -> Path:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    readable(path)
+    write_json_atomic(path, obj)
 
 
 def _fail(e: DataError) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from reportminer.data.errors import ConfigError, DataError, RunExists, TrainingDiverged
+from reportminer.data.io import write_json_atomic as write_json
 
 from .artifacts import (
     EpochStats,
@@ -34,7 +35,6 @@ from .artifacts import (
     plot_loss_curves,
     read_manifest_loss,
     save_adapter_dir,
-    write_json,
 )
 from .config import TrainConfig
 from .rows import load_training_data
