@@ -236,7 +236,7 @@ class _Pipeline:
         log.error("shard failed: %s", error)
         self.failed.append((st.shard.rel, error))
         self.feeder.abort(lambda key: key[0].shard is st)
-        kept = deque()
+        kept: deque[_Batch] = deque()
         for b in self.queue:
             if b.shard is st:
                 self.buffered -= len(b.results) - b.remaining
