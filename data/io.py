@@ -13,11 +13,12 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import DataError
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -39,8 +40,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-class DataError(ValueError):
-    """A problem with user data; the message names the file and line (or row id)."""
+DataKind = Literal["jsonl", "parquet"]
+
+
+def generated_id(rel: str, line: int) -> str:
+    """The id of a JSONL row that has none: `<name>:<line>`, the one rule for every room.
+
+    `rel` is the file's name when a file was given, its path under the folder when a folder was (so ids
+    stay unique across the files of a folder); `line` is 1-based. `datakit shard` writes these ids into
+    shards, so engine results of id-less JSONL join the same JSONL as gold in evalkit.
+    """
+    return f"{rel}:{line}"
+
+
+def relative_name(root: Path, f: Path) -> str:
+    """How a data file is named in ids and sources: its path under a folder `root`, else its file name."""
+    return f.relative_to(root).as_posix() if root.is_dir() else f.name
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,39 @@ class JsonlRow:
     line: int  # 1-based
     source: str  # "relative/file.jsonl:LINE"
     obj: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        """The row's `id`, or the generated one (`generated_id`)."""
+        raw = self.obj.get(ID)
+        return str(raw) if raw is not None else self.source
+
+
+def _data_files(root: Path, suffix: str) -> list[Path]:
+    return sorted(f for f in root.rglob(f"*{suffix}") if f.is_file() and not f.name.startswith("."))
+
+
+def data_kind(path: str | os.PathLike) -> DataKind:
+    """Whether `path` holds seed-format JSONL or Parquet shards: the one detector for every room.
+
+    A file by its suffix (anything but .parquet is read as JSONL); a folder by the data files under it
+    (recursively, hidden files skipped). A folder holding both kinds, or neither, is a DataError: rows of
+    one data set must not be read from two places by one command and from one by another.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    if not p.is_dir():
+        return "parquet" if p.suffix == ".parquet" else "jsonl"
+    jsonl, parquet = _data_files(p, ".jsonl"), _data_files(p, ".parquet")
+    if jsonl and parquet:
+        raise DataError(
+            f"{p}: holds both *.jsonl ({len(jsonl)}, e.g. {jsonl[0].name}) and *.parquet files "
+            f"({len(parquet)}, e.g. {parquet[0].name}); point at a folder of one kind"
+        )
+    if not jsonl and not parquet:
+        raise DataError(f"{p}: no *.jsonl or *.parquet files in this folder")
+    return "parquet" if parquet else "jsonl"
 
 
 def jsonl_files(path: str | os.PathLike) -> list[Path]:
@@ -67,7 +115,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
     """Rows of a JSONL file or of every *.jsonl under a folder; blank lines skipped, bad JSON named."""
     root = Path(path)
     for f in jsonl_files(root):
-        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        rel = relative_name(root, f)
         with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
             for n, line in enumerate(fh, 1):
                 if not line.strip():
@@ -78,7 +126,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
                     raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
                 if not isinstance(obj, dict):
                     raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
-                yield JsonlRow(f, n, f"{rel}:{n}", obj)
+                yield JsonlRow(f, n, generated_id(rel, n), obj)
 
 
 def _metrics_for_arrow(metrics: Any) -> list[dict[str, Any]] | None:
@@ -106,7 +154,7 @@ def seed_row_to_columns(row: JsonlRow) -> dict[str, Any]:
     inp = obj.get("input") if isinstance(obj.get("input"), dict) else obj
     out = obj.get("output") if isinstance(obj.get("output"), dict) else None
     cols: dict[str, Any] = {
-        ID: str(obj[ID]) if obj.get(ID) is not None else row.source,
+        ID: row.id,
         CHAPTER_TITLE: inp.get(CHAPTER_TITLE),
         PARAGRAPH: inp.get(PARAGRAPH),
         SOURCE: row.source,
@@ -207,6 +255,17 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """The one JSON writer for manifests, summaries and metrics: indented UTF-8, fsynced, renamed into place."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:

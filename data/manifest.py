@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import AdapterMismatch
+from .io import write_json_atomic
 from .prompt import prompt_fingerprint
 from .schema import schema_fingerprint
 
@@ -23,10 +25,6 @@ _ARCH_KEYS = (
     "architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
 )
-
-
-class AdapterMismatch(ValueError):
-    """The adapter was trained for another base model, schema or prompt."""
 
 
 def base_model_fingerprint(model_dir: str | os.PathLike) -> dict[str, str]:
@@ -74,9 +72,7 @@ class AdapterManifest:
     decoding: dict[str, Any] | None = None
 
     def write(self, adapter_dir: str | os.PathLike) -> Path:
-        p = Path(adapter_dir) / MANIFEST_NAME
-        p.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
-        return p
+        return write_json_atomic(Path(adapter_dir) / MANIFEST_NAME, asdict(self))
 
     @classmethod
     def read(cls, adapter_dir: str | os.PathLike) -> "AdapterManifest | None":

@@ -10,11 +10,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from .check import answer_problems
+from .schema import Extraction
 
-from .schema import OUTPUT_JSON_SCHEMA, Extraction
-
-_VALIDATOR = Draft202012Validator(OUTPUT_JSON_SCHEMA)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 
@@ -56,16 +54,8 @@ def _loads_object(text: str) -> tuple[Any, str | None]:
 
 
 def schema_errors(obj: Any) -> list[str]:
-    errs = []
-    for e in sorted(_VALIDATOR.iter_errors(obj), key=lambda e: list(e.absolute_path)):
-        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        errs.append(f"{where}: {e.message[:200]}")
-    if isinstance(obj, dict) and isinstance(obj.get("metrics"), list):
-        names = [m.get("metric_name") for m in obj["metrics"] if isinstance(m, dict)]
-        dup = sorted({n for n in names if names.count(n) > 1 and n is not None})
-        if dup:
-            errs.append(f"metrics: duplicate metric_name {dup}")
-    return errs
+    """`path/in/answer: problem` for each way `obj` breaks the contract (data.check, shared with validate)."""
+    return [f"{'/'.join(str(p) for p in pr.path) or '(root)'}: {pr.message}" for pr in answer_problems(obj)]
 
 
 def parse_output(text: str | None) -> Parsed:

@@ -132,6 +132,41 @@ GOLD_METRICS = "gold_metrics"
 SCENARIO = "type"
 SOURCE = "source"  # "file.jsonl:LINE" where a row came from; also the id of rows that had none
 
+# The adapter name of rows run on the base model (no LoRA); reserved, so no adapter may take it.
+BASE_ADAPTER = "base"
+
+# The engine's result columns: one output row per (input row, adapter), after the input's own columns.
+# evalkit and data.stats read results by these names.
+ADAPTER = "adapter"
+ANALYSIS = "analysis"
+METRICS = "metrics"  # gold_metrics' fields plus `agreement` (AGREEMENT, below)
+RAW = "raw"  # the model's text, kept for every submitted row
+STATUS = "status"  # OK or ROW_ERROR
+ERROR = "error"  # "<reason>: <detail>" when status is ROW_ERROR
+FINISH_REASON = "finish_reason"
+PROMPT_TOKENS = "prompt_tokens"
+OUTPUT_TOKENS = "output_tokens"
+SAMPLES = "samples"  # {valid, total} sampled answers (self-consistency, `engine run --samples N`)
+DROPPED_METRICS = "dropped_metrics"  # metrics removed by score_threshold, kept for audit
+RAW_SAMPLES = "raw_samples"  # only when samples > 1: every sampled text, in sample order
+RESULT_COLUMNS: tuple[str, ...] = (
+    ADAPTER, ANALYSIS, METRICS, RAW, STATUS, ERROR, FINISH_REASON, PROMPT_TOKENS, OUTPUT_TOKENS, SAMPLES,
+    DROPPED_METRICS,
+)
+
+# Row statuses.
+OK, ROW_ERROR = "ok", "error"
+
+# Why a row has no extraction (the reason part of the `error` column).
+EMPTY_PARAGRAPH = "empty_paragraph"  # null or blank paragraph: nothing to analyse, never submitted
+TOO_LONG = "too_long"  # prompt + max_tokens does not fit max_model_len, never submitted
+LENGTH = "length"  # output cut at max_tokens (finish_reason == "length"); raw kept
+INVALID_JSON = "invalid_json"  # the text is not a JSON object (guided decoding off); raw kept
+SCHEMA = "schema"  # JSON that breaks the contract (e.g. duplicate metric names); raw kept
+REJECTED = "rejected"  # vLLM refused the request
+ABORTED = "aborted"  # the engine aborted the request
+REASONS: tuple[str, ...] = (EMPTY_PARAGRAPH, TOO_LONG, LENGTH, INVALID_JSON, SCHEMA, REJECTED, ABORTED)
+
 
 def arrow_metric_type():
     """Arrow type of one metric; the engine's `metrics` column and the `gold_metrics` column share it."""
@@ -169,3 +204,19 @@ def arrow_result_metrics_type():
     import pyarrow as pa
 
     return pa.list_(arrow_result_metric_type())
+
+
+def result_fields(raw_samples: bool = False) -> list:
+    """Arrow fields of the engine's result columns, in RESULT_COLUMNS order (+ RAW_SAMPLES when asked)."""
+    import pyarrow as pa
+
+    types = {
+        ADAPTER: pa.string(), ANALYSIS: pa.string(), METRICS: arrow_result_metrics_type(), RAW: pa.string(),
+        STATUS: pa.string(), ERROR: pa.string(), FINISH_REASON: pa.string(), PROMPT_TOKENS: pa.int32(),
+        OUTPUT_TOKENS: pa.int32(),
+        SAMPLES: pa.struct([pa.field("valid", pa.int32()), pa.field("total", pa.int32())]),
+        DROPPED_METRICS: arrow_result_metrics_type(),
+    }
+    return [pa.field(name, types[name]) for name in RESULT_COLUMNS] + (
+        [pa.field(RAW_SAMPLES, pa.list_(pa.string()))] if raw_samples else []
+    )

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import DataError, jsonl_to_table, parquet_files
+from .io import DataError, data_kind, jsonl_to_table, parquet_files
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -39,6 +39,7 @@ from .schema import (
     MAX_ANALYSIS_CHARS,
     MAX_NAME_CHARS,
     MAX_REASON_CHARS,
+    METRICS,
     PARAGRAPH,
     SCENARIO,
 )
@@ -47,7 +48,7 @@ COUNT_SKEW_SHARE = 0.80
 SCENARIO_MIN_SHARE = 0.05
 SCENARIO_MAX_SHARE = 0.60
 MIN_ROWS_FOR_ALARMS = 10
-PREDICTED_METRICS = "metrics"  # the engine's result column (same Arrow type as gold_metrics)
+PREDICTED_METRICS = METRICS  # the engine's result column (same Arrow type as gold_metrics)
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,10 @@ def _length_summary(lengths: pa.ChunkedArray) -> dict[str, float]:
 def _tables(path: Path) -> Iterator[tuple[str, pa.Table]]:
     """Tables with only the columns stats reads: JSONL through data.io, Parquet file by file."""
     wanted = {CHAPTER_TITLE, PARAGRAPH, SCENARIO, GOLD_METRICS, GOLD_ANALYSIS, PREDICTED_METRICS}
-    if path.is_dir():
-        files = parquet_files(path)
-        if files and any(f.is_file() for f in path.rglob("*.jsonl")):
-            raise DataError(f"{path}: holds both *.jsonl and *.parquet files; point stats at one kind")
-    else:
-        files = [path] if path.suffix == ".parquet" else []
-    if not files:
+    if data_kind(path) == "jsonl":
         yield str(path), jsonl_to_table(path)
         return
+    files = parquet_files(path)
     for f in files:
         try:
             schema = pq.read_schema(f)
@@ -152,6 +148,147 @@ def _tables(path: Path) -> Iterator[tuple[str, pa.Table]]:
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise DataError(f"{f}: cannot read Parquet: {e}") from None
         yield str(f), table
+
+
+class _Collected:
+    """Arrays gathered table by table; `fill` turns them into the numbers of a DataStats."""
+
+    def __init__(self) -> None:
+        self.counts: list[pa.Array] = []  # metrics per labelled row
+        self.scen_all: list[pa.Array] = []
+        self.scen_labelled: list[pa.Array] = []
+        self.para_lens: list[pa.Array] = []
+        self.title_lens: list[pa.Array] = []
+        self.names: list[pa.Array] = []
+        self.mtypes: list[pa.Array] = []
+        self.scores: list[pa.Array] = []
+        self.reason_lens: list[pa.Array] = []
+        self.analysis_lens: list[pa.Array] = []
+        self.mix: Counter[str] = Counter()
+        self.seen: set[int] = set()
+
+    # ---- per table ------------------------------------------------------------------------------------
+
+    def add_table(self, st: DataStats, t: pa.Table) -> None:
+        st.rows += t.num_rows
+        self.add_text(st, t)
+        scen = t.column(SCENARIO).cast(pa.string()).combine_chunks() if SCENARIO in t.schema.names else None
+        if scen is not None:
+            self.scen_all.append(scen)
+        self.add_labels(st, t, scen)
+
+    def add_text(self, st: DataStats, t: pa.Table) -> None:
+        """Paragraph and title lengths; repeated paragraphs (by hash)."""
+        if PARAGRAPH in t.schema.names:
+            para = t.column(PARAGRAPH)
+            self.para_lens.append(pc.utf8_length(para).combine_chunks())
+            for p in para.to_pylist():
+                h = hash(p)
+                if h in self.seen:
+                    st.duplicate_paragraphs += 1
+                else:
+                    self.seen.add(h)
+        if CHAPTER_TITLE in t.schema.names:
+            self.title_lens.append(pc.utf8_length(t.column(CHAPTER_TITLE)).combine_chunks())
+
+    def add_labels(self, st: DataStats, t: pa.Table, scen: pa.Array | None) -> None:
+        """Metric counts, names, types, scores and label lengths of the labelled rows (gold, else predicted)."""
+        names = t.schema.names
+        mcol = GOLD_METRICS if GOLD_METRICS in names else PREDICTED_METRICS if PREDICTED_METRICS in names else None
+        if mcol is None:
+            return
+        st.metric_column = st.metric_column or mcol
+        lists = t.column(mcol).combine_chunks()
+        labelled = pc.is_valid(lists)
+        if GOLD_ANALYSIS in names and mcol == GOLD_METRICS:
+            analysis = t.column(GOLD_ANALYSIS).combine_chunks()
+            labelled = pc.or_(labelled, pc.is_valid(analysis))
+            self.analysis_lens.append(pc.utf8_length(pc.filter(analysis, pc.is_valid(analysis))))
+        lists = pc.filter(lists, labelled)
+        st.labelled += len(lists)
+        self.counts.append(pc.fill_null(pc.list_value_length(lists), 0))
+        if scen is not None:
+            self.scen_labelled.append(pc.filter(scen, labelled))
+        flat = pc.list_flatten(lists)
+        if not len(flat):
+            self.mix["none"] += len(lists)
+            return
+        self.names.append(pc.struct_field(flat, "metric_name"))
+        types = pc.struct_field(flat, "metric_type")
+        self.mtypes.append(types)
+        self.scores.append(pc.struct_field(flat, "score"))
+        self.reason_lens.append(pc.utf8_length(pc.struct_field(flat, "reason")))
+        self.add_type_mix(lists, types)
+
+    def add_type_mix(self, lists: pa.Array, types: pa.Array) -> None:
+        """Rows whose metrics are all financial, all business, mixed, or neither."""
+        per_row = pa.table(
+            {"row": pc.list_parent_indices(lists), "fin": pc.equal(types, "financial"), "bus": pc.equal(types, "business")}
+        ).group_by("row").aggregate([("fin", "any"), ("bus", "any")])
+        fin, bus = per_row.column("fin_any"), per_row.column("bus_any")
+        mixed = pc.sum(pc.and_(fin, bus)).as_py() or 0
+        fin_only = pc.sum(pc.and_(fin, pc.invert(bus))).as_py() or 0
+        bus_only = pc.sum(pc.and_(bus, pc.invert(fin))).as_py() or 0
+        self.mix["mixed"] += mixed
+        self.mix["financial"] += fin_only
+        self.mix["business"] += bus_only
+        self.mix["none"] += len(lists) - mixed - fin_only - bus_only  # no metrics, or only unknown types
+
+    # ---- totals ---------------------------------------------------------------------------------------
+
+    def fill(self, st: DataStats, top: int) -> None:
+        self.fill_lengths(st)
+        self.fill_scenarios(st)
+        self.fill_counts(st)
+        self.fill_names(st, top)
+        if st.labelled:
+            st.row_type_mix = {k: self.mix.get(k, 0) for k in ("financial", "business", "mixed", "none")}
+
+    def fill_lengths(self, st: DataStats) -> None:
+        if self.para_lens:
+            st.paragraph_chars = _length_summary(pa.chunked_array(self.para_lens, pa.int32()))
+        if self.title_lens:
+            st.title_chars = _length_summary(pa.chunked_array(self.title_lens, pa.int32()))
+
+    def fill_scenarios(self, st: DataStats) -> None:
+        if self.scen_all:
+            vc = pc.value_counts(pc.drop_null(pa.chunked_array(self.scen_all, pa.string())))
+            st.scenarios = dict(sorted((v["values"], v["counts"]) for v in vc.to_pylist()))
+
+    def fill_counts(self, st: DataStats) -> None:
+        """Metric-count distribution, overall and per scenario."""
+        if not self.counts:
+            return
+        cnt = pa.chunked_array(self.counts, pa.int32())
+        st.metric_count = dict(sorted((v["values"], v["counts"]) for v in pc.value_counts(cnt).to_pylist()))
+        if self.scen_labelled:
+            by = pa.table({"s": pa.chunked_array(self.scen_labelled, pa.string()), "n": cnt}).group_by(
+                ["s", "n"]).aggregate([("n", "count")])
+            rows = zip(*(by.column(x).to_pylist() for x in ("s", "n", "n_count")))
+            for s, k, c in sorted(rows, key=lambda x: (str(x[0]), x[1])):
+                st.count_by_scenario.setdefault(str(s) if s is not None else "(none)", {})[k] = c
+
+    def fill_names(self, st: DataStats, top: int) -> None:
+        """Top names, metric types, scores and the longest labels."""
+        if not self.names:
+            return
+        nm = pa.chunked_array(self.names, pa.string())
+        st.metrics_total = len(nm)
+        vc = pc.value_counts(pc.drop_null(nm)).to_pylist()
+        st.distinct_names = len(vc)
+        st.top_names = [(v["values"], v["counts"]) for v in sorted(vc, key=lambda v: (-v["counts"], v["values"]))[:top]]
+        tv = pc.value_counts(pc.fill_null(pa.chunked_array(self.mtypes, pa.string()), "(null)")).to_pylist()
+        st.metric_types = dict(sorted(((v["values"], v["counts"]) for v in tv), key=lambda x: -x[1]))
+        sc = pc.drop_null(pa.chunked_array(self.scores, pa.float64()))
+        if len(sc):
+            mm = pc.min_max(sc).as_py()
+            st.scores = {"min": mm["min"], "mean": round(pc.mean(sc).as_py(), 4), "max": mm["max"]}
+        st.label_chars_max = {
+            "name": pc.max(pc.utf8_length(nm)).as_py() or 0,
+            "reason": pc.max(pa.chunked_array(self.reason_lens, pa.int32())).as_py() or 0,
+        }
+        if self.analysis_lens:
+            st.label_chars_max["analysis"] = pc.max(pa.chunked_array(self.analysis_lens, pa.int32())).as_py() or 0
 
 
 def compute_stats(path: str | os.PathLike, *, top: int = 20, progress: bool = False) -> DataStats:
@@ -162,105 +299,10 @@ def compute_stats(path: str | os.PathLike, *, top: int = 20, progress: bool = Fa
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
     st = DataStats(path=str(root))
-    counts: list[pa.Array] = []
-    scen_all: list[pa.Array] = []
-    scen_labelled: list[pa.Array] = []
-    para_lens: list[pa.Array] = []
-    title_lens: list[pa.Array] = []
-    names: list[pa.Array] = []
-    mtypes: list[pa.Array] = []
-    scores: list[pa.Array] = []
-    reason_lens: list[pa.Array] = []
-    analysis_lens: list[pa.Array] = []
-    mix = Counter()
-    seen: set[int] = set()
+    collected = _Collected()
     for _, t in tqdm(_tables(root), desc="stats", unit=" files", disable=not progress):
-        st.rows += t.num_rows
-        if PARAGRAPH in t.schema.names:
-            para = t.column(PARAGRAPH)
-            para_lens.append(pc.utf8_length(para).combine_chunks())
-            for p in para.to_pylist():
-                h = hash(p)
-                if h in seen:
-                    st.duplicate_paragraphs += 1
-                else:
-                    seen.add(h)
-        if CHAPTER_TITLE in t.schema.names:
-            title_lens.append(pc.utf8_length(t.column(CHAPTER_TITLE)).combine_chunks())
-        scen = t.column(SCENARIO).cast(pa.string()).combine_chunks() if SCENARIO in t.schema.names else None
-        if scen is not None:
-            scen_all.append(scen)
-        mcol = GOLD_METRICS if GOLD_METRICS in t.schema.names else PREDICTED_METRICS if PREDICTED_METRICS in t.schema.names else None
-        if mcol is None:
-            continue
-        st.metric_column = st.metric_column or mcol
-        lists = t.column(mcol).combine_chunks()
-        labelled = pc.is_valid(lists)
-        if GOLD_ANALYSIS in t.schema.names and mcol == GOLD_METRICS:
-            analysis = t.column(GOLD_ANALYSIS).combine_chunks()
-            labelled = pc.or_(labelled, pc.is_valid(analysis))
-            analysis_lens.append(pc.utf8_length(pc.filter(analysis, pc.is_valid(analysis))))
-        lists = pc.filter(lists, labelled)
-        st.labelled += len(lists)
-        n = pc.fill_null(pc.list_value_length(lists), 0)
-        counts.append(n)
-        if scen is not None:
-            scen_labelled.append(pc.filter(scen, labelled))
-        flat = pc.list_flatten(lists)
-        if len(flat):
-            names.append(pc.struct_field(flat, "metric_name"))
-            types = pc.struct_field(flat, "metric_type")
-            mtypes.append(types)
-            scores.append(pc.struct_field(flat, "score"))
-            reason_lens.append(pc.utf8_length(pc.struct_field(flat, "reason")))
-            per_row = pa.table(
-                {"row": pc.list_parent_indices(lists), "fin": pc.equal(types, "financial"), "bus": pc.equal(types, "business")}
-            ).group_by("row").aggregate([("fin", "any"), ("bus", "any")])
-            fin, bus = per_row.column("fin_any"), per_row.column("bus_any")
-            mixed = pc.sum(pc.and_(fin, bus)).as_py() or 0
-            fin_only = pc.sum(pc.and_(fin, pc.invert(bus))).as_py() or 0
-            bus_only = pc.sum(pc.and_(bus, pc.invert(fin))).as_py() or 0
-            mix["mixed"] += mixed
-            mix["financial"] += fin_only
-            mix["business"] += bus_only
-            mix["none"] += len(lists) - mixed - fin_only - bus_only  # no metrics, or only unknown types
-        else:
-            mix["none"] += len(lists)
-
-    if para_lens:
-        st.paragraph_chars = _length_summary(pa.chunked_array(para_lens, pa.int32()))
-    if title_lens:
-        st.title_chars = _length_summary(pa.chunked_array(title_lens, pa.int32()))
-    if scen_all:
-        vc = pc.value_counts(pc.drop_null(pa.chunked_array(scen_all, pa.string())))
-        st.scenarios = dict(sorted((v["values"], v["counts"]) for v in vc.to_pylist()))
-    if counts:
-        cnt = pa.chunked_array(counts, pa.int32())
-        st.metric_count = dict(sorted((v["values"], v["counts"]) for v in pc.value_counts(cnt).to_pylist()))
-        if scen_labelled:
-            by = pa.table({"s": pa.chunked_array(scen_labelled, pa.string()), "n": cnt}).group_by(["s", "n"]).aggregate([("n", "count")])
-            for s, k, c in sorted(zip(*(by.column(x).to_pylist() for x in ("s", "n", "n_count"))), key=lambda x: (str(x[0]), x[1])):
-                st.count_by_scenario.setdefault(str(s) if s is not None else "(none)", {})[k] = c
-    if names:
-        nm = pa.chunked_array(names, pa.string())
-        st.metrics_total = len(nm)
-        vc = pc.value_counts(pc.drop_null(nm)).to_pylist()
-        st.distinct_names = len(vc)
-        st.top_names = [(v["values"], v["counts"]) for v in sorted(vc, key=lambda v: (-v["counts"], v["values"]))[:top]]
-        tv = pc.value_counts(pc.fill_null(pa.chunked_array(mtypes, pa.string()), "(null)")).to_pylist()
-        st.metric_types = dict(sorted(((v["values"], v["counts"]) for v in tv), key=lambda x: -x[1]))
-        sc = pc.drop_null(pa.chunked_array(scores, pa.float64()))
-        if len(sc):
-            mm = pc.min_max(sc).as_py()
-            st.scores = {"min": mm["min"], "mean": round(pc.mean(sc).as_py(), 4), "max": mm["max"]}
-        st.label_chars_max = {
-            "name": pc.max(pc.utf8_length(nm)).as_py() or 0,
-            "reason": pc.max(pa.chunked_array(reason_lens, pa.int32())).as_py() or 0,
-        }
-        if analysis_lens:
-            st.label_chars_max["analysis"] = pc.max(pa.chunked_array(analysis_lens, pa.int32())).as_py() or 0
-    if st.labelled:
-        st.row_type_mix = {k: mix.get(k, 0) for k in ("financial", "business", "mixed", "none")}
+        collected.add_table(st, t)
+    collected.fill(st, top)
     st.alarms = alarms(st)
     return st
 

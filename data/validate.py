@@ -19,7 +19,7 @@ of a Parquet file (its `id` is given too). `validate_table(table, name)` checks 
 Rules. Errors (data the trainer must not use):
   - a line that is not JSON, or not a JSON object;
   - missing or empty `chapter_title` / `paragraph` (in `input`, or at the top level), non-string values;
-  - an `id` that repeats one seen before (rows without an id get `file:line`, as data.io does);
+  - an `id` that repeats one seen before (rows without an id get `file:line`: data.io.generated_id);
   - an `output` that breaks the output contract (data.schema.OUTPUT_JSON_SCHEMA): missing `analysis` or
     `metrics`, unknown fields, more than 4 metrics, a `metric_type` other than financial/business, a
     score outside [0, 1], strings longer than the schema bounds; repeated metric names in one row;
@@ -43,9 +43,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from jsonschema import Draft202012Validator
 
-from .io import DataError, jsonl_files, parquet_files
+from .check import _VALIDATOR, _plainly_valid, answer_problems  # noqa: F401  (tests reach the first two here)
+from .io import DataError, data_kind, generated_id, jsonl_files, parquet_files, relative_name
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -53,12 +53,7 @@ from .schema import (
     ID,
     LABEL_SCORE_MAX,
     LABEL_SCORE_MIN,
-    MAX_ANALYSIS_CHARS,
     MAX_METRICS,
-    MAX_NAME_CHARS,
-    MAX_REASON_CHARS,
-    METRIC_TYPES,
-    OUTPUT_JSON_SCHEMA,
     PARAGRAPH,
     SCENARIO,
 )
@@ -75,9 +70,6 @@ SEED_COUNT_RULES: dict[str, tuple[int, int, str]] = {
     "B": (0, 2, "type B (boundary negatives) has few core metrics, at most 2"),
     "C": (1, MAX_METRICS, "type C (count variation) has 1-4 metrics"),
 }
-
-_VALIDATOR = Draft202012Validator(OUTPUT_JSON_SCHEMA)
-
 
 @dataclass(frozen=True)
 class Issue:
@@ -183,27 +175,6 @@ def _json_path(parts: Iterable[Any]) -> str:
     return s
 
 
-def _schema_message(e: Any) -> str:
-    kw = e.validator
-    if kw == "maxItems":
-        return f"{len(e.instance)} metrics; the contract allows 0-{MAX_METRICS}"
-    if kw == "enum":
-        return f"{e.instance!r} is not one of {'/'.join(e.validator_value)}"
-    if kw == "required":
-        return e.message.replace("is a required property", "is missing")
-    if kw == "additionalProperties":
-        return f"unexpected field(s): {e.message.split('(')[-1].rstrip(')')}" if "(" in e.message else e.message
-    if kw == "maxLength":
-        return f"{len(e.instance)} characters; the schema allows at most {e.validator_value}"
-    if kw == "minLength":
-        return "empty; the schema needs at least one character"
-    if kw in ("minimum", "maximum"):
-        return f"{e.instance!r} is outside [0, 1]"
-    if kw == "type":
-        return f"{_short(e.instance)} is not of type {e.validator_value}"
-    return e.message[:200]
-
-
 def _short(v: Any, n: int = 60) -> str:
     r = repr(v)
     return r if len(r) <= n else r[: n - 3] + "..."
@@ -225,76 +196,15 @@ def check_input(title: Any, paragraph: Any) -> list[Found]:
     return out
 
 
-_OUTPUT_KEYS = frozenset(OUTPUT_JSON_SCHEMA["properties"])
-_METRIC_KEYS = frozenset(OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"])
-
-
-def _keywords(schema: Any, path: str = "") -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
-    if isinstance(schema, dict):
-        for k, v in schema.items():
-            out.add((path, k))
-            if k == "properties":
-                for name, sub in v.items():
-                    out |= _keywords(sub, f"{path}/{name}")
-            elif k == "items":
-                out |= _keywords(v, f"{path}[]")
-    return out
-
-
-# The schema keywords `_plainly_valid` knows. Should the contract gain one (a minLength on analysis, a
-# pattern), the quick check is switched off rather than let through what the schema now refuses.
-_FAST_PATH_KEYWORDS = {
-    ("", "type"), ("", "properties"), ("", "required"), ("", "additionalProperties"),
-    ("/analysis", "type"), ("/analysis", "maxLength"),
-    ("/metrics", "type"), ("/metrics", "items"), ("/metrics", "minItems"), ("/metrics", "maxItems"),
-    ("/metrics[]", "type"), ("/metrics[]", "properties"), ("/metrics[]", "required"), ("/metrics[]", "additionalProperties"),
-    ("/metrics[]/metric_name", "type"), ("/metrics[]/metric_name", "minLength"), ("/metrics[]/metric_name", "maxLength"),
-    ("/metrics[]/metric_type", "type"), ("/metrics[]/metric_type", "enum"),
-    ("/metrics[]/score", "type"), ("/metrics[]/score", "minimum"), ("/metrics[]/score", "maximum"),
-    ("/metrics[]/reason", "type"), ("/metrics[]/reason", "maxLength"),
-}
-_SCORE = OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"]["score"]
-_FAST_PATH = _keywords(OUTPUT_JSON_SCHEMA) == _FAST_PATH_KEYWORDS and OUTPUT_JSON_SCHEMA["properties"]["metrics"].get("minItems", 0) == 0
-
-
-def _plainly_valid(output: dict[str, Any]) -> bool:
-    """A quick check that only passes answers the schema certainly accepts (written from the same
-    constants). jsonschema costs ~0.8 ms a row, 90 % of validation time; every row this does not pass,
-    including any valid shape it does not know, still goes through jsonschema."""
-    if not _FAST_PATH or output.keys() != _OUTPUT_KEYS:
-        return False
-    a, ms = output["analysis"], output["metrics"]
-    if not (type(a) is str and len(a) <= MAX_ANALYSIS_CHARS and type(ms) is list and len(ms) <= MAX_METRICS):
-        return False
-    for m in ms:
-        if type(m) is not dict or m.keys() != _METRIC_KEYS:
-            return False
-        n, t, sc, r = m["metric_name"], m["metric_type"], m["score"], m["reason"]
-        if not (
-            type(n) is str and 1 <= len(n) <= MAX_NAME_CHARS and t in METRIC_TYPES and type(t) is str
-            and type(sc) in (int, float) and _SCORE["minimum"] <= sc <= _SCORE["maximum"] and type(r) is str and len(r) <= MAX_REASON_CHARS
-        ):
-            return False
-    return True
-
-
 def check_output(output: Any, scenario: Any, seed_rules: bool = True) -> list[Found]:
     """Problems of one gold answer (`output` object of a seed row, or the gold columns of a shard row)."""
     if not isinstance(output, dict):
         return [("output", f"must be an object with analysis and metrics, got {type(output).__name__}", ERROR)]
-    out: list[Found] = []
-    if not _plainly_valid(output):
-        for e in sorted(_VALIDATOR.iter_errors(output), key=lambda e: [str(p) for p in e.absolute_path]):
-            out.append((_json_path(e.absolute_path), _schema_message(e), ERROR))
+    out: list[Found] = [(_json_path(p.path), p.message, ERROR) for p in answer_problems(output)]
     metrics = output.get("metrics")
     if not isinstance(metrics, list):
         return out
     good = [m for m in metrics if isinstance(m, dict)]
-    names = [m.get("metric_name") for m in good if isinstance(m.get("metric_name"), str)]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        out.append(("output.metrics", f"metric_name repeated in one row: {', '.join(dup)}", ERROR))
     if metrics and isinstance(output.get("analysis"), str) and not output["analysis"].strip():
         out.append(("output.analysis", "empty beside labelled metrics; the model learns to explain nothing", WARNING))
     if not seed_rules:
@@ -327,7 +237,7 @@ def _iter_jsonl_lines(root: Path) -> Iterator[tuple[Path, str, int, str | None, 
     """(file, relative name, line number, text, decode error) for every line; decoded line by line so a
     bad byte is reported on its own line and the rest of the file is still read."""
     for f in jsonl_files(root):
-        rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
+        rel = relative_name(root, f)
         with open(f, "rb") as fh:
             for n, raw in enumerate(fh, 1):
                 try:
@@ -399,7 +309,7 @@ def _validate_jsonl(root: Path, col: _Collector, progress: bool) -> None:
             col.unreadable += 1
             continue
         raw_id = obj.get(ID)
-        id_ = str(raw_id) if raw_id is not None else f"{rel}:{n}"
+        id_ = str(raw_id) if raw_id is not None else generated_id(rel, n)
         if raw_id is not None and (not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool) or not str(raw_id).strip()):
             col.add(fname, [(ID, f"must be a non-empty string, got {_short(raw_id)}", ERROR)], line=n, id=id_)
         col.check_id(fname, id_, f"{fname}:{n}", line=n)
@@ -496,7 +406,8 @@ def validate_table(table: pa.Table, name: str = "<table>", *, seed_rules: bool =
 def validate_path(
     path: str | os.PathLike, *, seed_rules: bool = True, require_labels: bool = False, progress: bool = False
 ) -> ValidationReport:
-    """Validate a JSONL file, a Parquet file, or a folder of either (ids must be unique across all of it).
+    """Validate a JSONL file, a Parquet file, or a folder of either (ids must be unique across all of it;
+    a folder holding both kinds is a DataError: data.io.data_kind).
 
     Raises DataError only when nothing can be read at all (no such path, no data files); everything
     wrong inside the data is an Issue in the report.
@@ -506,15 +417,8 @@ def validate_path(
         raise DataError(f"{root}: no such file or folder")
     report = ValidationReport(path=str(root))
     col = _Collector(report, seed_rules, require_labels)
-    if root.is_dir():
-        has_jsonl = any(f.is_file() for f in root.rglob("*.jsonl"))
+    if data_kind(root) == "parquet":
         pfiles = parquet_files(root)
-        if not has_jsonl and not pfiles:
-            raise DataError(f"{root}: no *.jsonl or *.parquet files in this folder")
-        if has_jsonl:
-            _validate_jsonl(root, col, progress)
-    elif root.suffix == ".parquet":
-        pfiles = [root]
     else:
         pfiles = []
         _validate_jsonl(root, col, progress)

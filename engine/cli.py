@@ -1,4 +1,7 @@
-"""`engine run` and `engine extract`: flags over YAML over device defaults, then the library does the work."""
+"""`engine run`, `engine extract`, `engine config`: flags over --set over YAML over device defaults.
+
+Exit codes: the shared table in reportminer.data.errors (docs/engine.md lists what they mean here).
+"""
 from __future__ import annotations
 
 import json
@@ -7,11 +10,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .config import ConfigError, EngineConfig, parse_adapter
-from .summary import EXIT_INTERRUPTED, EXIT_REFUSED
+from reportminer.data.config import describe
+from reportminer.data.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, exit_on_error
+
+from .config import EngineConfig, bundled_configs, configs_dir, parse_adapter
 
 RUN_HELP = """Extract metrics from every paragraph of Parquet shards into one output shard per input shard.
 
@@ -32,16 +38,17 @@ Examples:
   engine run --input shards/ --out results/
   # two adapters on every row in one pass (A/B), plus the base model
   engine run --input shards/ --out ab/ --adapter v3=adapters/v3 --adapter v4=adapters/v4 --include-base
-  # your own model on a GPU, settings from YAML, one flag overridden
-  engine run --config engine/configs/gpu.yaml --input /data/shards --out /data/out --max-tokens 768
+  # your own model on a GPU, the bundled gpu settings, two of them overridden
+  engine run --config gpu --set model=/models/Qwen3-14B --input /data/shards --out /data/out --max-tokens 768
   # guided decoding off (to measure how often the adapter alone writes valid JSON)
   engine run --input shards/ --out raw/ --adapter v4=adapters/v4 --no-guided
 
 \b
 Exit status: 0 every row ok (or nothing to do); 1 all shards written, some rows are errors
 (counted by reason in the summary); 2 refused, nothing ran (bad settings, adapter trained for
-another model/schema/prompt, OUT holds another configuration or is in use); 3 some input shard
-could not be read (named; the others were written); 130 interrupted (finished shards kept).
+another model/schema/prompt, OUT holds another configuration or is in use); 3 data error: some
+input shard could not be read (named; the others were written), or the input cannot be read at all;
+130 interrupted (finished shards kept).
 """
 
 EXTRACT_HELP = """Extract the metrics of one paragraph and print the JSON answer.
@@ -56,12 +63,25 @@ Examples:
 Exit status: 0 and the answer on stdout; 1 the row failed (reason and raw text on stderr); 2 refused.
 """
 
+CONFIG_HELP = """Print the settings that run/extract would use (YAML; --config, then --set, then flags), without
+starting anything. Device defaults (None) are filled in only when the engine starts.
+
+\b
+Examples:
+  engine config --config gpu
+  engine config --config cpu --set max_tokens=768 --temperature 0.2
+  engine config --keys          # every key with its type, default and help
+"""
+
 
 def engine_options(f):
     """Settings shared by run and extract; None (not given) leaves the YAML or default value."""
     opts = [
-        click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="YAML file of settings (see engine/configs/); flags override it."),
+        click.option("--config", "config_path", metavar="NAME|PATH",
+                     help=f"YAML file of settings, or a bundled one by name ({', '.join(bundled_configs(configs_dir()))}); "
+                          "--set and flags override it."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any setting (repeatable), e.g. --set max_num_seqs=64; see `engine config --keys`."),
         click.option("--model", help="Model folder (default: the embedded demo model Qwen2.5-Coder-0.5B-Instruct)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: the installed vLLM build."),
         click.option("--guided/--no-guided", default=None, help="Constrain output to the JSON schema (default on)."),
@@ -101,11 +121,14 @@ def engine_options(f):
     return f
 
 
-def _build_config(config_path: Path | None, adapters: tuple[str, ...], **flags) -> EngineConfig:
-    base = EngineConfig.from_yaml(config_path) if config_path else EngineConfig()
-    cfg = base.override(**flags)
+def build_config(config_path: str | None, sets: tuple[str, ...] = (), adapters: tuple[str, ...] = (),
+                 **flags: Any) -> EngineConfig:
+    """YAML (a path or a bundled name), then --set, then flags (sugar for --set), then --adapter; type-checked."""
+    cfg = EngineConfig.named(config_path) if config_path else EngineConfig()
+    cfg = cfg.with_sets(sets)
+    cfg = cfg.override("flag", **flags)
     if adapters:
-        cfg = cfg.override(adapters=dict(parse_adapter(a) for a in adapters))
+        cfg = cfg.override("--adapter", adapters=dict(parse_adapter(a) for a in adapters))
     return cfg
 
 
@@ -121,21 +144,6 @@ def _setup_logging(verbose: bool) -> None:
     lg.handlers[:] = [handler]
     lg.setLevel(logging.INFO)
     lg.propagate = False
-
-
-def _refusals():
-    from reportminer.data.io import DataError
-    from reportminer.data.manifest import AdapterMismatch
-
-    from .run_manifest import ManifestError, OutputLocked
-    from .runner import ConfigMismatch
-
-    return (ConfigError, AdapterMismatch, ConfigMismatch, OutputLocked, ManifestError, DataError)
-
-
-def _refuse(e: Exception) -> None:
-    click.echo(f"engine: refused, nothing ran: {type(e).__name__}: {e}", err=True)
-    sys.exit(EXIT_REFUSED)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -166,19 +174,15 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @engine_options
-def run_cmd(input_path, out_dir, adapters, overwrite, quiet, as_json, config_path, verbose, **flags):
+@exit_on_error("engine")
+def run_cmd(input_path, out_dir, adapters, overwrite, quiet, as_json, config_path, sets, verbose, **flags):
     _setup_logging(verbose)
-    try:
-        cfg = _build_config(config_path, adapters, **flags)
-    except ConfigError as e:
-        _refuse(e)
+    cfg = build_config(config_path, sets, adapters, **flags)
     from .runner import run
 
     _sigterm_as_interrupt()
     try:
         summary = run(cfg, input_path, out_dir, overwrite=overwrite, progress=not quiet)
-    except _refusals() as e:
-        _refuse(e)
     except KeyboardInterrupt as e:
         click.echo(f"engine: interrupted; finished shards are kept, rerun to continue\n{e}", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -194,29 +198,40 @@ def run_cmd(input_path, out_dir, adapters, overwrite, quiet, as_json, config_pat
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="One LoRA adapter (NAME= optional).")
 @click.option("--pretty", is_flag=True, help="Indent the JSON.")
 @engine_options
-def extract_cmd(title, text, adapters, pretty, config_path, verbose, **flags):
+@exit_on_error("engine")
+def extract_cmd(title, text, adapters, pretty, config_path, sets, verbose, **flags):
     _setup_logging(verbose)
     if text == "-":
         text = sys.stdin.read()
-    try:
-        cfg = _build_config(config_path, adapters, **flags)
-    except ConfigError as e:
-        _refuse(e)
-    from reportminer.data.schema import Extraction, to_json
+    cfg = build_config(config_path, sets, adapters, **flags)
+    from reportminer.data.schema import OK, Extraction, to_json
 
     from .single import extract
 
-    try:
-        r = extract(cfg, title, text)
-    except _refusals() as e:
-        _refuse(e)
-    if r.status != "ok":
+    r = extract(cfg, title, text)
+    if r.status != OK:
         click.echo(f"engine: {r.error}", err=True)
         if r.raw is not None:
             click.echo(f"raw output: {r.raw}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FINDINGS)
     answer = Extraction.from_dict({"analysis": r.analysis, "metrics": r.metrics})
     click.echo(json.dumps(json.loads(to_json(answer)), ensure_ascii=False, indent=2) if pretty else to_json(answer))
+
+
+@main.command("config", help=CONFIG_HELP)
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="LoRA adapter; repeat for several.")
+@click.option("--include-base", is_flag=True, default=None, help="With adapters: also run the base model.")
+@click.option("--chunk-size", type=int, help="Requests kept queued in vLLM.")
+@click.option("--batch-rows", type=int, help="Rows read per Parquet record batch.")
+@click.option("--keys", is_flag=True, help="List every setting with its type, default and help, and exit.")
+@engine_options
+@exit_on_error("engine")
+def config_cmd(adapters, keys, config_path, sets, verbose, **flags):
+    if keys:
+        click.echo(describe(EngineConfig))
+        return
+    cfg = build_config(config_path, sets, adapters, **flags)
+    click.echo(cfg.to_yaml(), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

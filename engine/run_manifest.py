@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reportminer.data.io import atomic_path
+from reportminer.data.errors import ManifestError, OutputLocked
+from reportminer.data.io import write_json_atomic
 from reportminer.data.manifest import base_model_fingerprint
 from reportminer.data.prompt import prompt_fingerprint
 from reportminer.data.schema import schema_fingerprint
@@ -36,10 +37,6 @@ FORMAT = 1
 # (hashing tens of GB of weights on every nightly run would cost minutes for nothing).
 _HASHED_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "chat_template.jinja",
                        "tokenizer.json", "special_tokens_map.json")
-
-
-class ManifestError(ValueError):
-    """The manifest in --out cannot be read."""
 
 
 def now() -> str:
@@ -111,20 +108,6 @@ class RunManifest:
             for k in ("rows", "output_rows", "ok", "error"):
                 t[k] += int(s.get(k, 0))
         return t
-
-
-def write_json_atomic(path: Path, obj: Any) -> Path:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-    return path
-
-
-class OutputLocked(RuntimeError):
-    """Another engine run is writing to the same --out."""
 
 
 class OutLock:

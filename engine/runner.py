@@ -16,17 +16,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reportminer.data.io import DataError
+from reportminer.data.errors import ConfigError, ConfigMismatch, DataError
+from reportminer.data.io import write_json_atomic
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
-from .config import EAGER_BELOW_ROWS, ConfigError, EngineConfig
+from .config import EAGER_BELOW_ROWS, EngineConfig
 from .decoding import adapter_thresholds, row_from_completion
 from .generate import Completion, Engine, Request
 from .merge import merged_model, serving_config
@@ -49,7 +51,6 @@ from .run_manifest import (
     identity_diff,
     now,
     run_identity,
-    write_json_atomic,
 )
 from .shards import InputShard, ShardReader, ShardWriter, discover, fingerprint, stale_temp_files
 from .summary import (
@@ -62,10 +63,6 @@ from .summary import (
 )
 
 log = logging.getLogger("engine")
-
-
-class ConfigMismatch(ValueError):
-    """--out holds results of another configuration; rerun with overwrite to replace them."""
 
 
 class _Shard:
@@ -243,7 +240,7 @@ class _Pipeline:
         log.error("shard failed: %s", error)
         self.failed.append((st.shard.rel, error))
         self.feeder.abort(lambda key: key[0].shard is st)
-        kept = deque()
+        kept: deque[_Batch] = deque()
         for b in self.queue:
             if b.shard is st:
                 self.buffered -= len(b.results) - b.remaining
@@ -312,6 +309,143 @@ def _prepare_out(out_dir: Path, identity: dict, config: EngineConfig, adapters: 
     return manifest
 
 
+@dataclass
+class _Plan:
+    """What a run will do, decided before the --out lock is taken and before any engine starts."""
+
+    config: EngineConfig  # resolved: device defaults filled in
+    input_path: Path
+    out_dir: Path
+    shards: list[InputShard]
+    adapters: list[Adapter]
+    warnings: list[str]
+    identity: dict[str, Any]
+    merged: Path | None = None  # --merge-adapter: the cached base+adapter model the engine serves
+
+
+def _plan(config: EngineConfig, input_path: Path, out_dir: Path, engine: Engine | None) -> _Plan:
+    """Resolve the settings, find the input shards, check the adapters: every refusal happens here."""
+    config = config.resolve()
+    shards = discover(input_path)
+    _check_paths(input_path, out_dir)
+    adapters, warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    warnings += adapter_thresholds(config, adapters)[1]
+    for w in warnings:
+        log.warning(w)
+    # --merge-adapter: the adapter folded into the base weights once (engine/merge.py), cached by hash
+    merged = merged_model(config.model, adapters[0], config.dtype)[0] if config.merge_adapter else None  # type: ignore[arg-type]
+    if engine is not None:
+        engine.check_compatible(serving_config(config, merged), [] if merged else adapters)
+    elif config.device == "cpu" and config.include_base and adapters and (config.max_loras or 0) <= len(adapters):
+        raise ConfigError(
+            f"max_loras {config.max_loras}: on CPU, base rows beside {len(adapters)} adapter(s) need max_loras > "
+            f"{len(adapters)} (one LoRA slot must stay empty; see Engine.reset_loras)"
+        )
+    return _Plan(config, input_path, out_dir, shards, adapters, list(warnings), run_identity(config, adapters), merged)
+
+
+def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary) -> tuple[list[_Shard], list[tuple[str, str]]]:
+    """The shards to (re)do, skipping finished ones with unchanged input; unreadable ones fail here."""
+    todo: list[_Shard] = []
+    failed_early: list[tuple[str, str]] = []
+    for shard in plan.shards:
+        entry = manifest.shards.get(shard.rel)
+        try:
+            fp = fingerprint(shard.path, entry["input"] if entry else None)
+            num_rows = pq.read_metadata(shard.path).num_rows
+        except Exception as e:  # unreadable file or footer: this shard fails, the others run
+            failed_early.append((shard.rel, f"{shard.path}: cannot read Parquet: {e}"))
+            continue
+        out_path = shard.out_path(plan.out_dir)
+        if entry and entry["input"].get("sha256") == fp["sha256"] and out_path.exists() \
+                and out_path.stat().st_size == entry.get("output_size"):
+            entry["input"] = fp  # same content, maybe a new mtime: remember it for the fast path
+            summary.shards_skipped += 1
+            continue
+        if entry:
+            log.info("%s: input changed since it was processed; redoing it", shard.path)
+            del manifest.shards[shard.rel]
+        todo.append(_Shard(shard, fp, num_rows, out_path))
+    manifest.write(plan.out_dir)
+    for _rel, err in failed_early:
+        log.error("shard failed: %s", err)
+    return todo, failed_early
+
+
+def _start(
+    config: EngineConfig, todo: list[_Shard], engine: Engine | None, summary: RunSummary, merged: Path | None = None
+) -> tuple[Engine, EngineConfig]:
+    """The engine for this run: the one passed in, or a new one (eager on CPU for short runs)."""
+    t_engine = time.perf_counter()
+    if engine is None:
+        if config.enforce_eager is None:
+            work = sum(s.num_rows for s in todo) * len(config.adapter_names)
+            config = replace(config, enforce_eager=config.device == "cpu" and work < EAGER_BELOW_ROWS)
+            summary.settings["enforce_eager"] = config.enforce_eager
+        engine = Engine(serving_config(config, merged))
+        summary.engine_start_s = time.perf_counter() - t_engine
+    engine.reset_loras()
+    return engine, config
+
+
+def _feed(engine: Engine, plan: _Plan, config: EngineConfig, manifest: RunManifest, todo: list[_Shard],
+          progress: bool) -> tuple[_Pipeline, float, bool]:
+    """Every row of `todo` through the engine into shard files: (pipeline, generation seconds, interrupted)."""
+    bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)
+    t_gen = time.perf_counter()
+    pipeline = _Pipeline(engine, config, plan.adapters, plan.out_dir, manifest, bar)
+    interrupted = False
+    try:
+        pipeline.run(todo)
+    except BaseException as e:
+        pipeline.abandon()
+        if not isinstance(e, KeyboardInterrupt):
+            raise
+        interrupted = True
+    finally:
+        bar.close()
+    return pipeline, time.perf_counter() - t_gen, interrupted
+
+
+def _summarise(summary: RunSummary, pipeline: _Pipeline | None, failed_early: list[tuple[str, str]],
+               manifest: RunManifest, todo: list[_Shard], gen_s: float, interrupted: bool) -> None:
+    """Counts, rates and the status / exit code of the run."""
+    # Rows are counted from committed shards (what --out now holds from this run); tokens and rates
+    # from all work done, including shards that failed or were interrupted part-way.
+    work = pipeline.stats if pipeline else RowStats()
+    s = RowStats()
+    for st in pipeline.done if pipeline else []:
+        s.output_rows += st.stats.output_rows
+        s.ok += st.stats.ok
+        s.error += st.stats.error
+        s.errors_by_reason.update(st.stats.errors_by_reason)
+    summary.shards_done = len(pipeline.done) if pipeline else 0
+    summary.shards_failed = [{"shard": r, "error": e} for r, e in failed_early + (pipeline.failed if pipeline else [])]
+    summary.rows = sum(st.num_rows for st in pipeline.done) if pipeline else 0
+    summary.output_rows, summary.ok, summary.error = s.output_rows, s.ok, s.error
+    summary.errors_by_reason = dict(sorted(s.errors_by_reason.items()))
+    summary.by_adapter = {n: st.as_dict() for n, st in pipeline.by_adapter.items()} if pipeline else {}
+    summary.prompt_tokens, summary.output_tokens = work.prompt_tokens, work.output_tokens
+    summary.rows_per_s = work.output_rows / gen_s if gen_s else 0.0
+    summary.output_tokens_per_s = work.output_tokens / gen_s if gen_s else 0.0
+    summary.out_totals = manifest.totals()
+    if interrupted:
+        summary.status, summary.exit_code = "interrupted", EXIT_INTERRUPTED
+    elif summary.shards_failed:
+        summary.status, summary.exit_code = "shard_failed", EXIT_SHARD_FAILED
+    elif s.error:
+        summary.status, summary.exit_code = "row_errors", EXIT_ROW_ERRORS
+    elif not todo:
+        summary.status = "nothing_to_do"
+
+
+def _record(out_dir: Path, summary: RunSummary) -> None:
+    """_engine_summary.json (this run) and a line of _engine_runs.jsonl (every run)."""
+    write_json_atomic(out_dir / SUMMARY_NAME, asdict(summary))
+    with open(out_dir / HISTORY_NAME, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(asdict(summary), ensure_ascii=False) + "\n")
+
+
 def run(
     config: EngineConfig,
     input_path: str | Path,
@@ -327,119 +461,33 @@ def run(
     ConfigMismatch, OutputLocked, DataError for a missing input). Row errors and unreadable shards do not
     raise: they are counted in the returned summary, whose `exit_code` says what happened. Pass an
     `engine` to reuse a started one (its engine-level settings must match `config`).
+
+    Steps: plan (settings, shards, adapters) -> lock --out and select the shards to do -> start the
+    engine -> feed it every row -> summarise and record.
     """
     t0 = time.perf_counter()
     started_at = now()
-    input_path, out_dir = Path(input_path), Path(out_dir)
-    config = config.resolve()
-    shards = discover(input_path)
-    _check_paths(input_path, out_dir)
-    adapters, warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
-    warnings += adapter_thresholds(config, adapters)[1]
-    for w in warnings:
-        log.warning(w)
-    merged = merged_model(config.model, adapters[0], config.dtype)[0] if config.merge_adapter else None  # built once, cached
-    if engine is not None:
-        engine.check_compatible(serving_config(config, merged), [] if merged else adapters)
-    elif config.device == "cpu" and config.include_base and adapters and (config.max_loras or 0) <= len(adapters):
-        raise ConfigError(
-            f"max_loras {config.max_loras}: on CPU, base rows beside {len(adapters)} adapter(s) need max_loras > "
-            f"{len(adapters)} (one LoRA slot must stay empty; see Engine.reset_loras)"
-        )
-    identity = run_identity(config, adapters)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = _plan(config, Path(input_path), Path(out_dir), engine)
+    config, out = plan.config, plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
 
     summary = RunSummary(
-        status="ok", exit_code=EXIT_OK, input=str(input_path), out=str(out_dir), model=str(config.model),
-        adapters=[a.describe() for a in adapters], adapter_columns=config.adapter_names,
-        shards_total=len(shards), warnings=list(warnings), settings=config.to_dict(), started_at=started_at,
+        status="ok", exit_code=EXIT_OK, input=str(plan.input_path), out=str(out), model=str(config.model),
+        adapters=[a.describe() for a in plan.adapters], adapter_columns=config.adapter_names,
+        shards_total=len(plan.shards), warnings=list(plan.warnings), settings=config.to_dict(),
+        started_at=started_at,
     )
-    with OutLock(out_dir):
-        manifest = _prepare_out(out_dir, identity, config, adapters, overwrite)
-        todo: list[_Shard] = []
-        failed_early: list[tuple[str, str]] = []
-        for shard in shards:
-            entry = manifest.shards.get(shard.rel)
-            try:
-                fp = fingerprint(shard.path, entry["input"] if entry else None)
-                num_rows = pq.read_metadata(shard.path).num_rows
-            except Exception as e:  # unreadable file or footer: this shard fails, the others run
-                failed_early.append((shard.rel, f"{shard.path}: cannot read Parquet: {e}"))
-                continue
-            out_path = shard.out_path(out_dir)
-            if entry and entry["input"].get("sha256") == fp["sha256"] and out_path.exists() \
-                    and out_path.stat().st_size == entry.get("output_size"):
-                entry["input"] = fp  # same content, maybe a new mtime: remember it for the fast path
-                summary.shards_skipped += 1
-                continue
-            if entry:
-                log.info("%s: input changed since it was processed; redoing it", shard.path)
-                del manifest.shards[shard.rel]
-            todo.append(_Shard(shard, fp, num_rows, out_path))
-        manifest.write(out_dir)
-        for rel, err in failed_early:
-            log.error("shard failed: %s", err)
-
-        pipeline = None
-        interrupted = False
+    with OutLock(out):
+        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite)
+        todo, failed_early = _select(plan, manifest, summary)
+        pipeline, gen_s, interrupted = None, 0.0, False
         if todo:
-            t_engine = time.perf_counter()
-            if engine is None:
-                if config.enforce_eager is None:
-                    work = sum(s.num_rows for s in todo) * len(config.adapter_names)
-                    config = replace(config, enforce_eager=config.device == "cpu" and work < EAGER_BELOW_ROWS)
-                    summary.settings["enforce_eager"] = config.enforce_eager
-                engine = Engine(serving_config(config, merged))
-                summary.engine_start_s = time.perf_counter() - t_engine
-            engine.reset_loras()
-            bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)
-            t_gen = time.perf_counter()
-            pipeline = _Pipeline(engine, config, adapters, out_dir, manifest, bar)
-            try:
-                pipeline.run(todo)
-            except BaseException as e:
-                pipeline.abandon()
-                if not isinstance(e, KeyboardInterrupt):
-                    raise
-                interrupted = True
-            finally:
-                bar.close()
-            gen_s = time.perf_counter() - t_gen
-        else:
-            gen_s = 0.0
-
-        # Rows are counted from committed shards (what --out now holds from this run); tokens and rates
-        # from all work done, including shards that failed or were interrupted part-way.
-        work = pipeline.stats if pipeline else RowStats()
-        s = RowStats()
-        for st in pipeline.done if pipeline else []:
-            s.output_rows += st.stats.output_rows
-            s.ok += st.stats.ok
-            s.error += st.stats.error
-            s.errors_by_reason.update(st.stats.errors_by_reason)
-        summary.shards_done = len(pipeline.done) if pipeline else 0
-        summary.shards_failed = [{"shard": r, "error": e} for r, e in failed_early + (pipeline.failed if pipeline else [])]
-        summary.rows = sum(st.num_rows for st in pipeline.done) if pipeline else 0
-        summary.output_rows, summary.ok, summary.error = s.output_rows, s.ok, s.error
-        summary.errors_by_reason = dict(sorted(s.errors_by_reason.items()))
-        summary.by_adapter = {n: st.as_dict() for n, st in pipeline.by_adapter.items()} if pipeline else {}
-        summary.prompt_tokens, summary.output_tokens = work.prompt_tokens, work.output_tokens
-        summary.rows_per_s = work.output_rows / gen_s if gen_s else 0.0
-        summary.output_tokens_per_s = work.output_tokens / gen_s if gen_s else 0.0
-        summary.out_totals = manifest.totals()
-        if interrupted:
-            summary.status, summary.exit_code = "interrupted", EXIT_INTERRUPTED
-        elif summary.shards_failed:
-            summary.status, summary.exit_code = "shard_failed", EXIT_SHARD_FAILED
-        elif s.error:
-            summary.status, summary.exit_code = "row_errors", EXIT_ROW_ERRORS
-        elif not todo:
-            summary.status = "nothing_to_do"
+            engine, config = _start(config, todo, engine, summary, plan.merged)
+            pipeline, gen_s, interrupted = _feed(engine, plan, config, manifest, todo, progress)
+        _summarise(summary, pipeline, failed_early, manifest, todo, gen_s, interrupted)
         summary.wall_s = time.perf_counter() - t0
         summary.finished_at = now()
-        write_json_atomic(out_dir / SUMMARY_NAME, asdict(summary))
-        with open(out_dir / HISTORY_NAME, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(summary), ensure_ascii=False) + "\n")
+        _record(out, summary)
     if interrupted:
         raise KeyboardInterrupt(summary.render())
     return summary

@@ -7,16 +7,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reportminer.data import errors as _errors
 from reportminer.data.manifest import library_versions as _versions
 
 from .rows import OK, RowResult
 
-# Exit codes of `engine run` (and RunSummary.exit_code).
-EXIT_OK = 0  # every row of this run is ok (or there was nothing to do)
-EXIT_ROW_ERRORS = 1  # all shards written, some rows have status=error
-EXIT_REFUSED = 2  # nothing ran: bad settings, adapter or configuration mismatch, --out locked
-EXIT_SHARD_FAILED = 3  # at least one input shard could not be read; the others were written
-EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM; finished shards are kept, the rest is redone on rerun
+# Exit codes of `engine run` (and RunSummary.exit_code), from the table all CLIs share (data.errors).
+EXIT_OK = _errors.EXIT_OK  # every row of this run is ok (or there was nothing to do)
+EXIT_ROW_ERRORS = _errors.EXIT_FINDINGS  # all shards written, some rows have status=error
+EXIT_REFUSED = _errors.EXIT_REFUSED  # nothing ran: bad settings, adapter or configuration mismatch, --out locked
+EXIT_SHARD_FAILED = _errors.EXIT_DATA  # at least one input shard could not be read; the others were written
+EXIT_INTERRUPTED = _errors.EXIT_INTERRUPTED  # Ctrl-C / SIGTERM; finished shards are kept, the rest is redone on rerun
 
 
 def library_versions() -> dict[str, str]:

@@ -1,21 +1,20 @@
 """`evalkit`: score, compare and report extraction runs against gold labels (a thin layer over the API)."""
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from reportminer.data.io import DataError, atomic_path
+from reportminer.data.errors import fail
+from reportminer.data.io import DataError, write_json_atomic
 
 from .compare import DEFAULT_BOOTSTRAP, Run, compare_runs
 from .console import make_console, print_compare, print_summary
 from .embed import default_cache_dir
 from .matchers import MATCHERS, make_matcher
-from .score import ScoreResult, is_cases_file, read_cases, readable, score_paths, summarize, write_cases
+from .score import ScoreResult, is_cases_file, read_cases, score_paths, summarize, write_cases
 
 EX = "evalkit/examples"
 
@@ -51,14 +50,11 @@ def _suffixed(path: Path, name: str, many: bool) -> Path:
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    readable(path)
+    write_json_atomic(path, obj)
 
 
-def _fail(e: Exception) -> None:
-    Console(stderr=True).print(f"[red]error:[/] {e}")
-    sys.exit(2)
+def _fail(e: DataError) -> None:
+    fail("evalkit", e)  # one line on stderr and the shared exit code (data error: 3; reportminer.data.errors)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

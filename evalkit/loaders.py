@@ -5,7 +5,8 @@ prediction came from:
 
 GOLD frame (one row per case, in gold order)::
 
-    id: str, case: int (1-based position), scenario: str|null, gold_names: list[str],
+    id: str (rows without one: data.io.generated_id), case: int (1-based position), scenario: str|null,
+    gold_names: list[str],
     gold_types: list[str], source: str ("file:LINE" or "file#row", for messages)
 
 A case's `scenario` (the group it is reported under) is its `scenario` field when it has one (the seed's
@@ -29,11 +30,11 @@ from typing import Any
 
 import polars as pl
 
-from reportminer.data.io import DataError, iter_jsonl, jsonl_files, parquet_files, read_table
+from reportminer.data.io import DataError, data_kind, iter_jsonl, read_table
 from reportminer.data.parse import parse_output
-from reportminer.data.schema import GOLD_METRICS, ID, SCENARIO
+from reportminer.data.schema import ADAPTER, BASE_ADAPTER, ERROR, GOLD_METRICS, ID, METRICS, OK, RAW, SCENARIO, STATUS
 
-BASE_ADAPTER = "base"  # label of engine rows whose `adapter` is null/empty (the base model)
+# BASE_ADAPTER (data.schema) also labels engine rows whose `adapter` is null/empty.
 # A row's group: its `scenario` field when present (test-case files), else its `type` (data.schema.SCENARIO).
 GROUP_FIELDS = ("scenario", SCENARIO)
 
@@ -92,7 +93,6 @@ def _group(obj: dict[str, Any]) -> str | None:
 
 
 def _gold_from_jsonl(path: Path) -> pl.DataFrame:
-    single_file = not path.is_dir()
     rows: dict[str, list[Any]] = {k: [] for k in GOLD_SCHEMA}
     for case, row in enumerate(iter_jsonl(path), 1):
         obj = row.obj
@@ -106,11 +106,7 @@ def _gold_from_jsonl(path: Path) -> pl.DataFrame:
         if not isinstance(out, dict) or "metrics" not in out:
             raise DataError(f"{where}: gold row has no output.metrics (evalkit needs labelled rows)")
         names, types = _names_types(out.get("metrics"), where)
-        if obj.get(ID) is not None:
-            cid = str(obj[ID])
-        else:  # the spec: id = 1-based line number (file:LINE when a folder holds several files)
-            cid = str(row.line) if single_file else row.source
-        rows["id"].append(cid)
+        rows["id"].append(row.id)  # the id, else `file.jsonl:LINE` as in shards made by `datakit shard`
         rows["case"].append(case)
         scen = _group(obj)
         rows["scenario"].append(scen)
@@ -174,13 +170,7 @@ def load_gold(path: str | os.PathLike) -> pl.DataFrame:
 
 
 def _is_parquet(p: Path) -> bool:
-    if p.is_dir():
-        has_pq = any(f.suffix == ".parquet" for f in p.rglob("*.parquet"))
-        has_jl = any(f.suffix == ".jsonl" for f in p.rglob("*.jsonl"))
-        if has_pq and has_jl:
-            raise DataError(f"{p}: folder holds both *.parquet and *.jsonl; point at one kind")
-        return has_pq
-    return p.suffix == ".parquet"
+    return data_kind(p) == "parquet"
 
 
 # -------------------------------------------------------------------------------------- predictions
@@ -289,17 +279,17 @@ def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
     assert isinstance(df, pl.DataFrame)
     if ID not in df.columns:
         raise DataError(f"{path}: engine results lack an `id` column")
-    if "metrics" not in df.columns and "raw" not in df.columns:
-        raise DataError(f"{path}: engine results need a `metrics` or a `raw` column")
+    if METRICS not in df.columns and RAW not in df.columns:
+        raise DataError(f"{path}: engine results need a `{METRICS}` or a `{RAW}` column")
     n = df.height
     col = lambda c, dt: df[c] if c in df.columns else pl.Series(c, [None] * n, dtype=dt)  # noqa: E731
     df = df.select(
         pl.col(ID).cast(pl.String).alias("id"),
-        col("adapter", pl.String).cast(pl.String).fill_null("").alias("adapter"),
-        col("metrics", pl.List(pl.Struct({"metric_name": pl.String, "metric_type": pl.String}))).alias("metrics"),
-        col("raw", pl.String).cast(pl.String).alias("raw"),
-        col("status", pl.String).cast(pl.String).alias("status"),
-        col("error", pl.String).cast(pl.String).alias("error"),
+        col(ADAPTER, pl.String).cast(pl.String).fill_null("").alias("adapter"),
+        col(METRICS, pl.List(pl.Struct({"metric_name": pl.String, "metric_type": pl.String}))).alias("metrics"),
+        col(RAW, pl.String).cast(pl.String).alias("raw"),
+        col(STATUS, pl.String).cast(pl.String).alias("status"),
+        col(ERROR, pl.String).cast(pl.String).alias("error"),
         col(SCENARIO, pl.String).cast(pl.String).alias("pred_scenario"),
     ).with_columns(
         pl.when(pl.col("adapter") == "").then(pl.lit(BASE_ADAPTER)).otherwise(pl.col("adapter")).alias("adapter"),
@@ -313,7 +303,7 @@ def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
     # A row is trusted as structured output when it has metrics and did not fail; otherwise its raw text
     # (possibly truncated or unguided) is parsed like any other prediction.
     structured = pl.col("metrics").is_not_null() & (
-        pl.col("status").is_null() | pl.col("status").str.to_lowercase().is_in(["ok", "success", "done"])
+        pl.col("status").is_null() | pl.col("status").str.to_lowercase().is_in([OK, "success", "done"])
     ) & (pl.col("error").is_null() | (pl.col("error") == ""))
     elem = pl.element()
     keep = elem.filter(elem.struct.field("metric_name").str.strip_chars().str.len_chars() > 0)
@@ -354,10 +344,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if not p.exists():
         raise DataError(f"{p}: no such predictions file or folder")
     if p.is_dir():
-        if parquet_files(p):
-            return "engine-parquet"
-        jsonl_files(p)  # raises when the folder holds neither
-        return "jsonl"
+        return "engine-parquet" if data_kind(p) == "parquet" else "jsonl"
     if p.suffix == ".parquet":
         return "engine-parquet"
     if p.suffix == ".jsonl":

@@ -77,7 +77,7 @@ train)
     --config qwen2.5-0.5b-lora --no-progress --overwrite "$@" 2>&1 | tee "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -40
   rc=${PIPESTATUS[0]}
   echo "trainer train: rc $rc, $(( $(date +%s) - t1 )) s wall"
-  if [ "$rc" = 3 ]; then  # diverged (non-finite gradients): once more in fp32
+  if [ "$rc" = 4 ]; then  # diverged (non-finite gradients, exit 4 in reportminer.data.errors): once more in fp32
     t1=$(date +%s)
     $PY -m reportminer.trainer.cli train --model "$MODEL" --data "$STAGE"/seed --output "$RUN" \
       --config qwen2.5-0.5b-lora --no-progress --overwrite --precision fp32 "$@" 2>&1 | tee -a "$OUT/train_stdout.log" | grep -v "^{'loss'" | tail -40

@@ -64,9 +64,9 @@ def test_validate_exit_codes_and_locations(run, demo_jsonl: Path, tmp_path: Path
     dumped = json.loads((tmp_path / "issues.json").read_text())
     assert dumped["errors"] == 2 and [i["line"] for i in dumped["issues"]] == [5, 8]
     # shard refuses invalid input and writes nothing; --no-validate still stops at unparseable JSON.
-    res = run("shard", "--input", bad, "--out", tmp_path / "x", code=1)
+    res = run("shard", "--input", bad, "--out", tmp_path / "x", code=3)  # a data error (data.errors)
     assert "nothing written" in res.output and not (tmp_path / "x").exists()
-    res = run("shard", "--input", bad, "--out", tmp_path / "x", "--no-validate", code=1)
+    res = run("shard", "--input", bad, "--out", tmp_path / "x", "--no-validate", code=3)
     assert f"{bad}:8: invalid JSON" in res.output
     run("validate", tmp_path / "missing.jsonl", code=2)
 
@@ -100,7 +100,7 @@ def test_ingest_command(run, tmp_path: Path) -> None:
     assert "wrote 2 paragraphs from 1 file(s) to 1 shard(s)" in res.output
     assert "OK: 2 rows (0 labelled)" in run("validate", tmp_path / "out").output
     (tmp_path / "e.md").write_text("![x](y.png)\n", encoding="utf-8")
-    assert "no paragraphs found" in run("ingest", "--input", tmp_path / "e.md", "--out", tmp_path / "o2", code=1).output
+    assert "no paragraphs found" in run("ingest", "--input", tmp_path / "e.md", "--out", tmp_path / "o2", code=3).output
 
 
 @pytest.mark.skipif(not (demo_model_dir() / "SOURCE.json").exists(), reason="demo model not prepared on this machine")

@@ -61,7 +61,7 @@ def test_score_unknown_id_exits_with_the_id(demo_jsonl: Path, tmp_path: Path):
     p = tmp_path / "p.jsonl"
     p.write_text(json.dumps({"id": "demo-99", "output": {"analysis": "", "metrics": []}}) + "\n")
     res = CliRunner().invoke(main, ["score", "--gold", str(demo_jsonl), str(p)])
-    assert res.exit_code == 2 and "demo-99" in res.output
+    assert res.exit_code == 3 and "demo-99" in res.output  # a data error (data.errors)
 
 
 def test_score_fuzzy_and_embedding_from_cli(demo_jsonl: Path, ex: Path, tmp_path: Path):

@@ -39,7 +39,7 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 @pytest.fixture
 def gold_noid(tmp_path: Path) -> Path:
-    """Three gold cases without ids: their ids are the line numbers 1, 2, 3."""
+    """Three gold cases without ids: their ids are gold.jsonl:1, :2, :3 (data.io.generated_id)."""
     return write_jsonl(tmp_path / "gold.jsonl", [seed_row(["毛利率"], "A"), seed_row(["净利润", "营业收入"], "B"), seed_row([], "B")])
 
 
@@ -55,9 +55,9 @@ def verdicts(results) -> list[str]:
 # ------------------------------------------------------------------------------------------- gold
 
 
-def test_gold_jsonl_ids_are_line_numbers_or_id_field(gold_noid: Path, tmp_path: Path):
+def test_gold_jsonl_ids_are_file_and_line_or_id_field(gold_noid: Path, tmp_path: Path):
     g = load_gold(gold_noid)
-    assert g["id"].to_list() == ["1", "2", "3"]
+    assert g["id"].to_list() == ["gold.jsonl:1", "gold.jsonl:2", "gold.jsonl:3"]
     assert g["scenario"].to_list() == ["A", "B", "B"]
     assert g["gold_names"].to_list() == [["毛利率"], ["净利润", "营业收入"], []]
     with_ids = write_jsonl(tmp_path / "g2.jsonl", [seed_row(["毛利率"], id="x-1"), seed_row([], id="x-2")])
@@ -93,7 +93,7 @@ def test_batch_json_joins_index_to_gold_case(gold_noid: Path, tmp_path: Path):
     p = tmp_path / "results.json"
     p.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     (r,) = score_paths(gold_noid, p, UpstreamMatcher())
-    assert r.cases["id"].to_list() == ["1", "2", "3"]
+    assert r.cases["id"].to_list() == ["gold.jsonl:1", "gold.jsonl:2", "gold.jsonl:3"]
     assert r.cases["verdict"].to_list() == ["strict", "strict", "strict"]
     assert r.cases["json_valid"].to_list() == [True, True, False]
     assert r.summary["json_valid"] == 2 and r.summary["missing"] == 0
@@ -107,7 +107,7 @@ def test_batch_json_unparseable_scores_zero_metrics(gold_noid: Path, tmp_path: P
     row = r.cases.row(0, named=True)
     assert (row["json_valid"], row["n_pred"], row["verdict"]) == (False, 0, "fail")
     assert r.cases["missing"].to_list() == [False, True, True]
-    assert r.summary["missing_ids"] == ["2", "3"]
+    assert r.summary["missing_ids"] == ["gold.jsonl:2", "gold.jsonl:3"]
 
 
 def test_batch_json_index_out_of_range_is_an_error(gold_noid: Path, tmp_path: Path):
@@ -122,8 +122,8 @@ def test_batch_json_index_out_of_range_is_an_error(gold_noid: Path, tmp_path: Pa
 
 def test_jsonl_with_ids_joins_on_id(gold_noid: Path, tmp_path: Path):
     p = write_jsonl(tmp_path / "p.jsonl", [
-        {"id": "3", "output": {"analysis": "", "metrics": []}},
-        {"id": "1", "output": raw(["毛利率", "ROE"])},  # a raw string is parsed too
+        {"id": "gold.jsonl:3", "output": {"analysis": "", "metrics": []}},
+        {"id": "gold.jsonl:1", "output": raw(["毛利率", "ROE"])},  # a raw string is parsed too
     ])
     (r,) = score_paths(gold_noid, p, UpstreamMatcher())
     assert r.cases["verdict"].to_list() == ["loose", "fail", "strict"]
@@ -153,7 +153,7 @@ def test_jsonl_errors(gold_noid: Path, tmp_path: Path):
 
 
 def test_unknown_prediction_id_is_an_error_naming_it(gold_noid: Path, tmp_path: Path):
-    p = write_jsonl(tmp_path / "p.jsonl", [{"id": "1", "output": raw([])}, {"id": "nope-7", "output": raw([])}])
+    p = write_jsonl(tmp_path / "p.jsonl", [{"id": "gold.jsonl:1", "output": raw([])}, {"id": "nope-7", "output": raw([])}])
     with pytest.raises(DataError, match=r"prediction id\(s\) with no gold case: 'nope-7' \(.*p\.jsonl:2\)"):
         score_paths(gold_noid, p, UpstreamMatcher())
 
@@ -178,14 +178,14 @@ def test_engine_parquet_folder_per_adapter(gold_noid: Path, tmp_path: Path):
     out.mkdir()
     good = [metric("毛利率")]
     pq.write_table(engine_table([
-        {"id": "1", "adapter": "lora-a", "metrics": good, "raw": raw(["毛利率"])},
-        {"id": "2", "adapter": "lora-a", "metrics": [metric("净利润"), metric("营业收入", "business")]},
-        {"id": "3", "adapter": "lora-a", "metrics": [], "raw": raw([])},
+        {"id": "gold.jsonl:1", "adapter": "lora-a", "metrics": good, "raw": raw(["毛利率"])},
+        {"id": "gold.jsonl:2", "adapter": "lora-a", "metrics": [metric("净利润"), metric("营业收入", "business")]},
+        {"id": "gold.jsonl:3", "adapter": "lora-a", "metrics": [], "raw": raw([])},
     ]), out / "shard-00000.parquet")
     pq.write_table(engine_table([
-        {"id": "1", "adapter": None, "metrics": None, "raw": raw(["毛利率"] ) [:30], "status": "error",
+        {"id": "gold.jsonl:1", "adapter": None, "metrics": None, "raw": raw(["毛利率"] ) [:30], "status": "error",
          "error": "finish_reason=length"},
-        {"id": "2", "adapter": None, "metrics": None, "raw": raw(["净利润", "营业收入"]), "status": "error",
+        {"id": "gold.jsonl:2", "adapter": None, "metrics": None, "raw": raw(["净利润", "营业收入"]), "status": "error",
          "error": "schema: reason too long"},  # parsed leniently from raw: names still count
     ]), out / "shard-00001.parquet")
     results = {r.name: r for r in score_paths(gold_noid, out, UpstreamMatcher())}

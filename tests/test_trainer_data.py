@@ -32,11 +32,11 @@ def test_bad_rows_stop_the_run_with_file_and_line(tmp_path, demo_jsonl, tiny_mod
     assert "labels.jsonl:2" in msg and "finance" in msg
     assert "labels.jsonl:4" in msg and "invalid JSON" in msg
 
-    # Through the CLI: exit 2, the same locations, and nothing trained (no model was even loaded).
+    # Through the CLI: exit 3 (a data error, data.errors), the same locations, and nothing trained.
     out = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", "--model", str(tiny_model), "--data", str(data), "--output", str(out),
                                   "--config", "tiny-cpu", "--no-progress"])
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 3, r.output
     assert "labels.jsonl:2" in r.output and "labels.jsonl:4" in r.output
     assert not (out / "checkpoints").exists() and not (out / "final").exists()
 

@@ -6,7 +6,6 @@ weights and manifest disagree for the engine to trust.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -163,12 +162,5 @@ def read_manifest_loss(adapter_dir: str | os.PathLike) -> float | None:
     return None if m is None else m.eval_loss
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    from reportminer.data.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
 __all__ = ["MANIFEST_NAME", "CURVES_NAME", "EpochStats", "epoch_stats", "plot_loss_curves", "build_manifest",
-           "save_adapter_dir", "read_manifest_loss", "write_json"]
+           "save_adapter_dir", "read_manifest_loss"]

@@ -1,4 +1,8 @@
-"""`trainer`: train LoRA adapters for the extraction engine (a thin layer over trainer.train.train)."""
+"""`trainer`: train LoRA adapters for the extraction engine (a thin layer over trainer.train.train).
+
+Exit codes: the shared table in reportminer.data.errors (2 bad settings or run folder, 3 bad data,
+4 training diverged, 130 interrupted).
+"""
 from __future__ import annotations
 
 import json
@@ -7,7 +11,10 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, DEFAULT_RECIPE, apply_overrides, list_recipes, load_recipe, parse_set
+from reportminer.data.config import describe
+from reportminer.data.errors import EXIT_INTERRUPTED, exit_on_error
+
+from .config import DEFAULT_RECIPE, TrainConfig, apply_overrides, list_recipes, load_recipe, parse_set
 
 TRAIN_EPILOG = """\b
 Examples:
@@ -83,30 +90,20 @@ def _resolve(recipe: str | None, sets: tuple[str, ...], flags: dict[str, Any]):
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="Delete a previous run in --output first.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+@exit_on_error("trainer")
 def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
     """Train a LoRA adapter: validate rows, split dev, SFT on answer tokens, save best/ and final/."""
-    from reportminer.data.io import DataError
-
-    try:
-        cfg = _resolve(recipe, sets, flags)
-        if no_progress:
-            cfg.progress = False
-        cfg.require_paths()
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    from .train import TrainingDiverged, train as run_training
+    cfg = _resolve(recipe, sets, flags)
+    if no_progress:
+        cfg.progress = False
+    cfg.require_paths()
+    from .train import train as run_training
 
     try:
         result = run_training(cfg, resume=resume, overwrite=overwrite)
-    except (ConfigError, DataError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    except TrainingDiverged as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(3)
     except KeyboardInterrupt:
         click.echo("interrupted: continue with the same command and --resume", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     click.echo(json.dumps({
         "final_adapter": str(result.final_adapter),
         "best_adapter": None if result.best_adapter is None else str(result.best_adapter),
@@ -119,6 +116,7 @@ def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
 
 @main.command()
 @click.argument("name", required=False)
+@exit_on_error("trainer")
 def recipes(name: str | None) -> None:
     """List the bundled recipes, or print one (NAME) as YAML.
 
@@ -128,10 +126,7 @@ def recipes(name: str | None) -> None:
       trainer recipes qwen2.5-0.5b-lora > my-recipe.yaml
     """
     if name:
-        try:
-            click.echo(load_recipe(name).to_yaml(), nl=False)
-        except ConfigError as e:
-            raise click.UsageError(str(e)) from None
+        click.echo(load_recipe(name).to_yaml(), nl=False)
         return
     for stem in list_recipes():
         click.echo(f"{stem:22s} {load_recipe(stem).description}")
@@ -139,17 +134,20 @@ def recipes(name: str | None) -> None:
 
 @main.command("config")
 @_common
-def show_config(recipe, sets, **flags) -> None:
+@click.option("--keys", is_flag=True, help="List every key with its type, default and help, and exit.")
+@exit_on_error("trainer")
+def show_config(recipe, sets, keys, **flags) -> None:
     """Print the config a recipe plus flags resolves to (YAML), without loading anything.
 
     \b
-    Example:
+    Examples:
       trainer config --config qwen3-14b-qlora --quantization 4bit --set lora_r=32
+      trainer config --keys
     """
-    try:
-        cfg = _resolve(recipe, sets, flags)
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+    if keys:
+        click.echo(describe(TrainConfig))
+        return
+    cfg = _resolve(recipe, sets, flags)
     click.echo(cfg.to_yaml(), nl=False)
 
 

@@ -9,23 +9,31 @@ This module imports no torch, so `trainer --help` and recipe checks stay fast.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal
 
-import yaml
+from reportminer.data.config import apply_overrides as _apply_overrides
+from reportminer.data.config import (
+    bundled_configs,
+    check_types,
+    h,
+    parse_set,
+    read_yaml_mapping,
+    resolve_named,
+    to_yaml,
+    values_from,
+)
+from reportminer.data.errors import ConfigError
 
 QUANTIZATIONS = ("8bit", "4bit", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_RECIPE = "qwen3-14b-qlora"
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-
-class ConfigError(ValueError):
-    """A recipe or flag that cannot be used; the message names the key and where it came from."""
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 @dataclass
@@ -33,62 +41,68 @@ class TrainConfig:
     """Everything one training run needs. Defaults are the seed's recipe (`qwen3-14b-qlora.yaml`)."""
 
     # What to train on, and where to write.
-    model: str | None = None  # base model folder (HF layout: config.json, safetensors, tokenizer)
-    data: str | None = None  # seed-format JSONL file, folder of *.jsonl, or Parquet shards with gold columns
-    output: str | None = None  # run folder: checkpoints/, best/, final/, metrics.json, train.log
-    dev_data: str | None = None  # a separate dev file; when set, dev_fraction is ignored
-    dev_fraction: float = 0.05  # held out from `data`, stratified by scenario (`type`); 0 = no dev split
-    seed_rules: bool = True  # also apply the seed's label rules (scores in [0.8, 1], type D mixes types)
+    model: str | None = h("Base model folder (HF layout: config.json, safetensors, tokenizer).", default=None)
+    data: str | None = h("Seed-format JSONL file, folder of *.jsonl, or Parquet shards with gold columns.",
+                         default=None)
+    output: str | None = h("Run folder: checkpoints/, best/, final/, metrics.json, train.log.", default=None)
+    dev_data: str | None = h("A separate dev file; when set, dev_fraction is ignored.", default=None)
+    dev_fraction: float = h("Held out from `data`, stratified by scenario (`type`); 0 = no dev split.", default=0.05)
+    seed_rules: bool = h("Also apply the seed's label rules (scores in [0.8, 1], type D mixes types).", default=True)
     # Training mix (trainer/mix.py): oversample rows by label count and by scenario (`type`); dev is not mixed.
-    count_weights: dict[int, float] = field(default_factory=dict)  # metric count -> weight, e.g. {0: 2, 1: 2, 3: 0.5}
-    type_weights: dict[str, float] = field(default_factory=dict)  # scenario -> weight, e.g. {B: 1.5}
+    count_weights: dict[int, float] = h("Metric count -> weight, e.g. {0: 2, 1: 2, 3: 0.5}; counts above the "
+                                        "largest key take its weight.", default_factory=dict)
+    type_weights: dict[str, float] = h("Scenario (`type`) -> weight, e.g. {B: 1.5}.", default_factory=dict)
 
     # Base model loading.
-    quantization: str = "8bit"  # 8bit | 4bit | none
-    llm_int8_threshold: float = 6.0
-    bnb_4bit_quant_type: str = "nf4"
-    bnb_4bit_use_double_quant: bool = True
-    precision: str = "auto"  # auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    tf32: bool = False  # fp32 training on a CUDA GPU: allow TF32 matmuls (much faster, fp32 accumulation)
+    quantization: Literal["8bit", "4bit", "none"] = h("Base model quantisation (bitsandbytes).", default="8bit")
+    llm_int8_threshold: float = h("LLM.int8 outlier threshold (quantization 8bit).", default=6.0)
+    bnb_4bit_quant_type: str = h("4-bit quantisation type, nf4 or fp4 (quantization 4bit).", default="nf4")
+    bnb_4bit_use_double_quant: bool = h("Quantise the 4-bit quantisation constants too.", default=True)
+    precision: Precision = h("auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.", default="auto")
+    device: str = h("auto | cpu | cuda | cuda:N", default="auto")
+    tf32: bool = h("fp32 training on a CUDA GPU: allow TF32 matmuls (much faster, fp32 accumulation).", default=False)
 
     # LoRA.
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    lora_r: int = h("LoRA rank.", default=16)
+    lora_alpha: int = h("LoRA scaling numerator (scale = alpha / r).", default=32)
+    lora_dropout: float = h("Dropout on the LoRA input.", default=0.05)
+    target_modules: list[str] = h("Projections that get LoRA weights.", default_factory=lambda: list(ALL_PROJECTIONS))
 
     # Optimisation.
-    micro_batch_size: int = 2
-    gradient_accumulation_steps: int = 8
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 0.3
-    weight_decay: float = 0.0
-    optimizer: str = "paged_adamw_8bit"  # any transformers `optim` name; paged/8-bit ones fall back on CPU
-    gradient_checkpointing: bool = True
-    loss_impl: str = "auto"  # auto = trl's fused chunked loss on GPU, the model's plain cross-entropy on CPU | fused | plain
-    max_nonfinite_steps: int = 3  # optimiser steps skipped for NaN/inf gradients before the run is stopped as diverged
-    max_length: int = 2048  # longer examples are skipped (a cut answer teaches unclosed JSON), and listed
-    epochs: float = 5
-    max_steps: int = -1  # > 0 stops after this many optimiser steps (smoke runs); overrides epochs
-    seed: int = 42
+    micro_batch_size: int = h("Examples per forward pass.", default=2)
+    gradient_accumulation_steps: int = h("Micro-batches per optimiser step.", default=8)
+    learning_rate: float = h("Peak learning rate.", default=2e-4)
+    lr_scheduler: str = h("Any transformers lr_scheduler_type (cosine, linear, constant, ...).", default="cosine")
+    warmup_ratio: float = h("Share of the planned steps spent warming up, in [0, 1).", default=0.05)
+    max_grad_norm: float = h("Gradient clipping norm.", default=0.3)
+    weight_decay: float = h("AdamW weight decay.", default=0.0)
+    optimizer: str = h("Any transformers `optim` name; paged/8-bit ones fall back on CPU.", default="paged_adamw_8bit")
+    gradient_checkpointing: bool = h("Recompute activations in the backward pass (less memory, slower).", default=True)
+    loss_impl: Literal["auto", "fused", "plain"] = h(
+        "auto = trl's fused chunked loss on GPU, the model's plain cross-entropy on CPU.", default="auto")
+    max_nonfinite_steps: int = h("Optimiser steps skipped for NaN/inf gradients before the run is stopped as diverged.",
+                                 default=3)
+    max_length: int = h("Longer examples are skipped (a cut answer teaches unclosed JSON), and listed.", default=2048)
+    epochs: float = h("Passes over the training rows.", default=5)
+    max_steps: int = h("> 0 stops after this many optimiser steps (smoke runs); overrides epochs.", default=-1)
+    seed: int = h("Seed of the dev split, data order and LoRA init.", default=42)
 
-    adapter_dtype: str = "auto"  # saved LoRA weights: auto = the training precision (bf16 on most GPUs) | bf16 | fp16 | fp32
+    adapter_dtype: Precision = h("Saved LoRA weights: auto = the training precision (bf16 on most GPUs).",
+                                 default="auto")
 
     # Checkpoints and logs.
-    save_total_limit: int = 3  # epoch checkpoints kept for --resume
-    logging_steps: int = 5
-    progress: bool = True
+    save_total_limit: int = h("Epoch checkpoints kept for --resume.", default=3)
+    logging_steps: int = h("Optimiser steps between log records.", default=5)
+    progress: bool = h("Show progress bars.", default=True)
 
     # Bookkeeping (not hyperparameters).
-    recipe: str | None = None  # name or path of the recipe this config came from
-    description: str = ""
+    recipe: str | None = h("Name or path of the recipe this config came from.", default=None)
+    description: str = h("What the recipe is for.", default="")
 
     # ----------------------------------------------------------------------------------------------
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise ConfigError on values that would fail (or silently misbehave) deep inside a run."""
+        check_types(self, self.recipe or "config")
         problems = []
         if self.quantization not in QUANTIZATIONS:
             problems.append(f"quantization: {self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
@@ -131,7 +145,7 @@ class TrainConfig:
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(asdict(self), sort_keys=False, allow_unicode=True)
+        return to_yaml(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,115 +157,26 @@ def recipes_dir() -> Path:
 
 
 def list_recipes() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
+    return bundled_configs(recipes_dir())
 
 
 def resolve_recipe(name_or_path: str | os.PathLike) -> Path:
     """A path to a YAML file, or the name of a bundled recipe (`tiny-cpu`, `qwen2.5-0.5b-lora`, ...)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    bundled = list_recipes()
-    stem = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
-    if stem in bundled and p.parent == Path("."):
-        return bundled[stem]
-    raise ConfigError(f"recipe {str(name_or_path)!r}: no such file, and not one of the bundled recipes: {', '.join(bundled)}")
-
-
-def _field_types() -> dict[str, Any]:
-    return get_type_hints(TrainConfig)
-
-
-def _coerce(key: str, value: Any, where: str) -> Any:
-    """Bring a YAML or flag value to the field's type, with an error that names the key and source."""
-    types = _field_types()
-    if key not in types:
-        known = ", ".join(f.name for f in fields(TrainConfig))
-        raise ConfigError(f"{where}: unknown key {key!r}; known keys: {known}")
-    t = types[key]
-    text = str(t)
-    if value is None:
-        if "None" in text:
-            return None
-        raise ConfigError(f"{where}: {key} cannot be empty")
-    try:
-        if t is bool:
-            if isinstance(value, bool):
-                return value
-            s = str(value).strip().lower()
-            if s in ("true", "yes", "1", "on"):
-                return True
-            if s in ("false", "no", "0", "off"):
-                return False
-            raise ValueError(value)
-        if t is int:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            f = float(value)
-            if f != int(f):
-                raise ValueError(value)
-            return int(f)
-        if t is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if text.startswith("dict["):  # count_weights {int: float}, type_weights {str: float}
-            if isinstance(value, str):
-                value = yaml.safe_load(value)
-            if not isinstance(value, dict):
-                raise ValueError(value)
-            kt = int if text.startswith("dict[int") else str
-            return {kt(k): float(v) for k, v in value.items()}
-        if "list" in text:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(value)
-            return list(value)
-        # str | None and str
-        if isinstance(value, (dict, list)):
-            raise ValueError(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {key}={value!r} is not a valid {text.replace('typing.', '')}") from None
+    return resolve_named(name_or_path, list_recipes(), "recipe")
 
 
 def load_recipe(name_or_path: str | os.PathLike | None = None) -> TrainConfig:
-    """The config a recipe describes (the seed's recipe when none is named)."""
+    """The config a recipe describes (the seed's recipe when none is named); every value type-checked."""
     path = resolve_recipe(name_or_path or DEFAULT_RECIPE)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a recipe is a mapping of key: value, got {type(raw).__name__}")
-    values = {k: _coerce(k, v, str(path)) for k, v in raw.items()}
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**values_from(TrainConfig, read_yaml_mapping(path, "recipe"), str(path)))
     if cfg.recipe is None:
         cfg.recipe = path.stem if path.parent == recipes_dir() else str(path)
     return cfg
 
 
-def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`key=value` strings (values read as YAML scalars or lists: `target_modules=[q_proj,v_proj]`)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, _, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
-        out[key] = value
-    return out
-
-
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], where: str = "--set") -> TrainConfig:
     """A copy of `cfg` with each key replaced (type-checked); None values are ignored (flag not given)."""
-    changes = {k: _coerce(k, v, f"{where} {k}") for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(cfg, **changes)
+    return _apply_overrides(cfg, overrides, where)
 
 
 def build_config(recipe: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -259,3 +184,9 @@ def build_config(recipe: str | os.PathLike | None = None, overrides: dict[str, A
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return cfg.validate()
+
+
+__all__ = [
+    "ALL_PROJECTIONS", "DEFAULT_RECIPE", "PRECISIONS", "QUANTIZATIONS", "ConfigError", "TrainConfig", "apply_overrides",
+    "build_config", "list_recipes", "load_recipe", "parse_set", "recipes_dir", "resolve_recipe",
+]

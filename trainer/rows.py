@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reportminer.data.io import DataError, file_sha256, iter_jsonl, parquet_files, read_table, table_to_seed_rows
+from reportminer.data.io import (
+    DataError,
+    data_kind,
+    file_sha256,
+    iter_jsonl,
+    jsonl_files,
+    parquet_files,
+    read_table,
+    table_to_seed_rows,
+)
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH, SCENARIO
 from reportminer.data.validate import validate_path
 
@@ -52,14 +61,10 @@ class LoadedData:
 
 def data_files(path: str | os.PathLike) -> list[Path]:
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file or folder")
+    kind = data_kind(p)  # a folder of one kind (data.io.data_kind)
     if p.is_file():
         return [p]
-    files = sorted(f for f in p.rglob("*.jsonl") if f.is_file()) + parquet_files(p)
-    if not files:
-        raise DataError(f"{p}: no *.jsonl or *.parquet files in this folder")
-    return files
+    return parquet_files(p) if kind == "parquet" else jsonl_files(p)
 
 
 def validate(path: str | os.PathLike, seed_rules: bool = True, progress: bool = False) -> list[str]:

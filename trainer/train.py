@@ -11,6 +11,9 @@ Run folder layout (`config.output`):
 
 The engine reads `reportminer_adapter.json` in best/ or final/ and refuses an adapter trained for another
 base model, schema or prompt (data.manifest.check_adapter).
+
+`train` runs the steps of `LoraRecipe` (setup_data, setup_model, setup_trainer, train, save), whose
+attributes hold the run's state.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reportminer.data.io import DataError
+from reportminer.data.errors import ConfigError, DataError, RunExists, TrainingDiverged
+from reportminer.data.io import write_json_atomic as write_json
 
 from .artifacts import (
     EpochStats,
@@ -34,9 +38,8 @@ from .artifacts import (
     plot_loss_curves,
     read_manifest_loss,
     save_adapter_dir,
-    write_json,
 )
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .mix import describe as describe_mix
 from .mix import mix_rows
 from .rows import load_training_data
@@ -46,10 +49,6 @@ log = logging.getLogger("trainer")
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 FINAL = "final"
-
-
-class TrainingDiverged(RuntimeError):
-    """Gradients went NaN/inf on too many optimiser steps; no final adapter is written."""
 
 
 def _nonfinite_guard(limit: int):
@@ -86,10 +85,6 @@ def _nonfinite_guard(limit: int):
     guard = NonFiniteGuard()
     guard.skipped = []
     return guard
-
-
-class RunExists(ConfigError):
-    """The output folder already holds a run and neither --resume nor --overwrite was given."""
 
 
 @dataclass
@@ -291,7 +286,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ca
     out = _check_output(cfg, resume, overwrite)
     handler = _setup_logging(out)
     try:
-        return _train(cfg, out, resume, callbacks or [], t0)
+        recipe = LoraRecipe(cfg, out, resume=resume, callbacks=callbacks, t0=t0)
+        recipe.setup_data()
+        recipe.setup_model()
+        recipe.setup_trainer()
+        recipe.train()
+        return recipe.save()
     except KeyboardInterrupt:
         log.error("interrupted; the last epoch checkpoint is in %s: run again with --resume to continue",
                   out / CHECKPOINTS)
@@ -301,97 +301,230 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, ca
         handler.close()
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, extra_callbacks: list[Any], t0: float) -> TrainResult:
-    log.info("recipe %s; model %s; data %s; output %s", cfg.recipe or "(none)", cfg.model, cfg.data, out)
-    if not Path(cfg.model, "config.json").exists():
-        raise ConfigError(f"{cfg.model}: not a model folder (no config.json)")
+class LoraRecipe:
+    """One LoRA SFT run as named steps, in the torchtune manner: the state lives on the recipe.
 
-    # 1. Data: validated and split before any model is loaded.
-    loaded = load_training_data(cfg.data, cfg.dev_data, cfg.dev_fraction, cfg.seed, cfg.seed_rules, cfg.progress)  # type: ignore[arg-type]
-    for w in loaded.warnings[:20]:
-        log.warning("data: %s", w)
-    if len(loaded.warnings) > 20:
-        log.warning("data: ... and %d more warnings", len(loaded.warnings) - 20)
-    files = [f.to_dict() for f in loaded.files]
-    if cfg.count_weights or cfg.type_weights:
-        before = describe_mix(loaded.train)
-        loaded.train = mix_rows(loaded.train, cfg.count_weights, cfg.type_weights, cfg.seed)
-        log.info("training mix: %s -> %s", before, describe_mix(loaded.train))
-    identity = _run_identity(cfg, files)
+        recipe = LoraRecipe(cfg, out, resume=False)
+        recipe.setup_data()      # validate, split, fingerprint; run.json; resume checks (no model yet)
+        recipe.setup_model()     # device/precision plan, tokenizer, tokenised examples, base model
+        recipe.setup_trainer()   # the trl trainer with LoRA, the non-finite guard and the run recorder
+        recipe.train()           # SFT; best/ saved on every dev-loss improvement
+        result = recipe.save()   # final/, curves, metrics.json
 
-    checkpoint = None
-    if resume:
-        _check_resume_identity(out, identity)
-        checkpoint = _last_checkpoint(out)
-        if checkpoint is None:
-            log.warning("--resume: no checkpoint in %s yet; starting from the beginning", out / CHECKPOINTS)
+    `train(cfg)` runs exactly these steps; tests and notebooks can stop between them.
+    """
+
+    def __init__(self, cfg: TrainConfig, out: Path, *, resume: bool = False, callbacks: list[Any] | None = None,
+                 t0: float | None = None) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.resume = resume
+        self.extra_callbacks = list(callbacks or [])
+        self.t0 = time.time() if t0 is None else t0
+        self.metrics_path = out / "metrics.json"
+        self.checkpoint: str | None = None  # what --resume continues from
+        self.seconds: dict[int, dict[str, float]] = {}  # epoch -> {"train", "eval", "step"}
+        self.best_loss: float | None = None  # lowest dev loss so far (best/ holds its adapter)
+        self.best_epoch: float | None = None
+        self.t_epoch = 0.0
+        self.t_eval = 0.0
+
+    # ---- setup ----------------------------------------------------------------------------------------
+
+    def setup_data(self) -> None:
+        """Validated and split before any model is loaded; the run's identity is written to run.json."""
+        cfg, out = self.cfg, self.out
+        log.info("recipe %s; model %s; data %s; output %s", cfg.recipe or "(none)", cfg.model, cfg.data, out)
+        if not Path(cfg.model, "config.json").exists():  # type: ignore[arg-type]
+            raise ConfigError(f"{cfg.model}: not a model folder (no config.json)")
+        self.loaded = load_training_data(cfg.data, cfg.dev_data, cfg.dev_fraction, cfg.seed, cfg.seed_rules,  # type: ignore[arg-type]
+                                         cfg.progress)
+        for w in self.loaded.warnings[:20]:
+            log.warning("data: %s", w)
+        if len(self.loaded.warnings) > 20:
+            log.warning("data: ... and %d more warnings", len(self.loaded.warnings) - 20)
+        self.files = [f.to_dict() for f in self.loaded.files]
+        if cfg.count_weights or cfg.type_weights:  # the training mix (trainer/mix.py); dev keeps its own
+            before = describe_mix(self.loaded.train)
+            self.loaded.train = mix_rows(self.loaded.train, cfg.count_weights, cfg.type_weights, cfg.seed)
+            log.info("training mix: %s -> %s", before, describe_mix(self.loaded.train))
+        identity = _run_identity(cfg, self.files)
+        if self.resume:
+            _check_resume_identity(out, identity)
+            self.checkpoint = _last_checkpoint(out)
+            if self.checkpoint is None:
+                log.warning("--resume: no checkpoint in %s yet; starting from the beginning", out / CHECKPOINTS)
+            else:
+                log.info("resuming from %s", self.checkpoint)
+        write_json(out / "run.json", {"identity": identity, "config": asdict(cfg)})
+
+    def setup_model(self) -> None:
+        """The device/precision plan, the tokenizer, the tokenised examples and the base model."""
+        from .examples import tokenize_rows
+        from .modeling import load_base_model, load_tokenizer, plan_for
+
+        cfg = self.cfg
+        self.plan = plan_for(cfg)
+        self.tokenizer = load_tokenizer(cfg.model)  # type: ignore[arg-type]
+        self.train_set = tokenize_rows(self.tokenizer, self.loaded.train, cfg.max_length, "train")
+        self.dev_set = tokenize_rows(self.tokenizer, self.loaded.dev, cfg.max_length, "dev")
+        if not self.train_set.examples:
+            raise DataError(f"{cfg.data}: no training example fits max_length {cfg.max_length}")
+        log.info("train %d examples (%d tokens, %d answer tokens), dev %d examples, skipped %d over max_length",
+                 len(self.train_set.examples), self.train_set.tokens, self.train_set.answer_tokens,
+                 len(self.dev_set.examples), len(self.train_set.skipped) + len(self.dev_set.skipped))
+        self.model = load_base_model(cfg, self.plan)
+
+    def setup_trainer(self) -> None:
+        """The trl trainer with LoRA per recipe, the non-finite guard and the run recorder."""
+        from .modeling import library_versions
+
+        cfg, out = self.cfg, self.out
+        self.versions = library_versions()
+        self.skipped = self.train_set.skipped + self.dev_set.skipped
+        prior = json.loads(self.metrics_path.read_text()) if (self.resume and self.metrics_path.exists()) else {}
+        self.seconds = {int(k): v for k, v in prior.get("seconds", {}).items()}
+        self.best_loss = read_manifest_loss(out / BEST) if self.resume else None
+        self.adapter_dtype = self.plan.precision if cfg.adapter_dtype == "auto" else cfg.adapter_dtype
+        self.title = (f"{Path(cfg.model).name} · {cfg.recipe or 'custom'} · "  # type: ignore[arg-type]
+                      f"{len(self.train_set.examples)} train / {len(self.dev_set.examples)} dev")
+        self.guard = _nonfinite_guard(cfg.max_nonfinite_steps)
+        callbacks = [self.guard, _run_recorder(self), *self.extra_callbacks]
+        self.trainer = build_trainer(cfg, self.plan, self.model, self.tokenizer, self.train_set, self.dev_set, out,
+                                     callbacks)
+        n_trainable = sum(p.numel() for p in self.trainer.model.parameters() if p.requires_grad)
+        log.info("LoRA r%d alpha %d on %s: %.2fM trainable parameters; %d optimiser steps planned",
+                 cfg.lora_r, cfg.lora_alpha, ",".join(cfg.target_modules), n_trainable / 1e6,
+                 self.trainer.state.max_steps or _planned_steps(cfg, len(self.train_set.examples)))
+
+    # ---- train ----------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """SFT; raises TrainingDiverged after too many non-finite optimiser steps."""
+        self.trainer.train(resume_from_checkpoint=self.checkpoint)
+        skipped = self.guard.skipped
+        if len(skipped) > self.cfg.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"non-finite gradients on steps {skipped}: training stopped at step {self.trainer.state.global_step}; "
+                f"try precision fp32, loss_impl plain or a lower learning_rate (last checkpoint in {self.out / CHECKPOINTS})")
+        if skipped:
+            log.warning("%d optimiser step(s) skipped for non-finite gradients: %s", len(skipped), skipped)
+
+    # Called by the run recorder (a transformers TrainerCallback) during `train`.
+
+    def epoch_began(self) -> None:
+        self.t_epoch = time.time()
+
+    def epoch_ended(self, state: Any) -> None:
+        e = _epoch_number(state.epoch)
+        self.seconds.setdefault(e, {})["train"] = round(time.time() - self.t_epoch, 2)
+        self.seconds[e]["step"] = state.global_step
+        self.t_eval = time.time()
+
+    def log_record(self, state: Any, logs: dict[str, Any]) -> None:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    def evaluated(self, state: Any, loss: float | None, model: Any) -> None:
+        """Dev loss of an epoch: a new best saves best/ (weights, manifest, curves so far)."""
+        e = _epoch_number(state.epoch)
+        self.seconds.setdefault(e, {})["eval"] = round(time.time() - self.t_eval, 2)
+        if loss is None or model is None:
+            return
+        best = self.best_loss
+        if best is None or loss < best:
+            self.best_loss, self.best_epoch = loss, state.epoch
+            history = state.log_history + [{"eval_loss": loss, "epoch": state.epoch, "step": state.global_step}]
+            save_adapter_dir(model, self.out / BEST, self.manifest_for("best", history, state.epoch, state.global_step),
+                             history, self.title, best_epoch=state.epoch, adapter_dtype=self.adapter_dtype)
+            log.info("epoch %g: dev loss %.4f, new best -> %s", state.epoch, loss, self.out / BEST)
         else:
-            log.info("resuming from %s", checkpoint)
-    write_json(out / "run.json", {"identity": identity, "config": asdict(cfg)})
+            log.info("epoch %g: dev loss %.4f (best %.4f)", state.epoch, loss, best)
 
-    # 2. Model, tokenizer, tokenised examples.
-    from .examples import tokenize_rows
-    from .modeling import library_versions, load_base_model, load_tokenizer, plan_for
+    def write_metrics(self, state: Any) -> None:
+        stats = epoch_stats(state.log_history, self.seconds)
+        write_json(self.metrics_path, {"epochs": [s.to_dict() for s in stats], "seconds": self.seconds,
+                                       "global_step": state.global_step, "max_steps": state.max_steps})
 
-    plan = plan_for(cfg)
-    tokenizer = load_tokenizer(cfg.model)  # type: ignore[arg-type]
-    train_set = tokenize_rows(tokenizer, loaded.train, cfg.max_length, "train")
-    dev_set = tokenize_rows(tokenizer, loaded.dev, cfg.max_length, "dev")
-    if not train_set.examples:
-        raise DataError(f"{cfg.data}: no training example fits max_length {cfg.max_length}")
-    log.info("train %d examples (%d tokens, %d answer tokens), dev %d examples, skipped %d over max_length",
-             len(train_set.examples), train_set.tokens, train_set.answer_tokens, len(dev_set.examples),
-             len(train_set.skipped) + len(dev_set.skipped))
-    model = load_base_model(cfg, plan)
+    # ---- save -----------------------------------------------------------------------------------------
 
-    # 3. Trainer.
-    from transformers import TrainerCallback
-
-    versions = library_versions()
-    skipped = train_set.skipped + dev_set.skipped
-    metrics_path = out / "metrics.json"
-    prior = json.loads(metrics_path.read_text()) if (resume and metrics_path.exists()) else {}
-    seconds: dict[int, dict[str, float]] = {int(k): v for k, v in prior.get("seconds", {}).items()}
-    state_box: dict[str, Any] = {"best": read_manifest_loss(out / BEST) if resume else None, "best_epoch": None}
-    adapter_dtype = plan.precision if cfg.adapter_dtype == "auto" else cfg.adapter_dtype
-    title = f"{Path(cfg.model).name} · {cfg.recipe or 'custom'} · {len(train_set.examples)} train / {len(dev_set.examples)} dev"  # type: ignore[arg-type]
-
-    guard = _nonfinite_guard(cfg.max_nonfinite_steps)
-
-    def manifest_for(kind: str, history: list[dict[str, Any]], epoch: float, step: int):
-        stats = epoch_stats(history, seconds)
-        this = next((s for s in stats if s.epoch == max(1, math.ceil(round(epoch, 6)))), stats[-1] if stats else None)
+    def manifest_for(self, kind: str, history: list[dict[str, Any]], epoch: float, step: int) -> Any:
+        """The reportminer_adapter.json of best/ or final/ at `epoch`."""
+        cfg = self.cfg
+        stats = epoch_stats(history, self.seconds)
+        this = next((s for s in stats if s.epoch == _epoch_number(epoch)), stats[-1] if stats else None)
         return build_manifest(
             model_dir=cfg.model,  # type: ignore[arg-type]
-            data_files=files,
+            data_files=self.files,
             hyperparameters={**cfg.hyperparameters(), "effective_batch_size": cfg.effective_batch_size},
             train_loss=None if this is None else this.train_loss,
             eval_loss=None if this is None else this.eval_loss,
-            library_versions=versions,
+            library_versions=self.versions,
             extra={
                 "adapter": kind, "epoch": epoch, "global_step": step, "recipe": cfg.recipe,
-                "train_rows": len(train_set.examples), "dev_rows": len(dev_set.examples),
-                "train_mix": describe_mix(loaded.train),
-                "skipped_rows": skipped, "plan": plan.to_dict(), "nonfinite_steps_skipped": list(guard.skipped),
+                "train_rows": len(self.train_set.examples), "dev_rows": len(self.dev_set.examples),
+                "train_mix": describe_mix(self.loaded.train),
+                "skipped_rows": self.skipped, "plan": self.plan.to_dict(),
+                "nonfinite_steps_skipped": list(self.guard.skipped),
                 "first_loss": next((h["loss"] for h in history if "loss" in h), None),
             },
         )
 
+    def save(self) -> TrainResult:
+        """final/ (adapter, manifest, curves), the full curves in best/, metrics.json; the result."""
+        cfg, out = self.cfg, self.out
+        state = self.trainer.state
+        history = state.log_history
+        stats = epoch_stats(history, self.seconds)
+        final_epoch = float(state.epoch or cfg.epochs)
+        save_adapter_dir(self.trainer.model, out / FINAL, self.manifest_for("final", history, final_epoch, state.global_step),
+                         history, self.title, best_epoch=self.best_epoch, adapter_dtype=self.adapter_dtype)
+        best_dir = out / BEST if (out / BEST).exists() else None
+        if best_dir is not None:  # the full curves, not the ones up to the best epoch
+            plot_loss_curves(history, best_dir / "loss_curves.png", title=self.title, best_epoch=self.best_epoch)
+        last = stats[-1] if stats else None
+        result = TrainResult(
+            output_dir=out,
+            final_adapter=out / FINAL,
+            best_adapter=best_dir,
+            epochs=stats,
+            global_step=state.global_step,
+            first_loss=next((h["loss"] for h in history if "loss" in h), None),
+            train_loss=None if last is None else last.train_loss,
+            eval_loss=None if last is None else last.eval_loss,
+            best_eval_loss=self.best_loss,
+            train_rows=len(self.train_set.examples),
+            dev_rows=len(self.dev_set.examples),
+            skipped_rows=self.skipped,
+            seconds=round(time.time() - self.t0, 2),
+            resumed_from=self.checkpoint,
+            plan=self.plan.to_dict(),
+        )
+        write_json(self.metrics_path, {**result.to_dict(), "epochs": [s.to_dict() for s in stats],
+                                       "seconds": self.seconds, "total_seconds": result.seconds, "config": asdict(cfg)})
+        for s in stats:
+            log.info("epoch %d: train loss %s, dev loss %s, %ss", s.epoch, _fmt(s.train_loss), _fmt(s.eval_loss),
+                     s.train_seconds)
+        log.info("final adapter %s; best adapter %s (dev loss %s); %.1fs", out / FINAL, best_dir, _fmt(self.best_loss),
+                 result.seconds)
+        return result
+
+
+def _epoch_number(epoch: float | None) -> int:
+    """The 1-based epoch a (fractional) Trainer epoch value falls in."""
+    return max(1, math.ceil(round(epoch or 0, 6)))
+
+
+def _run_recorder(recipe: LoraRecipe) -> Any:
+    """A TrainerCallback that hands epoch timings, log records, dev losses and saves to the recipe."""
+    from transformers import TrainerCallback
+
     class RunRecorder(TrainerCallback):
-        """Epoch timings, a JSONL copy of every log record, metrics.json, and the best adapter."""
-
-        def __init__(self) -> None:
-            self.t_epoch = 0.0
-            self.t_eval = 0.0
-
         def on_epoch_begin(self, args, state, control, **kw):
-            self.t_epoch = time.time()
+            recipe.epoch_began()
 
         def on_epoch_end(self, args, state, control, **kw):
-            e = max(1, math.ceil(round(state.epoch or 0, 6)))
-            seconds.setdefault(e, {})["train"] = round(time.time() - self.t_epoch, 2)
-            seconds[e]["step"] = state.global_step
-            self.t_eval = time.time()
+            recipe.epoch_ended(state)
             control.should_log = True  # an epoch's last steps always reach the log (and its mean loss)
 
         def on_step_end(self, args, state, control, **kw):
@@ -400,81 +533,15 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, extra_callbacks: list[Any]
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
-                with open(out / "log.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                recipe.log_record(state, logs)
 
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-            e = max(1, math.ceil(round(state.epoch or 0, 6)))
-            seconds.setdefault(e, {})["eval"] = round(time.time() - self.t_eval, 2)
-            loss = (metrics or {}).get("eval_loss")
-            if loss is None or model is None:
-                return
-            best = state_box["best"]
-            if best is None or loss < best:
-                state_box["best"], state_box["best_epoch"] = loss, state.epoch
-                history = state.log_history + [{"eval_loss": loss, "epoch": state.epoch, "step": state.global_step}]
-                save_adapter_dir(model, out / BEST, manifest_for("best", history, state.epoch, state.global_step),
-                                 history, title, best_epoch=state.epoch, adapter_dtype=adapter_dtype)
-                log.info("epoch %g: dev loss %.4f, new best -> %s", state.epoch, loss, out / BEST)
-            else:
-                log.info("epoch %g: dev loss %.4f (best %.4f)", state.epoch, loss, best)
+            recipe.evaluated(state, (metrics or {}).get("eval_loss"), model)
 
         def on_save(self, args, state, control, **kw):
-            stats = epoch_stats(state.log_history, seconds)
-            write_json(metrics_path, {"epochs": [s.to_dict() for s in stats], "seconds": seconds,
-                                      "global_step": state.global_step, "max_steps": state.max_steps})
+            recipe.write_metrics(state)
 
-    trainer = build_trainer(cfg, plan, model, tokenizer, train_set, dev_set, out, [guard, RunRecorder(), *extra_callbacks])
-    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    log.info("LoRA r%d alpha %d on %s: %.2fM trainable parameters; %d optimiser steps planned",
-             cfg.lora_r, cfg.lora_alpha, ",".join(cfg.target_modules), n_trainable / 1e6,
-             trainer.state.max_steps or _planned_steps(cfg, len(train_set.examples)))
-
-    trainer.train(resume_from_checkpoint=checkpoint)
-    if len(guard.skipped) > cfg.max_nonfinite_steps:
-        raise TrainingDiverged(
-            f"non-finite gradients on steps {guard.skipped}: training stopped at step {trainer.state.global_step}; "
-            f"try precision fp32, loss_impl plain or a lower learning_rate (last checkpoint in {out / CHECKPOINTS})")
-    if guard.skipped:
-        log.warning("%d optimiser step(s) skipped for non-finite gradients: %s", len(guard.skipped), guard.skipped)
-
-    # 4. Final adapter, curves, metrics.
-    state = trainer.state
-    history = state.log_history
-    stats = epoch_stats(history, seconds)
-    final_epoch = float(state.epoch or cfg.epochs)
-    save_adapter_dir(trainer.model, out / FINAL, manifest_for("final", history, final_epoch, state.global_step),
-                     history, title, best_epoch=state_box["best_epoch"], adapter_dtype=adapter_dtype)
-    best_dir = out / BEST if (out / BEST).exists() else None
-    if best_dir is not None:  # the full curves, not the ones up to the best epoch
-        plot_loss_curves(history, best_dir / "loss_curves.png", title=title,
-                         best_epoch=state_box["best_epoch"])
-    last = stats[-1] if stats else None
-    result = TrainResult(
-        output_dir=out,
-        final_adapter=out / FINAL,
-        best_adapter=best_dir,
-        epochs=stats,
-        global_step=state.global_step,
-        first_loss=next((h["loss"] for h in history if "loss" in h), None),
-        train_loss=None if last is None else last.train_loss,
-        eval_loss=None if last is None else last.eval_loss,
-        best_eval_loss=state_box["best"],
-        train_rows=len(train_set.examples),
-        dev_rows=len(dev_set.examples),
-        skipped_rows=skipped,
-        seconds=round(time.time() - t0, 2),
-        resumed_from=checkpoint,
-        plan=plan.to_dict(),
-    )
-    write_json(metrics_path, {**result.to_dict(), "epochs": [s.to_dict() for s in stats], "seconds": seconds,
-                              "total_seconds": result.seconds, "config": asdict(cfg)})
-    for s in stats:
-        log.info("epoch %d: train loss %s, dev loss %s, %ss", s.epoch, _fmt(s.train_loss), _fmt(s.eval_loss),
-                 s.train_seconds)
-    log.info("final adapter %s; best adapter %s (dev loss %s); %.1fs", out / FINAL, best_dir, _fmt(state_box["best"]),
-             result.seconds)
-    return result
+    return RunRecorder()
 
 
 def _planned_steps(cfg: TrainConfig, n: int) -> int:
