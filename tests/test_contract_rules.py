@@ -96,7 +96,7 @@ def test_result_columns_statuses_and_reasons_live_in_data():
     assert [f.name for f in rows.engine_fields()] == list(schema.RESULT_COLUMNS)
     assert (rows.OK, rows.ERROR, rows.REASONS) == (schema.OK, schema.ROW_ERROR, schema.REASONS)
     assert stats.PREDICTED_METRICS == schema.METRICS
-    assert rows.result_fields()[2].type == schema.arrow_metrics_type()
+    assert rows.result_fields()[2].type == schema.arrow_result_metrics_type()  # gold fields + agreement
 
 
 def test_one_schema_check_for_parse_and_validate():
