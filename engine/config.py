@@ -108,6 +108,9 @@ class EngineConfig:
     top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0)
     seed: int = h("Sampling seed.", default=0)
     max_tokens: int = h("Output tokens per row; a cut answer is a row error (reason length).", default=1024)
+    stall_timeout_s: float | None = h(
+        "Seconds without any vLLM progress while rows are in flight before those rows are aborted as error rows "
+        "(a hang watchdog); None: never.", default=600.0)
     # Decoding levers (issue 7; logic in engine/decoding.py, engine/vote.py, engine/merge.py).
     samples: int = h("Answers per row from one request (vLLM n); > 1 votes the metric set (self-consistency).",
                      default=1)

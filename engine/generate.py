@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -228,8 +229,11 @@ class Engine:
         except AttributeError:
             return self.config.max_num_seqs or 256
 
-    def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None) -> "Feeder":
-        return Feeder(self, sampling_params, window, may_submit)
+    def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
+               stall_timeout_s: Any = "engine") -> "Feeder":
+        """stall_timeout_s: the run's watchdog (EngineConfig.stall_timeout_s, None = off); default this engine's."""
+        timeout = self.config.stall_timeout_s if stall_timeout_s == "engine" else stall_timeout_s
+        return Feeder(self, sampling_params, window, may_submit, stall_timeout_s=timeout)
 
     def next_request_id(self) -> str:
         return f"rm-{next(self._request_seq)}"
@@ -265,8 +269,14 @@ class Feeder:
     full (a slow request at the head of a shard holds up writing; this bounds what waits behind it).
     """
 
-    def __init__(self, engine: Engine, sampling_params, window: int, may_submit: Callable[[], bool] | None = None):
+    def __init__(self, engine: Engine, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
+                 stall_timeout_s: float | None = None):
         self.engine = engine
+        # Watchdog: vLLM steps that return nothing while requests are in flight, for this long, mean vLLM holds
+        # requests it no longer advances. Seen on the H200 (vLLM 0.27.1 CUDA, guided JSON + LoRA, 2026-11-30):
+        # three engines sat at 100 % CPU, GPU idle, 99 of 600 rows unfinished, for minutes. Those requests are
+        # aborted and become `aborted` error rows (named in the log), so a nightly run ends instead of hanging.
+        self.stall_timeout_s = stall_timeout_s
         self.core = engine.llm.llm_engine
         self.sampling_params = sampling_params
         self.window = max(1, window)
@@ -297,8 +307,19 @@ class Feeder:
                 del self.in_flight[rid]
         return len(rids)
 
+    def _stalled(self) -> Iterator[Completion]:
+        """Abort every in-flight request (no progress for stall_timeout_s); each ends as an aborted row."""
+        stuck = list(self.in_flight.items())
+        log.error("no progress for %.0f s with %d request(s) in flight: aborting them as error rows (keys %s)",
+                  self.stall_timeout_s, len(stuck), [req.key for _, req in stuck][:20])
+        self.core.abort_request([rid for rid, _ in stuck])
+        for rid, req in stuck:
+            del self.in_flight[rid]
+            yield Completion(req.key, None, "abort", len(req.prompt_token_ids), 0)
+
     def run(self, requests: Iterator[Request]) -> Iterator[Completion]:
         exhausted = False
+        last_progress = time.monotonic()
         while True:
             while not exhausted and len(self.in_flight) < self.window and (self.may_submit() or not self.in_flight):
                 req = next(requests, None)
@@ -312,7 +333,14 @@ class Feeder:
                 if exhausted:
                     return
                 continue
-            for out in self.core.step():
+            outputs = self.core.step()
+            if outputs:
+                last_progress = time.monotonic()
+            elif self.stall_timeout_s is not None and time.monotonic() - last_progress > self.stall_timeout_s:
+                yield from self._stalled()
+                last_progress = time.monotonic()
+                continue
+            for out in outputs:
                 if not out.finished:
                     continue
                 req = self.in_flight.pop(out.request_id, None)

@@ -119,7 +119,8 @@ class _Pipeline:
         self.done: list[_Shard] = []
         self.failed: list[tuple[str, str]] = []
         self.feeder = engine.feeder(engine.sampling_params(config), window=window,
-                                    may_submit=lambda: self.buffered < self.buffer_cap)
+                                    may_submit=lambda: self.buffered < self.buffer_cap,
+                                    stall_timeout_s=config.stall_timeout_s)
 
     # ---- producing requests ---------------------------------------------------------------------------
 
