@@ -17,6 +17,9 @@ SITE_T=/tmp/site-train SITE_V=/tmp/site-vllm
 SRC=$(scripts/srcview.sh /tmp/srcview)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 export REPORTMINER_CACHE=/tmp/rmcache VLLM_ENABLE_V1_MULTIPROCESSING=0
+# On a fresh machine vLLM JIT-compiled flashinfer's sampling kernels (nvcc + ptxas) for about 3 minutes
+# before the first row (2026-11-30); vLLM's own sampler needs no compile.
+export VLLM_USE_FLASHINFER_SAMPLER=0
 mkdir -p "$STAGE" "$EXP" "$OUT"
 declare -A MODEL_DIR=([m05]=/tmp/models/qwen2.5-coder-0.5b-instruct [m15]=/tmp/models/qwen2.5-coder-1.5b-instruct)
 declare -A RECIPE=([m05]=qwen2.5-0.5b-lora [m15]=qwen2.5-1.5b-lora)
@@ -54,7 +57,7 @@ train)
   # waits for its model's conversion, then trains; detached so a call's 10-minute limit cannot kill it
   setsid nohup bash -c "while [ ! -f '$model/SOURCE.json' ]; do sleep 2; done; \
     PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP train --name $name \
-      --model $model --recipe ${RECIPE[$m]} $(printf '%q ' "$@"); echo \"exit \$?\" >> $EXP/$name.done" \
+      --model $model --recipe ${RECIPE[$m]} ${*:+$(printf '%q ' "$@")}; echo \"exit \$?\" >> $EXP/$name.done" \
     > "$EXP/$name.log" 2>&1 < /dev/null &
   echo "started $name on $m"
   ;;
@@ -81,7 +84,7 @@ serve)
   [ "${1:-}" = "--" ] && shift
   setsid nohup bash -c "PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP serve \
       --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda --enforce-eager \
-      --gpu-memory-utilization ${GPU_MEM:-0.40} --max-num-seqs 256 --max-model-len 4096 $(printf '%q ' "$@"); \
+      --gpu-memory-utilization ${GPU_MEM:-0.40} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
   echo "serving $tag on $m"
   ;;
