@@ -3,7 +3,14 @@
 Nothing here imports the engine, the trainer or evalkit; they import this.
 """
 from .parse import Parsed, parse_output
-from .prompt import PROMPT_VERSION, SYSTEM_PROMPT, build_messages, prompt_fingerprint, render_prompt, render_training_example
+from .prompt import (
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    build_messages,
+    prompt_fingerprint,
+    render_prompt,
+    render_training_example,
+)
 from .schema import OUTPUT_JSON_SCHEMA, SCHEMA_VERSION, Extraction, Metric, schema_fingerprint, to_json
 
 __all__ = [

@@ -151,7 +151,9 @@ def _metrics_for_arrow(metrics: Any) -> list[dict[str, Any]] | None:
 def seed_row_to_columns(row: JsonlRow) -> dict[str, Any]:
     """Flatten one seed-format object (`input`, `output`, `type`, optional `id`) into shard columns."""
     obj = row.obj
-    inp = obj.get("input") if isinstance(obj.get("input"), dict) else obj
+    inp = obj.get("input")
+    if not isinstance(inp, dict):
+        inp = obj
     out = obj.get("output") if isinstance(obj.get("output"), dict) else None
     cols: dict[str, Any] = {
         ID: row.id,

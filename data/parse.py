@@ -67,12 +67,13 @@ def parse_output(text: str | None) -> Parsed:
     if not isinstance(obj, dict):
         return Parsed(False, None, error=f"JSON is a {type(obj).__name__}, not an object")
     errs = schema_errors(obj)
+    metrics = obj.get("metrics")
     extraction = Extraction.from_dict(
         {
             "analysis": obj.get("analysis") if isinstance(obj.get("analysis"), str) else "",
             "metrics": [
                 m
-                for m in (obj.get("metrics") if isinstance(obj.get("metrics"), list) else [])
+                for m in (metrics if isinstance(metrics, list) else [])
                 if isinstance(m, dict) and isinstance(m.get("metric_name"), str) and m["metric_name"].strip()
             ],
         }

@@ -20,9 +20,9 @@ from reportminer.data.schema import (
     INVALID_JSON,
     LENGTH,
     OK,
+    RAW_SAMPLES,
     REASONS,
     REJECTED,
-    RAW_SAMPLES,
     RESULT_COLUMNS,
     SCHEMA,
     TOO_LONG,
@@ -74,7 +74,7 @@ def result_from_text(
     adapter: str, text: str | None, finish_reason: str | None, prompt_tokens: int, output_tokens: int, max_tokens: int
 ) -> RowResult:
     """Strict: a row is ok only when generation stopped by itself and the text meets the whole contract."""
-    base = dict(adapter=adapter, raw=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+    base: dict[str, Any] = dict(adapter=adapter, raw=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
                 output_tokens=output_tokens)
     if finish_reason == "length":
         return RowResult(status=ERROR, reason=LENGTH, detail=f"output cut at max_tokens={max_tokens}", **base)

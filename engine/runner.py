@@ -203,7 +203,7 @@ class _Pipeline:
             b = self.queue.popleft()
             st = b.shard
             if st.writer is None:
-                st.writer = ShardWriter(st.out_path, st.schema)  # type: ignore[arg-type]
+                st.writer = ShardWriter(st.out_path, st.schema)
             st.writer.write(output_table(b.batch, b.results, self.width, st.schema))  # type: ignore[arg-type]
             self.buffered -= len(b.results)
             st.batches_pending -= 1
@@ -212,7 +212,7 @@ class _Pipeline:
 
     def commit(self, st: _Shard) -> None:
         if st.writer is None:  # a shard with no rows still gets its (empty) output file
-            st.writer = ShardWriter(st.out_path, st.schema)  # type: ignore[arg-type]
+            st.writer = ShardWriter(st.out_path, st.schema)
         expected = st.num_rows * self.width
         if st.writer.rows != expected:  # the invariant every consumer relies on; never commit without it
             self.fail(st, f"internal error: {st.writer.rows} output rows, expected {expected}")

@@ -62,8 +62,7 @@ class ShardReader:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         try:
-            for b in self._file.iter_batches(batch_size=self.batch_rows):
-                yield b
+            yield from self._file.iter_batches(batch_size=self.batch_rows)
         except Exception as e:
             raise DataError(f"{self.shard.path}: cannot read Parquet: {e}") from None
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from .adapters import load_adapters
 from .config import ConfigError, EngineConfig
-from .generate import Engine, Request
 from .decoding import adapter_thresholds, row_from_completion
+from .generate import Engine, Request
 from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
 
 

@@ -93,7 +93,7 @@ def vote(
     chosen_ex = answers[chosen]
     assert chosen_ex is not None
 
-    rows = []
+    rows: list[tuple[tuple[float, int, float, int], dict[str, Any]]] = []
     for k, c in enumerate(clusters):
         if id(c) not in kept_ids:
             continue

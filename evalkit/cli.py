@@ -146,8 +146,8 @@ def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | Non
         if gold is None:
             raise click.UsageError(f"{path} holds predictions, not a cases file: pass --gold to score it")
         results = score_paths(gold, path, matcher, adapter=adapter, name=label)
-        for r in results:  # one adapter: named LABEL (or the file/adapter); several: LABEL:adapter
-            runs.append(Run(f"{label}:{r.name}" if label and len(results) > 1 else r.name, r.cases))
+        for res in results:  # one adapter: named LABEL (or the file/adapter); several: LABEL:adapter
+            runs.append(Run(f"{label}:{res.name}" if label and len(results) > 1 else res.name, res.cases))
     # The same file stem twice (e.g. two runs/x/preds.jsonl): disambiguate by position.
     seen: dict[str, int] = {}
     for r in runs:

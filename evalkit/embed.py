@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ class Embedder:
             self._load_disk()
         todo = list(dict.fromkeys(n for n in names if n not in self._mem))
         if todo:
-            chunks = range(0, len(todo), self.batch)
+            chunks: Iterable[int] = range(0, len(todo), self.batch)
             if self.progress and len(todo) > self.batch:
                 from tqdm import tqdm
 

@@ -38,7 +38,7 @@ from reportminer.data.schema import ADAPTER, BASE_ADAPTER, ERROR, GOLD_METRICS, 
 # A row's group: its `scenario` field when present (test-case files), else its `type` (data.schema.SCENARIO).
 GROUP_FIELDS = ("scenario", SCENARIO)
 
-GOLD_SCHEMA = {
+GOLD_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "id": pl.String,
     "case": pl.Int64,
     "scenario": pl.String,
@@ -46,7 +46,7 @@ GOLD_SCHEMA = {
     "gold_types": pl.List(pl.String),
     "source": pl.String,
 }
-PRED_SCHEMA = {
+PRED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "id": pl.String,
     "pred_names": pl.List(pl.String),
     "pred_types": pl.List(pl.String),

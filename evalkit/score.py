@@ -172,7 +172,7 @@ def _aggs() -> list[pl.Expr]:
 
 
 def _finish(row: dict[str, Any]) -> dict[str, Any]:
-    r = {k: int(v) for k, v in row.items() if k not in ("scenario", "mix", "bucket")}
+    r: dict[str, Any] = {k: int(v) for k, v in row.items() if k not in ("scenario", "mix", "bucket")}
     r["fuzzy_hits"] = r["hits"] - r["exact_hits"]
     r["pass_rate"] = _ratio(r["passed"], r["n"])
     r["strict_rate"] = _ratio(r["strict"], r["n"])
@@ -199,7 +199,8 @@ def count_matrix(cases: pl.DataFrame) -> dict[str, Any]:
     `cases[i][j]` = cases with i gold and j predicted metrics; row sums are the gold count histogram,
     column sums the predicted one.
     """
-    top = max(COUNT_TOP - 1, int(cases["n_gold"].max() or 0), int(cases["n_pred"].max() or 0))
+    # polars types Series.max() as any Python literal (dates, strings, ...); both columns are Int64.
+    top = max(COUNT_TOP - 1, int(cases["n_gold"].max() or 0), int(cases["n_pred"].max() or 0))  # type: ignore[arg-type]
     cells = {(g, p): n for g, p, n in cases.group_by("n_gold", "n_pred").len().iter_rows()}
     labels = list(range(top + 1))
     return {"counts": labels, "cases": [[int(cells.get((g, p), 0)) for p in labels] for g in labels]}
@@ -290,7 +291,7 @@ def write_cases(cases: pl.DataFrame, path: str | os.PathLike) -> Path:
     return readable(p)
 
 
-CASES_SCHEMA = {
+CASES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "run": pl.String, "matcher": pl.String, "id": pl.String, "case": pl.Int64, "scenario": pl.String,
     "mix": pl.String, "verdict": pl.String, "json_valid": pl.Boolean, "missing": pl.Boolean, "n_gold": pl.Int64,
     "n_pred": pl.Int64, "n_hits": pl.Int64, "exact_hits": pl.Int64, "type_hits": pl.Int64,

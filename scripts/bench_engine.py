@@ -120,7 +120,7 @@ def bench_ratio(rows: int, max_tokens: int, max_num_seqs: int, repeats: int, ada
         llm.generate(prompts[: min(64, rows)], sp, use_tqdm=False, lora_request=lora)
         results = {"bare": [], "engine": []}
         for k in range(repeats):
-            for name, fn in (("bare", bare), ("engine", lambda: engine_run(k))):
+            for name, fn in (("bare", bare), ("engine", lambda k=k: engine_run(k))):
                 dt, toks = fn()
                 results[name].append({"s": round(dt, 2), "output_tokens": toks})
                 print(f"[bench] {name:6s} pass {k + 1}: {dt:7.1f} s, {rows / dt:6.1f} rows/s, {toks / dt:7.1f} tok/s", flush=True)

@@ -212,7 +212,7 @@ def bench_files(gold: pl.DataFrame, preds: pl.DataFrame) -> list[dict]:
         m = make_matcher("upstream")
         for label, path in (("files: gold JSONL + engine Parquet (upstream)", engine),
                             ("files: gold JSONL + seed batch JSON, raw text parsed (upstream)", batch)):
-            (res,), dt = timed(lambda: score_paths(gold_path, path, m))
+            (res,), dt = timed(lambda path=path: score_paths(gold_path, path, m))
             out.append({"matcher": label, "cases": gold.height, "seconds": round(dt, 2),
                         "cases_per_s": round(gold.height / dt), "strict": res.summary["strict"]})
             print(out[-1], flush=True)

@@ -7,9 +7,23 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from reportminer.data import OUTPUT_JSON_SCHEMA, Extraction, Metric, parse_output, render_prompt, render_training_example, to_json
+from reportminer.data import (
+    OUTPUT_JSON_SCHEMA,
+    Extraction,
+    Metric,
+    parse_output,
+    render_prompt,
+    render_training_example,
+    to_json,
+)
 from reportminer.data.prompt import PROMPT_VERSION, SYSTEM_PROMPT, USER_TEMPLATE, prompt_fingerprint
-from reportminer.data.schema import MAX_ANALYSIS_CHARS, MAX_METRICS, MAX_NAME_CHARS, MAX_REASON_CHARS, schema_fingerprint
+from reportminer.data.schema import (
+    MAX_ANALYSIS_CHARS,
+    MAX_METRICS,
+    MAX_NAME_CHARS,
+    MAX_REASON_CHARS,
+    schema_fingerprint,
+)
 
 GOOD = {
     "analysis": "段落围绕毛利率展开。",

@@ -7,7 +7,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from reportminer.data.io import DataError, jsonl_files, jsonl_to_table, read_table, table_to_seed_rows, write_jsonl, write_shards
+from reportminer.data.io import (
+    DataError,
+    jsonl_files,
+    jsonl_to_table,
+    read_table,
+    table_to_seed_rows,
+    write_jsonl,
+    write_shards,
+)
 from reportminer.data.schema import GOLD_METRICS, ID, SOURCE
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -107,7 +108,7 @@ def test_each_rule_names_file_and_line(tmp_path: Path, name: str, mutate, field:
     e = only_error(validate_path(f), f, 3)
     assert (e.field or "") == field
     assert message in e.message
-    with pytest.raises(ValidationFailed, match=rf"set\.jsonl:3: error: "):
+    with pytest.raises(ValidationFailed, match=r"set\.jsonl:3: error: "):
         validate_path(f).raise_for_errors()
 
 

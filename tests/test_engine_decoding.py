@@ -77,7 +77,6 @@ def test_samples_one_is_the_single_answer(greedy):
 
 
 def test_three_samples_vote_and_record_agreement(eng, cfg, six, tmp_path):
-    from reportminer.data.schema import Extraction
     from reportminer.engine.vote import vote
 
     out = tmp_path / "s3"

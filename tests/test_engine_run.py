@@ -22,8 +22,7 @@ import pytest
 from reportminer.data.io import jsonl_to_table, read_table, write_parquet, write_shards
 from reportminer.data.manifest import AdapterManifest, AdapterMismatch, base_model_fingerprint
 from reportminer.data.parse import parse_output
-from reportminer.engine import Engine, EngineConfig
-from reportminer.engine import extract
+from reportminer.engine import Engine, EngineConfig, extract
 from reportminer.engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME
 from reportminer.engine.runner import ConfigMismatch, run
 from reportminer.engine.summary import EXIT_ROW_ERRORS, EXIT_SHARD_FAILED

@@ -175,6 +175,7 @@ def test_engine_folder_with_two_adapters(demo_jsonl: Path, tmp_path: Path):
     import pyarrow.parquet as pq
 
     from reportminer.evalkit.loaders import load_gold
+
     from test_evalkit_loaders import engine_table, metric
 
     gold = load_gold(demo_jsonl)

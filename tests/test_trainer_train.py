@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from reportminer.data.io import iter_jsonl
-from reportminer.data.manifest import MANIFEST_NAME, AdapterManifest, AdapterMismatch, base_model_fingerprint, check_adapter
-from reportminer.trainer.config import build_config
 from reportminer.data.io import file_sha256 as sha256_file
+from reportminer.data.io import iter_jsonl
+from reportminer.data.manifest import (
+    MANIFEST_NAME,
+    AdapterManifest,
+    AdapterMismatch,
+    base_model_fingerprint,
+    check_adapter,
+)
+from reportminer.trainer.config import build_config
 from reportminer.trainer.train import RunExists, train
 
 SHORT_ANSWERS = [
@@ -208,7 +214,8 @@ def test_resume_continues_from_the_saved_step(learnable_model, short_data, tmp_p
     resumed = train(cfg_for(out), resume=True)
     assert resumed.resumed_from.endswith("checkpoint-2")
     assert resumed.global_step == 4 and [e.epoch for e in resumed.epochs] == [1, 2]
-    steps = [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines() if '"loss"' in l and "eval_loss" not in l]
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+             if '"loss"' in line and "eval_loss" not in line]
     assert steps == sorted(steps) and len(steps) == len(set(steps)) == 4  # no step trained twice
     # Same data order, RNG and weights after the resume: the losses match the uninterrupted run.
     for a, b in zip(straight.epochs, resumed.epochs):

@@ -58,7 +58,7 @@ def epoch_stats(log_history: list[dict[str, Any]], seconds: dict[int, dict[str, 
     out = []
     for e in sorted(set(train) | set(evals)):
         t = train.get(e)
-        mean = sum(l * w for l, w in t) / sum(w for _, w in t) if t else None
+        mean = sum(loss * w for loss, w in t) / sum(w for _, w in t) if t else None
         s = seconds.get(e, {})
         out.append(EpochStats(e, int(s.get("step", steps.get(e, 0))), mean, evals.get(e), s.get("train"), s.get("eval")))
     return out

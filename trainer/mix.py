@@ -48,7 +48,7 @@ def mix_rows(rows: list[Any], count_weights: dict[int, float] | None, type_weigh
     type_weights = {str(k): float(v) for k, v in (type_weights or {}).items()}
     if not count_weights and not type_weights:
         return list(rows)
-    bad = {k: v for k, v in {**count_weights, **type_weights}.items() if v < 0 or math.isnan(v)}
+    bad = {k: v for k, v in [*count_weights.items(), *type_weights.items()] if v < 0 or math.isnan(v)}
     if bad:
         raise ValueError(f"mix weights must be >= 0, got {bad}")
     rng = random.Random(f"mix-{seed}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..io import file_sha256
 
+
 @dataclass(frozen=True)
 class PackagedModel:
     """A GGUF split into wheels `name_partN` holding `name_partN/data/partNN.bin`, joined in numeric order."""
