@@ -73,14 +73,16 @@ class JsonlRow:
 
 
 def _data_files(root: Path, suffix: str) -> list[Path]:
-    return sorted(f for f in root.rglob(f"*{suffix}") if f.is_file() and not f.name.startswith("."))
+    """Data files under `root`: hidden files and `_`-prefixed bookkeeping files (the engine's
+    `_engine_runs.jsonl` beside its result shards) are not data."""
+    return sorted(f for f in root.rglob(f"*{suffix}") if f.is_file() and not f.name.startswith((".", "_")))
 
 
 def data_kind(path: str | os.PathLike) -> DataKind:
     """Whether `path` holds seed-format JSONL or Parquet shards: the one detector for every room.
 
     A file by its suffix (anything but .parquet is read as JSONL); a folder by the data files under it
-    (recursively, hidden files skipped). A folder holding both kinds, or neither, is a DataError: rows of
+    (recursively, hidden and `_`-prefixed files skipped). A folder holding both kinds, or neither, is a DataError: rows of
     one data set must not be read from two places by one command and from one by another.
     """
     p = Path(path)
@@ -102,7 +104,7 @@ def data_kind(path: str | os.PathLike) -> DataKind:
 def jsonl_files(path: str | os.PathLike) -> list[Path]:
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*.jsonl") if f.is_file())
+        files = _data_files(p, ".jsonl")
         if not files:
             raise DataError(f"{p}: no *.jsonl files in this folder")
         return files

@@ -109,8 +109,9 @@ class EngineConfig:
     seed: int = h("Sampling seed.", default=0)
     max_tokens: int = h("Output tokens per row; a cut answer is a row error (reason length).", default=1024)
     stall_timeout_s: float | None = h(
-        "Seconds without any vLLM progress while rows are in flight before those rows are aborted as error rows "
-        "(a hang watchdog); None: never.", default=600.0)
+        "Hang watchdog: seconds in which no in-flight row finishes before those rows are aborted as error rows; "
+        "0: off; None: 900 on GPU (a row there takes seconds), off on CPU (a full batch of long answers can "
+        "take longer than any fixed bound on two cores).", default=None)
     # Decoding levers (issue 7; logic in engine/decoding.py, engine/vote.py, engine/merge.py).
     samples: int = h("Answers per row from one request (vLLM n); > 1 votes the metric set (self-consistency).",
                      default=1)
@@ -228,6 +229,8 @@ class EngineConfig:
                 c.gpu_memory_utilization = 0.90
         if c.chunk_size is None and c.max_num_seqs is not None:
             c.chunk_size = 8 * c.max_num_seqs  # else the engine's effective max_num_seqs decides (see Engine)
+        if c.stall_timeout_s is None:
+            c.stall_timeout_s = 900.0 if c.device == "cuda" else 0.0
         if c.adapters:
             from .adapters import lora_rank
 

@@ -182,8 +182,11 @@ class Engine:
             n=config.samples,  # > 1: N answers from one request (one prompt, vLLM fans out the samples)
             temperature=temperature,
             top_p=config.top_p,
-            # A per-request seed keeps sampled runs reproducible whatever the batch around a request.
-            seed=config.seed if temperature > 0 else None,
+            # A per-request seed keeps sampled runs reproducible whatever the batch around a request. Not on
+            # CPU: vLLM 0.32.0 rewinds a request's generator after a partial prefill chunk, which a CPU torch
+            # Generator cannot do ("CPU Generator does not use offset", crashed `--samples 5` on the 0.5B
+            # model, 2026-11-30); there sampling follows the engine-wide seed.
+            seed=config.seed if temperature > 0 and config.device != "cpu" else None,
             max_tokens=config.max_tokens,
             structured_outputs=StructuredOutputsParams(json=OUTPUT_JSON_SCHEMA) if config.guided else None,
         )
@@ -272,8 +275,8 @@ class Feeder:
     def __init__(self, engine: Engine, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
                  stall_timeout_s: float | None = None):
         self.engine = engine
-        # Watchdog: vLLM steps that return nothing while requests are in flight, for this long, mean vLLM holds
-        # requests it no longer advances. Seen on the H200 (vLLM 0.27.1 CUDA, guided JSON + LoRA, 2026-11-30):
+        # Watchdog: no request finishing for this long (outputs are FINAL_ONLY: a step returns only finished
+        # requests) means vLLM holds requests it no longer advances. Seen on the H200 (vLLM 0.27.1 CUDA, guided JSON + LoRA, 2026-11-30):
         # three engines sat at 100 % CPU, GPU idle, 99 of 600 rows unfinished, for minutes. Those requests are
         # aborted and become `aborted` error rows (named in the log), so a nightly run ends instead of hanging.
         self.stall_timeout_s = stall_timeout_s
@@ -336,7 +339,7 @@ class Feeder:
             outputs = self.core.step()
             if outputs:
                 last_progress = time.monotonic()
-            elif self.stall_timeout_s is not None and time.monotonic() - last_progress > self.stall_timeout_s:
+            elif self.stall_timeout_s and time.monotonic() - last_progress > self.stall_timeout_s:
                 yield from self._stalled()
                 last_progress = time.monotonic()
                 continue

@@ -26,13 +26,14 @@ pytestmark = pytest.mark.engine
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo" / "demo.jsonl"
-MAX_TOKENS = 128  # long enough that the random model finishes some answers (32 cuts nearly all)
+# Long enough that the random model finishes answers with metrics: with prompt v2, adapter a finishes 11
+# of the 12 demo rows greedily at 256 tokens, 5 of them with metrics (at 128: 5 and 1; adapter b: 11 and 2).
+MAX_TOKENS = 256
 
 
 @pytest.fixture(scope="module")
-def cfg(tiny_model, tiny_adapter_b) -> EngineConfig:
-    # Adapter b: under greedy decoding it is the one that finishes answers with metrics on the demo rows.
-    return EngineConfig(model=str(tiny_model), adapters={"b": str(tiny_adapter_b)}, max_model_len=2048,
+def cfg(tiny_model, tiny_adapter) -> EngineConfig:
+    return EngineConfig(model=str(tiny_model), adapters={"lora": str(tiny_adapter)}, max_model_len=2048,
                         kv_cache_memory_bytes="512MiB", max_num_seqs=64, max_tokens=MAX_TOKENS, max_loras=2)
 
 
@@ -149,19 +150,19 @@ def test_score_threshold_drops_and_records(eng, cfg, six, greedy, tmp_path):
     assert sum(len(r["dropped_metrics"] or []) for r in rows) >= 1
 
 
-def test_manifest_threshold_is_the_default_and_config_overrides_it(eng, cfg, six, greedy, tiny_model, tiny_adapter_b,
+def test_manifest_threshold_is_the_default_and_config_overrides_it(eng, cfg, six, greedy, tiny_model, tiny_adapter,
                                                                     tmp_path):
     t = _threshold(greedy)
     ad = tmp_path / "calibrated"
-    shutil.copytree(tiny_adapter_b, ad)
+    shutil.copytree(tiny_adapter, ad)
     AdapterManifest(base_model=base_model_fingerprint(tiny_model),
                     decoding={"score_threshold": t, "samples": 1, "calibrated_on": "test"}).write(ad)
-    c = cfg.override(adapters={"b": str(ad)})
+    c = cfg.override(adapters={"lora": str(ad)})
     s = run(c, six, tmp_path / "m", engine=eng, progress=False)
     assert not s.warnings
     _check_split(read_table(tmp_path / "m").to_pylist(), greedy, t)
     m = json.loads((tmp_path / "m" / "_engine_manifest.json").read_text())
-    assert m["identity"]["decoding"]["score_threshold"] == {"b": t}
+    assert m["identity"]["decoding"]["score_threshold"] == {"lora": t}
     run(c.override(score_threshold=0.0), six, tmp_path / "off", engine=eng, progress=False)
     _check_split(read_table(tmp_path / "off").to_pylist(), greedy, 0.0, applied=False)
 
@@ -204,12 +205,12 @@ def test_merged_adapter_equals_lora_and_the_merge_is_cached(eng, cfg, tmp_path, 
     finally:
         merged_eng.close()
     merged = {r["id"]: r for r in read_table(tmp_path / "merged").to_pylist()}
-    assert s.adapter_columns == ["b"] and {r["adapter"] for r in merged.values()} == {"b"}
+    assert s.adapter_columns == ["lora"] and {r["adapter"] for r in merged.values()} == {"lora"}
     same = sum(merged[i]["raw"] == lora[i]["raw"] for i in lora)
     print(f"merged vs LoRA (float32): {same}/{len(lora)} identical answers")
     assert same >= 0.9 * len(lora), f"{same}/{len(lora)} identical"
     ident = json.loads((tmp_path / "merged" / "_engine_manifest.json").read_text())["identity"]
-    assert ident["decoding"]["merge_adapter"] is True and ident["adapters"][0]["name"] == "b"
+    assert ident["decoding"]["merge_adapter"] is True and ident["adapters"][0]["name"] == "lora"
 
 
 def test_merge_matches_peft(tiny_model, tiny_adapter_b, tmp_path):
