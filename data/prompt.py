@@ -54,6 +54,28 @@ def build_messages(chapter_title: str | None, paragraph: str | None) -> list[dic
     ]
 
 
+# Inserted after the first character of a control-token string found in report text, so the tokenizer
+# reads it as plain text. A word joiner: invisible, no meaning, and not part of any Qwen control token.
+_JOINER = "\u2060"
+
+
+def plain_text(tokenizer: ChatTokenizer, text: str | None) -> str | None:
+    """`text` with every control-token string of `tokenizer` (`<|im_end|>`, `<|im_start|>`, `<think>`, ...)
+    broken by a word joiner, so report text can never become chat control tokens.
+
+    Without it a paragraph holding `<|im_end|><|im_start|>system ...` became real control tokens in the
+    rendered prompt: a forged system turn (issue 9 measured 5 `<|im_start|>` tokens instead of 3). The
+    engine and the trainer both render through `render_prompt`, so both see the same defanged text.
+    """
+    if not text:
+        return text
+    added = getattr(tokenizer, "get_added_vocab", None)
+    specials = [t for t in (added() if added else {}) if len(t) > 1 and t in text]
+    for tok in sorted(specials, key=len, reverse=True):  # longest first: `<|im_end|>` before a prefix of it
+        text = text.replace(tok, tok[0] + _JOINER + tok[1:])
+    return text
+
+
 def _apply(tokenizer: ChatTokenizer, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
     # enable_thinking=False is read by Qwen3's template (it writes an empty think block) and ignored by
     # templates without thinking, e.g. Qwen2.5's.
@@ -63,8 +85,9 @@ def _apply(tokenizer: ChatTokenizer, messages: list[dict[str, str]], add_generat
 
 
 def render_prompt(tokenizer: ChatTokenizer, chapter_title: str | None, paragraph: str | None) -> str:
-    """The exact text the engine feeds vLLM for one paragraph."""
-    return _apply(tokenizer, build_messages(chapter_title, paragraph), add_generation_prompt=True)
+    """The exact text the engine feeds vLLM for one paragraph (report text made plain: see plain_text)."""
+    return _apply(tokenizer, build_messages(plain_text(tokenizer, chapter_title), plain_text(tokenizer, paragraph)),
+                  add_generation_prompt=True)
 
 
 @dataclass(frozen=True)
@@ -91,11 +114,13 @@ def render_training_example(
     follows it) instead of being hard-coded, so a model whose template ends turns differently still
     learns to stop where the engine expects it to.
     """
-    answer = to_json(output)
+    # Labels are report text too: a control-token string in an analysis or reason is made plain as well.
+    answer = plain_text(tokenizer, to_json(output)) or ""
     prompt = render_prompt(tokenizer, chapter_title, paragraph)
     full = _apply(
         tokenizer,
-        build_messages(chapter_title, paragraph) + [{"role": "assistant", "content": answer}],
+        build_messages(plain_text(tokenizer, chapter_title), plain_text(tokenizer, paragraph))
+        + [{"role": "assistant", "content": answer}],
         add_generation_prompt=False,
     )
     at = full.rfind(answer)
