@@ -39,8 +39,10 @@ setup)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   for s in "$STAGE"/*/; do rebuild "$s" && echo "ok: $s"; done
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" .whl/*.whl
-  [ -d "$STAGE/vllm" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/vllm/*.whl
-  PYTHONPATH=$SITE_V:$SRC python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)' 2>&1 | tail -1
+  if [ -d "$STAGE/vllm" ]; then  # a training-only lease stages no vLLM (and must not stop here for it)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/vllm/*.whl
+    PYTHONPATH=$SITE_V:$SRC python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)' 2>&1 | tail -1
+  fi
   cp -r .stage/bench "$EXP/bench"
   for m in m05 m15; do
     g=$(ls "$STAGE/$m"/*.gguf 2>/dev/null | head -1) || true
