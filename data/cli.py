@@ -43,6 +43,7 @@ Examples:
   datakit export --input parquet_out/demo --out demo_roundtrip.jsonl
 """,
 )
+@click.version_option(package_name="reportminer", prog_name="datakit", message="%(prog)s (reportminer) %(version)s")
 def main() -> None:
     """Data tools for reportminer: check, convert and describe paragraph data sets.
 

@@ -155,6 +155,7 @@ def _sigterm_as_interrupt() -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="reportminer", prog_name="engine", message="%(prog)s (reportminer) %(version)s")
 def main() -> None:
     """reportminer engine: vLLM + LoRA + guided JSON over Parquet shards (CPU or GPU build)."""
 

@@ -58,6 +58,7 @@ def _fail(e: DataError) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="reportminer", prog_name="evalkit", message="%(prog)s (reportminer) %(version)s")
 def main() -> None:
     """Score extraction runs against gold labels, compare runs with their noise, and write HTML reports.
 

@@ -192,3 +192,19 @@ def test_a_data_error_exits_3_in_every_cli(tmp_path: Path):
         assert r.exit_code == errors.EXIT_DATA, (prog, r.output)
         # engine run reports an unreadable shard in its summary (the other shards would have run)
         assert f"{prog}: data error: " in r.output or (prog == "engine" and "cannot read Parquet" in r.output), r.output
+
+
+def test_every_cli_says_its_version() -> None:
+    """`--version` on the four CLIs (issue 9): what a cron log or a bug report needs first."""
+    from importlib.metadata import version
+
+    from click.testing import CliRunner
+
+    from reportminer.data.cli import main as datakit
+    from reportminer.engine.cli import main as engine
+    from reportminer.evalkit.cli import main as evalkit
+    from reportminer.trainer.cli import main as trainer
+
+    for name, cli in (("datakit", datakit), ("engine", engine), ("trainer", trainer), ("evalkit", evalkit)):
+        r = CliRunner().invoke(cli, ["--version"])
+        assert r.exit_code == 0 and r.output.strip() == f"{name} (reportminer) {version('reportminer')}", r.output

@@ -42,6 +42,7 @@ model is loaded, with file:line for each.
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="reportminer", prog_name="trainer", message="%(prog)s (reportminer) %(version)s")
 def main() -> None:
     """Train LoRA adapters for reportminer on labelled paragraphs (seed-format JSONL or Parquet shards).
 
