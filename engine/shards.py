@@ -30,8 +30,21 @@ def discover(input_path: str | os.PathLike) -> list[InputShard]:
     root = Path(input_path)
     files = parquet_files(root)
     if root.is_dir():
+        if not files:
+            # An empty or unmounted input volume must not look like a finished night to cron (issue 9).
+            raise DataError(f"{root}: no *.parquet shards under this folder{_hint(root)}")
         return [InputShard(f, f.relative_to(root).as_posix()) for f in files]
     return [InputShard(f, f.name) for f in files]
+
+
+def _hint(root: Path) -> str:
+    """What is there instead, and the command that turns it into shards."""
+    others = [f for f in root.rglob("*") if f.is_file() and f.suffix in (".jsonl", ".json", ".csv", ".md", ".txt")]
+    if not others:
+        return " (the folder is empty of data files: is the volume mounted?)"
+    kinds = sorted({f.suffix for f in others})
+    return (f" ({len(others)} {'/'.join(kinds)} file(s) here: `datakit shard --input {root} --out SHARDS` turns "
+            f"seed-format JSONL into shards, `datakit ingest` reports)")
 
 
 def fingerprint(path: Path, known: dict | None = None) -> dict:
