@@ -1,4 +1,4 @@
-"""When two metric names mean the same metric: one rule for the engine's vote and, later, evalkit.
+"""When two metric names mean the same metric: one rule for the engine's vote and evalkit's fuzzy matcher.
 
 Sampled answers name the same metric in slightly different forms (`ROE` and `ＲＯＥ`, `毛利率` and
 `综合毛利率`); counting them as different metrics would split their votes. The rule is deliberately

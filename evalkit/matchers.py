@@ -15,13 +15,14 @@ Matchers:
 """
 from __future__ import annotations
 
-import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from reportminer.data.names import normalise_name
 
 # Pairs with a score at or above this bound are candidates in the seed's protocol.
 UPSTREAM_JACCARD = 0.5
@@ -140,9 +141,8 @@ class UpstreamMatcher(Matcher):
 # --------------------------------------------------------------------------------------------- fuzzy
 
 
-def normalise(name: str) -> str:
-    """NFKC (full-width to half-width), case-folded, whitespace removed: ＲＯＥ, roe and R O E agree."""
-    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
+# The contract's one normalisation rule (the engine's self-consistency vote uses the same).
+normalise = normalise_name
 
 
 @dataclass

@@ -4,7 +4,7 @@
 The hidden benchmark the product is judged on (issue 7) has 50 paragraphs: scenarios single_metric 10,
 multi_metric 10, boundary_many_numbers_one_core 13, financial_vs_business_classification 7,
 empty_output_background 5, mixed_financial_business 5; gold metric counts 0 -> 5, 1 -> 23, 2 -> 17, 3 -> 5
-(mean 1.44). The training rows average 2.4 metrics, so a dev split cut at random from them would reward a
+(mean 1.44). The training rows average 2.13 metrics, so a dev split cut at random from them would reward a
 model that copies the training prior. This script re-samples the seed to the hidden composition instead.
 
 Inputs (read-only, never committed): SEED/data/type_{a,b,c,d}.jsonl (700 rows) and SEED/sample_data.jsonl

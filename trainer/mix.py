@@ -1,7 +1,7 @@
 """Training mix: oversample rows by their label count and scenario, reproducibly.
 
 Why: the labels a team has are rarely distributed like the paragraphs it will run on. The seed's 700 rows
-average 2.4 metrics a paragraph (0: 27, 1: 125, 2: 291, 3: 245, 4: 12) while a report's paragraphs, and
+average 2.13 metrics a paragraph (0: 27, 1: 125, 2: 291, 3: 245, 4: 12) while a report's paragraphs, and
 the benchmark built like them, average about 1.4 (0: 5, 1: 23, 2: 17, 3: 5 of 50). A LoRA copies the
 prior of what it is shown: the default adapter answered three metrics for 35 of 50 benchmark paragraphs.
 Re-weighting the mix is the cheapest fix that needs no new labels.
