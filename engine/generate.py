@@ -310,11 +310,11 @@ class Feeder:
                 del self.in_flight[rid]
         return len(rids)
 
-    def _stalled(self) -> Iterator[Completion]:
+    def _stalled(self, why: str | None = None) -> Iterator[Completion]:
         """Abort every in-flight request (no progress for stall_timeout_s); each ends as an aborted row."""
         stuck = list(self.in_flight.items())
-        log.error("no progress for %.0f s with %d request(s) in flight: aborting them as error rows (keys %s)",
-                  self.stall_timeout_s, len(stuck), [req.key for _, req in stuck][:20])
+        log.error("%s with %d request(s) in flight: aborting them as error rows (keys %s)",
+                  why or f"no progress for {self.stall_timeout_s:.0f} s", len(stuck), [req.key for _, req in stuck][:20])
         self.core.abort_request([rid for rid, _ in stuck])
         for rid, req in stuck:
             del self.in_flight[rid]
@@ -339,6 +339,12 @@ class Feeder:
             outputs = self.core.step()
             if outputs:
                 last_progress = time.monotonic()
+            elif not self.core.has_unfinished_requests():
+                # vLLM holds none of our in-flight requests, so no step will ever finish them: without this
+                # check the loop spins at 100 % CPU with the GPU idle (the H200 stall's signature) until the
+                # watchdog fires. Ends them at once as aborted rows instead.
+                yield from self._stalled("vLLM reports no unfinished request")
+                continue
             elif self.stall_timeout_s and time.monotonic() - last_progress > self.stall_timeout_s:
                 yield from self._stalled()
                 last_progress = time.monotonic()

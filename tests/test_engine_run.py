@@ -386,3 +386,34 @@ def test_a_stalled_engine_ends_the_run_with_aborted_rows_not_a_hang(eng, base_co
     assert aborted and s.errors_by_reason.get("aborted") == len(aborted)
     assert_row_contract(rows)
     assert s.exit_code == EXIT_ROW_ERRORS
+
+
+def test_requests_vllm_no_longer_holds_end_as_aborted_rows_even_with_the_watchdog_off(eng, base_config, shards,
+                                                                                       tmp_path, monkeypatch):
+    """Requests that vLLM dropped (none unfinished inside it, ours still in flight) end at once as aborted rows.
+
+    Without the check, Feeder.run spun on empty steps at 100 % CPU with the GPU idle until the watchdog fired
+    (or forever with it off). Here the requests are dropped inside vLLM behind the feeder's back.
+    """
+    core = eng.llm.llm_engine
+    real_step, calls = core.step, {"n": 0}
+
+    def drops_everything_after_three_steps():
+        calls["n"] += 1
+        if calls["n"] > 3:
+            core.abort_request(list(core.output_processor.request_states), internal=True)  # internal ids
+        return real_step() if calls["n"] <= 3 else []
+
+    monkeypatch.setattr(core, "step", drops_everything_after_three_steps)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    s = run(base_config.override(stall_timeout_s=None), shards, out, engine=eng, progress=False)
+    monkeypatch.undo()
+    eng.reset_loras()
+    assert time.monotonic() - t0 < 120
+    rows = _rows(out)
+    ids = jsonl_to_table(DEMO).column("id").to_pylist()
+    assert Counter(_key(r) for r in rows) == Counter((i, n) for i in ids for n in ("a", "b"))
+    aborted = [r for r in rows if r["status"] == "error" and r["error"].startswith("aborted")]
+    assert aborted and s.errors_by_reason.get("aborted") == len(aborted)
+    assert s.exit_code == EXIT_ROW_ERRORS
