@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs ON the device (H200) machine: quality experiments (train several variants at once on one GPU, serve
 # them all in one engine pass, bring the results back). One step per call, calls back to back while the
-# machine is warm (/tmp lives with it). Prepared here by:
+# machine is warm (/tmp lives with it). A machine idle for 30 s is given back with /tmp: score results here only
+# after the last call that needs the machine (a 5-sample run was lost that way on 2026-11-30). Prepared here by:
 #   scripts/gpu_prepare.sh                  # .whl (train wheels), .stage (seed), .carry-* sets
 #   python scripts/build_dev_benchmark.py --out .stage/bench
 #
