@@ -160,10 +160,20 @@ def main() -> None:
     """reportminer engine: vLLM + LoRA + guided JSON over Parquet shards (CPU or GPU build)."""
 
 
+class _Location(click.Path):
+    """click.Path for local paths; s3:// and gs:// URLs pass through as text (engine/storage.py)."""
+
+    def convert(self, value, param, ctx):
+        from .storage import is_remote
+
+        return value if is_remote(value) else super().convert(value, param, ctx)
+
+
 @main.command("run", help=RUN_HELP)
-@click.option("--input", "input_path", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Parquet file, or folder of shards (recursive).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--input", "input_path", required=True, type=_Location(exists=True, path_type=Path),
+              help="Parquet file, or folder of shards (recursive); or an s3:// / gs:// URL (docs/engine.md).")
+@click.option("--out", "out_dir", required=True, type=_Location(file_okay=False, path_type=Path),
+              help="Output folder, or an s3:// / gs:// prefix.")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH",
               help="LoRA adapter; repeat for several (every row runs under each).")
 @click.option("--include-base", is_flag=True, default=None,

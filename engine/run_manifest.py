@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from reportminer.data.errors import ManifestError, OutputLocked
-from reportminer.data.io import write_json_atomic
 from reportminer.data.manifest import base_model_fingerprint
 from reportminer.data.prompt import prompt_fingerprint
 from reportminer.data.schema import schema_fingerprint
@@ -25,6 +24,7 @@ from reportminer.data.schema import schema_fingerprint
 from .adapters import Adapter
 from .config import EngineConfig
 from .decoding import decoding_identity
+from .storage import Lease, ObjectPath, write_json
 
 MANIFEST_NAME = "_engine_manifest.json"
 SUMMARY_NAME = "_engine_summary.json"
@@ -88,7 +88,7 @@ class RunManifest:
     format: int = FORMAT
 
     @classmethod
-    def read(cls, out_dir: Path) -> "RunManifest | None":
+    def read(cls, out_dir: Path | ObjectPath) -> "RunManifest | None":
         p = out_dir / MANIFEST_NAME
         if not p.exists():
             return None
@@ -98,9 +98,9 @@ class RunManifest:
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise ManifestError(f"{p}: cannot read the run manifest: {e}; move it away or rerun with --overwrite") from None
 
-    def write(self, out_dir: Path) -> Path:
+    def write(self, out_dir: Path | ObjectPath) -> Path | ObjectPath:
         self.updated_at = now()
-        return write_json_atomic(out_dir / MANIFEST_NAME, asdict(self))
+        return write_json(out_dir / MANIFEST_NAME, asdict(self))
 
     def totals(self) -> dict[str, int]:
         t = {"shards": len(self.shards), "rows": 0, "output_rows": 0, "ok": 0, "error": 0}
@@ -114,13 +114,18 @@ class OutLock:
     """An exclusive lock on --out for the life of a run (overlapping nightly runs would race on shards).
 
     flock is released by the kernel when the process dies, so a killed run never leaves a stale lock.
+    An s3:// or gs:// --out has no flock: there the lock is a lease object (engine/storage.py: Lease).
     """
 
-    def __init__(self, out_dir: Path):
-        self.path = out_dir / LOCK_NAME
+    def __init__(self, out_dir: Path | ObjectPath):
+        self.lease = Lease(out_dir, LOCK_NAME) if isinstance(out_dir, ObjectPath) else None
+        self.path: Path = out_dir / LOCK_NAME  # type: ignore[assignment]  # used only without a lease
         self.fd: int | None = None
 
     def __enter__(self) -> "OutLock":
+        if self.lease is not None:
+            self.lease.__enter__()
+            return self
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -138,6 +143,8 @@ class OutLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.lease is not None:
+            self.lease.__exit__(*exc)
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)

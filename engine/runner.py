@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reportminer.data.errors import ConfigError, ConfigMismatch, DataError
-from reportminer.data.io import write_json_atomic
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
@@ -53,6 +52,7 @@ from .run_manifest import (
     run_identity,
 )
 from .shards import InputShard, ShardReader, ShardWriter, discover, fingerprint, stale_temp_files
+from .storage import append_line, location, parquet_source, write_json
 from .summary import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -353,7 +353,8 @@ def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary) -> tuple[li
         entry = manifest.shards.get(shard.rel)
         try:
             fp = fingerprint(shard.path, entry["input"] if entry else None)
-            num_rows = pq.read_metadata(shard.path).num_rows
+            src, fs = parquet_source(shard.path)
+            num_rows = pq.read_metadata(src, filesystem=fs).num_rows
         except Exception as e:  # unreadable file or footer: this shard fails, the others run
             failed_early.append((shard.rel, f"{shard.path}: cannot read Parquet: {e}"))
             continue
@@ -366,7 +367,7 @@ def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary) -> tuple[li
         if entry:
             log.info("%s: input changed since it was processed; redoing it", shard.path)
             del manifest.shards[shard.rel]
-        todo.append(_Shard(shard, fp, num_rows, out_path))
+        todo.append(_Shard(shard, fp, num_rows, out_path))  # type: ignore[arg-type]  # or an ObjectPath
     manifest.write(plan.out_dir)
     for _rel, err in failed_early:
         log.error("shard failed: %s", err)
@@ -442,9 +443,8 @@ def _summarise(summary: RunSummary, pipeline: _Pipeline | None, failed_early: li
 
 def _record(out_dir: Path, summary: RunSummary) -> None:
     """_engine_summary.json (this run) and a line of _engine_runs.jsonl (every run)."""
-    write_json_atomic(out_dir / SUMMARY_NAME, asdict(summary))
-    with open(out_dir / HISTORY_NAME, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(asdict(summary), ensure_ascii=False) + "\n")
+    write_json(out_dir / SUMMARY_NAME, asdict(summary))
+    append_line(out_dir / HISTORY_NAME, json.dumps(asdict(summary), ensure_ascii=False))
 
 
 def run(
@@ -468,7 +468,8 @@ def run(
     """
     t0 = time.perf_counter()
     started_at = now()
-    plan = _plan(config, Path(input_path), Path(out_dir), engine)
+    # s3:// and gs:// become storage.ObjectPath, which has the Path methods the run uses (engine/storage.py)
+    plan = _plan(config, location(input_path), location(out_dir), engine)  # type: ignore[arg-type]
     config, out = plan.config, plan.out_dir
     out.mkdir(parents=True, exist_ok=True)
 

@@ -6,6 +6,7 @@ at all, so a killed run leaves nothing a rerun could mistake for finished work.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,21 +14,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from reportminer.data.io import DataError, atomic_path, file_sha256, parquet_files, require_input_columns
+from reportminer.data.io import DataError, atomic_path, parquet_files, require_input_columns
+
+from .storage import ObjectPath, is_remote, location, parquet_source, sha256, upload
 
 
 @dataclass(frozen=True)
 class InputShard:
-    path: Path
+    path: Path | ObjectPath
     rel: str  # path relative to the input root (posix); also the output's relative path
 
-    def out_path(self, out_dir: Path) -> Path:
+    def out_path(self, out_dir: Path | ObjectPath) -> Path | ObjectPath:
         return out_dir / self.rel
 
 
-def discover(input_path: str | os.PathLike) -> list[InputShard]:
+def discover(input_path: str | os.PathLike | ObjectPath) -> list[InputShard]:
     """Every *.parquet under a folder (recursively, sorted; hidden temp files skipped), or one file."""
-    root = Path(input_path)
+    if is_remote(input_path):
+        return _discover_objects(location(input_path))  # type: ignore[arg-type]
+    root = Path(input_path)  # type: ignore[arg-type]  # not an ObjectPath: is_remote said so
     files = parquet_files(root)
     if root.is_dir():
         if not files:
@@ -35,6 +40,16 @@ def discover(input_path: str | os.PathLike) -> list[InputShard]:
             raise DataError(f"{root}: no *.parquet shards under this folder{_hint(root)}")
         return [InputShard(f, f.relative_to(root).as_posix()) for f in files]
     return [InputShard(f, f.name) for f in files]
+
+
+def _discover_objects(root: ObjectPath) -> list[InputShard]:
+    """discover() under an s3:// or gs:// prefix: the same rules (hidden names skipped, sorted)."""
+    if root.is_file():
+        return [InputShard(root, root.name)]
+    files = [f for f in root.rglob("*.parquet") if not f.name.startswith(".")]
+    if not files:
+        raise DataError(f"{root}: no *.parquet shards under this prefix{_hint(root)}")  # type: ignore[arg-type]
+    return [InputShard(f, f.relative_to(root).as_posix()) for f in files]
 
 
 def _hint(root: Path) -> str:
@@ -47,7 +62,7 @@ def _hint(root: Path) -> str:
             f"seed-format JSONL into shards, `datakit ingest` reports)")
 
 
-def fingerprint(path: Path, known: dict | None = None) -> dict:
+def fingerprint(path: Path | ObjectPath, known: dict | None = None) -> dict:
     """{size, mtime_ns, sha256} of a file; the hash is reused from `known` when size and mtime agree.
 
     Content decides identity (a touched or copied shard is not redone), but the full hash is only
@@ -56,7 +71,7 @@ def fingerprint(path: Path, known: dict | None = None) -> dict:
     st = path.stat()
     if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns and known.get("sha256"):
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": known["sha256"]}
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256(path)}
 
 
 class ShardReader:
@@ -66,7 +81,8 @@ class ShardReader:
         self.shard = shard
         self.batch_rows = batch_rows
         try:
-            self._file = pq.ParquetFile(shard.path)
+            src, fs = parquet_source(shard.path)
+            self._file = pq.ParquetFile(src, filesystem=fs)
         except Exception as e:  # pyarrow raises several types for a damaged or non-Parquet file
             raise DataError(f"{shard.path}: cannot read Parquet: {e}") from None
         self.schema: pa.Schema = self._file.schema_arrow
@@ -84,16 +100,25 @@ class ShardReader:
 
 
 class ShardWriter:
-    """Streams row groups into a hidden temporary file beside the target; `commit` renames it into place."""
+    """Streams row groups into a hidden temporary file beside the target; `commit` renames it into place.
+
+    For an s3:// or gs:// target there is no rename: the row groups go to a local spool file (unlinked,
+    so a killed run leaves nothing) and `commit` uploads it whole to the final key, which readers see
+    complete or not at all (engine/storage.py says why that holds).
+    """
 
     ROW_GROUP_ROWS = 8192
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    def __init__(self, path: Path | ObjectPath, schema: pa.Schema):
         self.path = path
         self.schema = schema
-        self._atomic = atomic_path(path)
-        self.tmp = self._atomic.__enter__()
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        self._spool = tempfile.TemporaryFile(prefix=".reportminer-shard-") if isinstance(path, ObjectPath) else None
+        if self._spool is not None:
+            self._writer = pq.ParquetWriter(self._spool, schema, compression="zstd")
+        else:
+            self._atomic = atomic_path(path)  # type: ignore[arg-type]
+            self.tmp = self._atomic.__enter__()
+            self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self.rows = 0
@@ -110,20 +135,30 @@ class ShardWriter:
             self._writer.write_table(pa.concat_tables(self._pending), row_group_size=max(self._pending_rows, 1))
             self._pending, self._pending_rows = [], 0
 
-    def commit(self) -> Path:
+    def commit(self) -> Path | ObjectPath:
         self._flush()
         self._writer.close()
+        if self._spool is not None:
+            self._spool.seek(0)
+            try:
+                upload(self._spool, self.path)  # type: ignore[arg-type]
+            finally:
+                self._spool.close()
+            return self.path
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         self._atomic.__exit__(None, None, None)
-        _fsync_dir(self.path.parent)
+        _fsync_dir(self.path.parent)  # type: ignore[arg-type]
         return self.path
 
     def discard(self) -> None:
         try:
             self._writer.close()
         finally:
-            self._atomic.__exit__(RuntimeError, RuntimeError("discarded"), None)
+            if self._spool is not None:
+                self._spool.close()
+            else:
+                self._atomic.__exit__(RuntimeError, RuntimeError("discarded"), None)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -139,8 +174,12 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def stale_temp_files(out_dir: Path) -> list[Path]:
-    """Temporary files `atomic_path` leaves behind when a run is killed (`.NAME.XXXX.tmp`)."""
-    if not out_dir.is_dir():
+def stale_temp_files(out_dir: Path | ObjectPath) -> list[Path]:
+    """Temporary files `atomic_path` leaves behind when a run is killed (`.NAME.XXXX.tmp`).
+
+    None on an object store: there a killed run leaves incomplete multipart uploads, which the lease
+    aborts when the next run takes it (engine/storage.py).
+    """
+    if isinstance(out_dir, ObjectPath) or not out_dir.is_dir():
         return []
     return sorted(p for p in out_dir.rglob(".*.tmp") if p.is_file())
