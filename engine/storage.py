@@ -424,7 +424,11 @@ class Lease:
         self._thread = threading.Thread(target=self._renew_loop, name="engine-lease", daemon=True)
         self._thread.start()
         if self.out.scheme == "s3":
-            self._abort_incomplete_uploads()
+            try:
+                self._abort_incomplete_uploads()
+            except Exception as e:  # e.g. a policy without s3:ListBucketMultipartUploads: not worth failing the run
+                log.warning("%s: could not clean up incomplete uploads of interrupted runs (%s); a bucket lifecycle "
+                            "rule (AbortIncompleteMultipartUpload) does it too", self.out, e)
         return self
 
     def _renew_loop(self) -> None:

@@ -47,11 +47,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3():
+def s3(tmp_path_factory):
     """A moto S3 server on a free local port; the AWS_* variables point boto3, pyarrow and subprocesses at it."""
     port = _free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "server.log"  # a file, not a pipe: its access log would fill one
+    log = open(log_path, "wb")
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while True:
         try:
@@ -60,7 +62,7 @@ def s3():
         except OSError:
             if server.poll() is not None or time.time() > deadline:
                 server.kill()
-                pytest.fail("moto server did not start: " + server.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
+                pytest.fail("moto server did not start: " + log_path.read_text(errors="replace")[-2000:])
             time.sleep(0.1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
@@ -72,6 +74,7 @@ def s3():
         yield client
     server.terminate()
     server.wait(timeout=30)
+    log.close()
 
 
 _n = iter(range(10_000))
@@ -271,8 +274,10 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
     src, out = f"s3://{bucket}/in", f"s3://{bucket}/out"
     cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", src, "--out", out,
            "--adapter", f"a={cfg.adapters['a']}", "-q", *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+    engine_log = tmp_path / "engine.log"
+    with open(engine_log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
 
     def manifest() -> dict | None:
         try:
@@ -287,7 +292,7 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
             if m and m.get("shards"):
                 break
             if proc.poll() is not None:
-                pytest.fail("engine run ended before it could be killed:\n" + proc.stdout.read().decode()[-3000:])
+                pytest.fail("engine run ended before it could be killed:\n" + engine_log.read_text(errors="replace")[-3000:])
             time.sleep(0.05)
         else:
             pytest.fail("no shard finished within 300 s")
