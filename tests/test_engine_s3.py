@@ -338,3 +338,22 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
     s3.put_object(Bucket=bucket, Key="out/.engine.lock", Body=_lease_body("nightly-7", 4242, time.time() + 60))
     with pytest.raises(OutputLocked, match="nightly-7"):
         run(cfg, src, out, engine=eng, progress=False)
+
+
+def test_cli_refusals_on_s3_are_one_line_with_their_exit_code(s3, bucket, tiny_model, tmp_path):
+    """Through the console script, before any engine starts: a held lease (2), an empty prefix (3)."""
+    write_shards(jsonl_to_table(DEMO), tmp_path / "in", rows_per_shard=6)
+    _upload_dir(s3, tmp_path / "in", bucket, "in")
+    s3.put_object(Bucket=bucket, Key="out/.engine.lock", Body=_lease_body("nightly-7", 4242, time.time() + 600))
+    base = [sys.executable, "-m", "reportminer.engine.cli", "run", "--model", str(tiny_model), "-q"]
+    held = subprocess.run([*base, "--input", f"s3://{bucket}/in", "--out", f"s3://{bucket}/out"],
+                          capture_output=True, text=True, timeout=300)
+    assert held.returncode == 2, held.stderr[-2000:]
+    assert "another engine run is writing here (host nightly-7, pid 4242" in held.stderr
+    assert "Traceback" not in held.stderr
+    empty = subprocess.run([*base, "--input", f"s3://{bucket}/nothing-here", "--out", f"s3://{bucket}/out2"],
+                           capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 3, empty.stderr[-2000:]
+    assert f"s3://{bucket}/nothing-here: no *.parquet shards under this prefix" in empty.stderr
+    assert "Traceback" not in empty.stderr
+    assert _keys(s3, bucket, "out2/") == [], "a refused run writes nothing"
