@@ -1,0 +1,116 @@
+"""scripts/bench_gpu.py on CPU: argument checks, the --dry-run plan (input shards, prompts rendered by
+data.prompt, token counts), the random LoRA it makes for a random-weight shape, and the load_format hook
+that Ray actors get through sitecustomize. The phases themselves need a GPU (docs/BENCHMARKS.md)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "bench_gpu.py"
+sys.path.insert(0, str(SCRIPT.parent))
+import bench_gpu  # noqa: E402  (scripts/ is not a package)
+
+
+def bench(*args: str):
+    """The CLI in this process (its stdout and stderr apart); the same click command `python bench_gpu.py` runs."""
+    return CliRunner().invoke(bench_gpu.main, list(args), catch_exceptions=False)
+
+
+def test_dry_run_prepares_shards_and_prompts_and_prints_the_plan(tiny_model: Path, demo_jsonl: Path,
+                                                                 tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    p = bench("--model", str(tiny_model), "--input", str(demo_jsonl), "--rows", "30", "--shards", "4",
+              "--max-tokens", "64", "--ray-actors", "2,1", "--work", str(work), "--dry-run")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    plan = json.loads(p.stdout)["plan"]  # stdout is the one JSON object, nothing else
+    assert plan["rows"] == 30 and plan["will_run"] == ["bare", "engine", "ray1", "ray2"]
+    assert plan["load_format"] == "auto" and plan["adapter"]["random"] is True
+    assert plan["ray_sets"]["2"] == ["backend=ray", "ray_actors=2", "ray_gpus_per_actor=1"]
+    assert plan["ray_config_check"]  # "ok" once the Ray backend's keys exist, else the exact config error
+    # the shards hold every row once, unique ids and paragraphs (demo rows cycled, each one made unique)
+    rows = [r for f in plan["shards"] for r in pq.read_table(f).to_pylist()]
+    assert len(plan["shards"]) == 4 and len(rows) == 30
+    assert len({r["id"] for r in rows}) == 30 and len({r["paragraph"] for r in rows}) == 30
+    # the prompts are the engine's (data.prompt with the model's chat template), in row order
+    from transformers import AutoTokenizer
+
+    from reportminer.data.prompt import render_prompt
+
+    prompts = json.loads((work / "prompts.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    assert prompts == [render_prompt(tok, r["chapter_title"], r["paragraph"]) for r in rows]
+    lengths = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
+    assert plan["prompt_tokens"] == {"mean": round(sum(lengths) / 30, 1), "min": min(lengths),
+                                     "max": max(lengths), "total": sum(lengths)}
+    assert json.loads((work / "plan.json").read_text())["rows"] == 30
+    assert not (work / "out-engine").exists()  # a dry run starts nothing
+
+
+def test_dry_run_of_the_14b_shape_writes_its_config_and_tokenizer(tmp_path: Path) -> None:
+    p = bench("--shape", "qwen3-14b", "--rows", "8", "--shards", "2", "--phases", "engine", "--work",
+              str(tmp_path), "--dry-run")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    plan = json.loads(p.stdout)["plan"]
+    cfg = json.loads((Path(plan["model"]) / "config.json").read_text())
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]) == (5120, 40, 17408)
+    assert plan["load_format"] == "dummy" and plan["will_run"] == ["engine"] and "ray_config_check" not in plan
+    assert (Path(plan["model"]) / "tokenizer_config.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "exactly one of --model and --shape"),
+    (["--shape", "qwen3-14b", "--phases", "bare,fast"], "--phases"),
+    (["--shape", "qwen3-14b", "--ray-actors", "0,2"], "--ray-actors"),
+    (["--shape", "qwen3-14b", "--rows", "0"], "--rows"),
+    (["--shape", "qwen3-14b", "--adapter", "noequals"], "NAME=PATH"),
+])
+def test_bad_arguments_are_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    p = bench(*args, "--work", str(tmp_path), "--dry-run")
+    assert p.exit_code == 2 and message in p.stderr, p.stderr[-1000:]
+    assert p.stdout == ""
+
+
+def test_random_lora_from_config_loads_into_peft(tiny_model: Path, tmp_path: Path) -> None:
+    """The adapter made for a random-weight shape has the key names and shapes PEFT (and vLLM) expect."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = bench_gpu.make_random_lora(tiny_model, tmp_path / "lora", rank=4)
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model)), str(out))
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    assert len(saved) == 2 * 7 * layers and len(loaded) == 7 * layers
+    key = "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"
+    assert torch.equal(loaded[key.replace("lora_B.weight", "lora_B.default.weight")].to(torch.bfloat16), saved[key])
+    assert saved[key].abs().sum() > 0  # B is random, so the adapter changes outputs
+    assert (out / "reportminer_adapter.json").exists()
+
+
+@pytest.mark.engine  # imports vLLM (a minute on two busy cores)
+def test_sitecustomize_hook_sets_load_format_in_a_new_process(tmp_path: Path) -> None:
+    """What a Ray actor gets: PYTHONPATH + the env variable make vllm.LLM default to the load format."""
+    hook = bench_gpu.write_hook(tmp_path)
+    code = ("import vllm.entrypoints.llm as m, inspect; "
+            "print(m.LLM._bench_load_format, 'install_load_format_hook' in m.LLM.__init__.__qualname__)")
+    env = {**os.environ, bench_gpu.LOAD_FORMAT_ENV: "dummy",
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-2:] == ["dummy", "True"]
+    env.pop(bench_gpu.LOAD_FORMAT_ENV)  # without the variable the hook does nothing
+    p = subprocess.run([sys.executable, "-c", "import sys; print('bench_gpu' in sys.modules, len(sys.meta_path))"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    q = subprocess.run([sys.executable, "-c", "import sys; print(len(sys.meta_path))"], capture_output=True,
+                       text=True, timeout=60, env={k: v for k, v in env.items() if k != "PYTHONPATH"})
+    assert p.stdout.split() == ["False", q.stdout.strip()], p.stderr[-2000:]

@@ -1,0 +1,101 @@
+"""The two Dockerfiles and their locks, checked without Docker (none runs here; hadolint runs in scripts/lint.sh).
+
+What an image must hold (issue 8, item 5): the versions the H200 runs used, every package pinned, a non-root
+user, no model inside, a health check on the server; and each lock must still carry every pin of its .in file
+(a hand edit of one without rerunning scripts/lock_images.py fails here).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s#;]+)")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "docker" / f"{name}.lock").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = PIN.match(line)
+        assert m, f"docker/{name}.lock: not an exact pin: {line!r}"
+        pins[_norm(m.group(1))] = m.group(2)
+    return pins
+
+
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, buf = [], ""
+    for line in (REPO / dockerfile).read_text().splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        buf += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            word, _, rest = buf.strip().partition(" ")
+            out.append((word.upper(), rest))
+            buf = ""
+    return out
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("serve", {"vllm": "0.27.1", "torch": "2.11.0", "transformers": "5.17.0", "xgrammar": "0.2.9",
+               "flashinfer-python": "0.6.16.post3", "llguidance": "1.7.6"}),
+    ("train", {"torch": "2.11.0", "transformers": "5.17.0", "peft": "0.21.0", "accelerate": "1.15.0",
+               "trl": "1.16.0", "bitsandbytes": "0.50.2", "datasets": "5.2.0"}),
+])
+def test_lock_holds_the_gpu_runs_versions(name: str, expected: dict[str, str]) -> None:
+    pins = lock_pins(name)
+    assert {k: pins.get(k) for k in expected} == expected
+    # the project's own dependencies are in the lock too (reportminer is installed --no-deps)
+    assert {"pyarrow", "jsonschema", "click", "pyyaml", "tqdm", "rich", "gguf"} <= pins.keys()
+
+
+@pytest.mark.parametrize("name", ["serve", "train"])
+def test_lock_carries_every_pin_of_its_in_file(name: str) -> None:
+    pins = lock_pins(name)
+    text = (REPO / "docker" / f"{name}.in").read_text()
+    wanted = [PIN.match(line.removeprefix("#+").strip()) for line in text.splitlines()
+              if not line.startswith("#") or line.startswith("#+")]
+    wanted_pins = {_norm(m.group(1)): m.group(2) for m in wanted if m}
+    assert wanted_pins, f"docker/{name}.in has no pins"
+    stale = {k: (v, pins.get(k)) for k, v in wanted_pins.items() if pins.get(k) != v}
+    assert not stale, f"docker/{name}.lock is stale (rerun scripts/lock_images.py): {stale}"
+    dropped = [line[2:].split("#")[0].strip() for line in text.splitlines() if line.startswith("#-")]
+    assert not [k for k in pins if any(k.startswith(_norm(d)) for d in dropped)]
+
+
+@pytest.mark.parametrize("dockerfile, lock", [("Dockerfile.serve", "serve"), ("Dockerfile.train", "train")])
+def test_dockerfile_rules(dockerfile: str, lock: str) -> None:
+    ins = instructions(dockerfile)
+    froms = [a for i, a in ins if i == "FROM"]
+    assert len(froms) == 1 and re.match(r"nvidia/cuda:13\.0\.\d+-\w+-ubuntu24\.04@sha256:[0-9a-f]{64}$", froms[0]), froms
+    runs = " ".join(a for i, a in ins if i == "RUN")
+    # Triton's run-time compilation: a C compiler and Python.h
+    assert "build-essential" in runs and "python3-dev" in runs
+    # the lock installed as it is, nothing resolved at build time
+    assert f"docker/{lock}.lock" in " ".join(a for i, a in ins if i == "COPY")
+    assert re.search(rf"pip install --no-cache-dir --no-deps -r /tmp/{lock}\.lock", runs)
+    # a non-root user, by number, is the last USER
+    users = [a for i, a in ins if i == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root") and users[-1].split(":")[0].isdigit()
+    # no model baked in: nothing copied but the project's sources, its lock and scripts
+    copied = [src for i, a in ins if i == "COPY" for src in [t for t in a.split() if not t.startswith("--")][:-1]]
+    allowed = {"pyproject.toml", "README.md", "pkg", "data", "engine", "trainer", "evalkit", f"docker/{lock}.lock",
+               "scripts/serve.sh"}
+    assert copied and set(copied) <= allowed, copied
+    assert not re.search(r"(safetensors|\.gguf|huggingface-cli|hf download|snapshot_download|fetch-model)", runs)
+
+
+def test_serve_image_serves_with_a_health_check() -> None:
+    ins = dict((i, a) for i, a in instructions("Dockerfile.serve"))
+    assert "/health" in ins["HEALTHCHECK"] and "127.0.0.1" in ins["HEALTHCHECK"]
+    assert "/app/scripts/serve.sh" in ins["CMD"]
+    env = " ".join(a for i, a in instructions("Dockerfile.serve") if i == "ENV")
+    assert "HOST=0.0.0.0" in env and "PORT=8000" in env and "MODEL=/model" in env
