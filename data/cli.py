@@ -153,8 +153,9 @@ def export(input_: Path, out: Path) -> None:
 
 @main.command()
 @click.option("--input", "input_", required=True, type=EXISTING, help="A .md/.markdown/.txt report, or a folder of them (recursively).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shard-NNNNN.parquet files.")
-@click.option("--rows-per-shard", default=1000, show_default=True, type=click.IntRange(min=1), help="Paragraphs per Parquet file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shard-<hash>.parquet files.")
+@click.option("--rows-per-shard", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Paragraphs per Parquet file on average (cut by content: an unchanged report keeps its shard).")
 @click.option("--max-chars", default=600, show_default=True, type=click.IntRange(min=50), help="Longer paragraphs are cut at sentence ends.")
 @click.option("--min-chars", default=8, show_default=True, type=click.IntRange(min=1), help="Shorter paragraphs are dropped.")
 @click.option("--keep-numbering", is_flag=True, help="Keep heading numbers in chapter_title (一、行业概况 instead of 行业概况).")
@@ -183,6 +184,7 @@ def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_cha
         raise DataError(f"{input_}: no paragraphs found; nothing written")
     click.echo(
         f"wrote {res.paragraphs} paragraphs from {res.files} file(s) to {len(res.shards)} shard(s) in {out}"
+        + (f" ({res.unchanged} unchanged)" if res.unchanged else "")
         + (f" (removed {len(res.removed_stale)} stale shard(s))" if res.removed_stale else "")
     )
 

@@ -22,9 +22,17 @@ Rules:
 
 Ids are `<file path relative to --input>#<12 hex of sha256(title, paragraph)>`, with `-2`, `-3` … on
 repeats inside one file. They depend on the content only, so a rerun over the same reports gives the same
-ids (the engine's resume skips rows it has done), and editing one paragraph re-runs that paragraph only.
-Each row also carries `source` (`file:line` of the paragraph's first line), `doc` (the relative file
+ids. Each row also carries `source` (`file:line` of the paragraph's first line), `doc` (the relative file
 path) and `para_index` (0-based order in the document, to reassemble it).
+
+Shards are cut by content, not by position (content-defined chunking): in corpus order (files sorted,
+paragraphs in document order) a shard ends after a paragraph whose id hashes to 0 modulo
+`rows_per_shard` (so shards hold `rows_per_shard` rows on average), or at `MAX_SHARD_FACTOR` times that
+at the latest, and is named after the hash of its last paragraph's id. Whether a paragraph ends a shard
+depends on that paragraph alone, so adding, editing or deleting a report changes the shard(s) holding its
+paragraphs (and at most the next one) and leaves every other shard byte-identical under its old name:
+the engine skips them (its resume is per shard), and its row cache serves the unchanged rows of a
+changed shard. Numbering shards along the sorted list instead re-cut every shard after the first change.
 """
 from __future__ import annotations
 
@@ -37,11 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .io import DataError, write_shards
+from .io import DataError, write_parquet
 from .schema import CHAPTER_TITLE, ID, PARAGRAPH, SOURCE
 
 DOC = "doc"
+# A shard is cut at this many times rows_per_shard when no paragraph ended it (a geometric tail: about
+# 2 % of shards would be longer without it).
+MAX_SHARD_FACTOR = 4
 PARA_INDEX = "para_index"
 REPORT_SUFFIXES = (".md", ".markdown", ".txt")
 
@@ -103,6 +115,7 @@ class IngestResult:
     files: int = 0
     paragraphs: int = 0
     shards: list[Path] = field(default_factory=list)
+    unchanged: int = 0  # shards whose file already held exactly these rows (left untouched)
     removed_stale: list[Path] = field(default_factory=list)
     empty_files: list[str] = field(default_factory=list)
 
@@ -419,6 +432,31 @@ def prune_stale_shards(out_dir: str | os.PathLike, keep: list[Path], prefix: str
     return removed
 
 
+def _id_hash(pid: str) -> bytes:
+    return hashlib.sha256(pid.encode()).digest()
+
+
+def ends_shard(pid: str, rows_per_shard: int) -> bool:
+    """Whether the paragraph with this id closes its shard (true for about 1 in `rows_per_shard`)."""
+    return int.from_bytes(_id_hash(pid)[:8], "big") % rows_per_shard == 0
+
+
+def _write_shard(rows: list[Paragraph], out_dir: Path, res: IngestResult) -> None:
+    """`shard-<12 hex of the last id's hash>.parquet`; an existing file with the same rows is left as it is
+    (its mtime too, so the engine's fingerprint takes its fast path)."""
+    path = out_dir / f"shard-{_id_hash(rows[-1].id).hex()[:12]}.parquet"
+    table = _to_table(rows)
+    try:
+        same = path.exists() and pq.read_table(path).equals(table)
+    except Exception:  # a damaged old file is simply replaced
+        same = False
+    if same:
+        res.unchanged += 1
+    else:
+        write_parquet(table, path)
+    res.shards.append(path)
+
+
 def ingest_to_shards(
     path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -426,22 +464,23 @@ def ingest_to_shards(
     cfg: IngestConfig = IngestConfig(),
     progress: bool = False,
 ) -> IngestResult:
-    """Stream paragraphs into `shard-NNNNN.parquet` files of `rows_per_shard` rows (memory stays at one
-    shard whatever the corpus size)."""
+    """Stream paragraphs into `shard-<hash>.parquet` files of about `rows_per_shard` rows, cut by content
+    (see the module docstring) so unchanged reports keep their shards; memory stays at one shard."""
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
     res = IngestResult()
+    out = Path(out_dir)
     buf: list[Paragraph] = []
     docs_seen: set[str] = set()
     for p in iter_paragraphs(path, cfg, progress):
         docs_seen.add(p.doc)
         buf.append(p)
         res.paragraphs += 1
-        if len(buf) == rows_per_shard:
-            res.shards += write_shards(_to_table(buf), out_dir, rows_per_shard, first_index=len(res.shards))
+        if ends_shard(p.id, rows_per_shard) or len(buf) >= MAX_SHARD_FACTOR * rows_per_shard:
+            _write_shard(buf, out, res)
             buf = []
     if buf:
-        res.shards += write_shards(_to_table(buf), out_dir, rows_per_shard, first_index=len(res.shards))
+        _write_shard(buf, out, res)
     root = Path(path)
     files = report_files(root)
     res.files = len(files)

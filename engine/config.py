@@ -128,6 +128,10 @@ class EngineConfig:
     chunk_size: int | None = h("Requests kept queued in vLLM ahead of the scheduler; none: 8 x max_num_seqs.",
                                default=None)
     batch_rows: int = h("Parquet rows read per record batch.", default=DEFAULT_BATCH_ROWS)
+    row_cache: bool = h(
+        "Serve a paragraph already extracted under the same model, adapter weights, prompt, schema and decoding "
+        "settings from OUT/_rowcache instead of recomputing it, whatever shard it is in (ok rows only; "
+        "rm -r OUT/_rowcache clears it).", default=True)
 
     # ---- construction -------------------------------------------------------------------------------
 

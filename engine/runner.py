@@ -32,8 +32,10 @@ from .decoding import adapter_thresholds, row_from_completion
 from .generate import Completion, Engine, Request
 from .merge import merged_model, serving_config
 from .progress import Progress
+from .row_cache import RowCache, column_scopes
 from .rows import (
     EMPTY_PARAGRAPH,
+    OK,
     REJECTED,
     TOO_LONG,
     RowResult,
@@ -93,7 +95,7 @@ class _Batch:
 
 class _Pipeline:
     def __init__(self, engine: Engine, config: EngineConfig, adapters: list[Adapter], out_dir: Path,
-                 manifest: RunManifest, progress: Progress):
+                 manifest: RunManifest, progress: Progress, cache: RowCache | None = None):
         self.engine = engine
         self.config = config
         self.out_dir = out_dir
@@ -106,6 +108,7 @@ class _Pipeline:
             self.run_adapters = [None]
         self.names = names
         self.width = len(names)
+        self.cache = cache or RowCache.open(out_dir, [], enabled=False)  # engine/row_cache.py
         self.thresholds, _ = adapter_thresholds(config, adapters)  # score_threshold per adapter (decoding.py)
         self.queue: deque[_Batch] = deque()
         self.open: deque[_Shard] = deque()
@@ -162,7 +165,11 @@ class _Pipeline:
                                 self.fill(b, i * self.width + j, error_row(name, TOO_LONG, detail, len(prompt)), False)
                         else:
                             for j, adapter in enumerate(self.run_adapters):
-                                yield Request((b, i * self.width + j), prompt, adapter)
+                                hit = self.cache.get(j, self.names[j], titles[i], paragraphs[i])
+                                if hit is not None:  # extracted before under the same scope: not resubmitted
+                                    self.fill(b, i * self.width + j, hit, False)
+                                else:
+                                    yield Request((b, i * self.width + j), prompt, adapter)
                     self.flush()
             except DataError as e:
                 self.fail(st, str(e))
@@ -193,6 +200,10 @@ class _Pipeline:
             r = error_row(name, REJECTED, c.rejected, c.prompt_tokens)
         else:
             r = row_from_completion(name, c, self.config, self.thresholds[name])
+            if r.status == OK:
+                i = slot // self.width
+                self.cache.put(slot % self.width, b.batch.column(CHAPTER_TITLE)[i].as_py(),
+                               b.batch.column(PARAGRAPH)[i].as_py(), r)
         self.fill(b, slot, r, submitted=c.rejected is None)
         if b is self.queue[0] and b.remaining == 0:
             self.flush()
@@ -261,6 +272,7 @@ class _Pipeline:
     def abandon(self) -> None:
         """On interrupt or fatal error: abort requests, delete temporary files of unfinished shards."""
         self.feeder.close()
+        self.cache.close()  # rows finished so far stay cached for the rerun
         for st in list(self.open):
             if st.writer is not None:
                 st.writer.discard()
@@ -270,6 +282,7 @@ class _Pipeline:
         for c in self.feeder.run(self.requests(todo)):
             self.on_completion(c)
         self.flush()
+        self.cache.close()
         if self.open:  # cannot happen unless the bookkeeping is wrong: say so rather than lose rows
             for st in list(self.open):
                 self.fail(st, f"internal error: shard not finished ({st.batches_pending} batches pending)")
@@ -395,7 +408,9 @@ def _feed(engine: Engine, plan: _Plan, config: EngineConfig, manifest: RunManife
     """Every row of `todo` through the engine into shard files: (pipeline, generation seconds, interrupted)."""
     bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)
     t_gen = time.perf_counter()
-    pipeline = _Pipeline(engine, config, plan.adapters, plan.out_dir, manifest, bar)
+    by_name = {a.name: a for a in plan.adapters}
+    cache = RowCache.open(plan.out_dir, column_scopes(plan.identity, config.adapter_names, by_name), config.row_cache)
+    pipeline = _Pipeline(engine, config, plan.adapters, plan.out_dir, manifest, bar, cache)
     interrupted = False
     try:
         pipeline.run(todo)
@@ -427,6 +442,7 @@ def _summarise(summary: RunSummary, pipeline: _Pipeline | None, failed_early: li
     summary.output_rows, summary.ok, summary.error = s.output_rows, s.ok, s.error
     summary.errors_by_reason = dict(sorted(s.errors_by_reason.items()))
     summary.by_adapter = {n: st.as_dict() for n, st in pipeline.by_adapter.items()} if pipeline else {}
+    summary.row_cache = pipeline.cache.stats.as_dict() if pipeline else {}
     summary.prompt_tokens, summary.output_tokens = work.prompt_tokens, work.output_tokens
     summary.rows_per_s = work.output_rows / gen_s if gen_s else 0.0
     summary.output_tokens_per_s = work.output_tokens / gen_s if gen_s else 0.0

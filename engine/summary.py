@@ -73,6 +73,8 @@ class RunSummary:
     error: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
     by_adapter: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # engine/row_cache.py: rows served from the cache vs computed (sent to the model), rows stored
+    row_cache: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int = 0
     output_tokens: int = 0
     wall_s: float = 0.0  # whole run, engine start included
@@ -100,6 +102,11 @@ class RunSummary:
             f"  tokens: prompt {self.prompt_tokens}, output {self.output_tokens}; "
             f"{self.rows_per_s:.2f} rows/s, {self.output_tokens_per_s:.1f} output tok/s",
         ]
+        if self.row_cache.get("enabled"):
+            c = self.row_cache
+            lines.append(f"  row cache: {c['served']} row(s) served from the cache, {c['computed']} computed, "
+                         f"{c['stored']} stored" + (f"; {len(c['ignored_segments'])} unreadable segment(s) ignored"
+                                                     if c["ignored_segments"] else ""))
         if len(self.by_adapter) > 1:
             for name, s in self.by_adapter.items():
                 lines.append(f"  adapter {name}: ok {s['ok']}, error {s['error']}, output tokens {s['output_tokens']}")

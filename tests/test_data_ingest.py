@@ -159,14 +159,66 @@ def test_gb18030_and_crlf(tmp_path: Path) -> None:
 def test_shards_stream_validate_and_prune(reports: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     res = ingest_to_shards(reports, out, rows_per_shard=4)
-    assert (res.files, res.paragraphs, len(res.shards)) == (2, 11, 3)
-    assert pq.read_table(res.shards[2]).num_rows == 3
+    assert (res.files, res.paragraphs) == (2, 11)
+    assert sum(pq.read_table(p).num_rows for p in res.shards) == 11 and len(res.shards) > 1
+    assert all(p.name.startswith("shard-") and p.parent == out for p in res.shards)
     assert validate_path(out).ok
-    assert read_table(out).equals(ingest_table(reports))
+    # Shards are named by content, so the folder's order is not the corpus order; the rows are the same.
+    assert read_table(out).sort_by([("doc", "ascending"), ("para_index", "ascending")]).equals(
+        ingest_table(reports).sort_by([("doc", "ascending"), ("para_index", "ascending")]))
     # Rerun with bigger shards: old shard files must not linger and be read as part of the set.
     res2 = ingest_to_shards(reports, out, rows_per_shard=100)
-    assert len(res2.shards) == 1 and len(res2.removed_stale) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["shard-00000.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in res2.shards)
+    assert len(res2.removed_stale) == len(set(res.shards) - set(res2.shards)) > 0
+    assert read_table(out).num_rows == 11
+
+
+def _corpus(root: Path, names: list[str]) -> None:
+    for n in names:
+        (root / f"{n}.md").write_text(
+            f"# {n} 点评\n\n" + "\n\n".join(f"{n} 公司第{k}段：营业收入同比增长{k + 3}%，毛利率提升至{k + 30}%。"
+                                           for k in range(3)) + "\n",
+            encoding="utf-8")
+
+
+def _shard_files(out: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("shard-*.parquet")}
+
+
+def _docs(path: Path) -> set[str]:
+    return set(pq.read_table(path).column("doc").to_pylist())
+
+
+def test_shards_of_unchanged_reports_stay_put_when_reports_are_added_or_deleted(tmp_path: Path) -> None:
+    """Issue 9, item 5: one new report that sorts first used to renumber, and so re-run, every shard."""
+    root, out = tmp_path / "reports", tmp_path / "out"
+    root.mkdir()
+    _corpus(root, [f"r{i:03d}" for i in range(60)])
+    first = ingest_to_shards(root, out, rows_per_shard=10)
+    assert first.paragraphs == 180 and 8 <= len(first.shards) <= 40
+    before = _shard_files(out)
+
+    _corpus(root, ["a000"])  # sorts before every other report
+    added = ingest_to_shards(root, out, rows_per_shard=10)
+    after = _shard_files(out)
+    changed = {n for n in after if before.get(n) != after[n]}
+    # The new report's rows land in the first shard (or in new shards before it); every other file is
+    # untouched (same bytes and same mtime: the engine skips it without even hashing it).
+    assert changed and all("a000.md" in _docs(out / n) for n in changed)
+    assert len(changed & set(before)) <= 1 and set(before) <= set(after)
+    assert added.unchanged == len(after) - len(changed) >= len(before) - 1
+    assert sum(pq.read_table(out / n).num_rows for n in changed) <= 3 + 4 * 10
+
+    # Deleting a report in the middle changes only the shard(s) that held its paragraphs.
+    (root / "r030.md").unlink()
+    holding = {n for n in after if "r030.md" in _docs(out / n)}
+    ingest_to_shards(root, out, rows_per_shard=10)
+    final = _shard_files(out)
+    kept = {n for n in after if final.get(n) == after[n]}
+    # Only the shard(s) that held r030 change, and the next one when r030 ended a shard (it then merges).
+    assert len(kept) >= len(after) - len(holding) - 1 and not kept & holding
+    assert all("r030.md" not in _docs(out / n) for n in final)
+    assert read_table(out).num_rows == 180
 
 
 def test_config_and_errors(reports: Path, tmp_path: Path) -> None:

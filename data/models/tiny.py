@@ -126,3 +126,48 @@ def make_random_adapter(
     out = Path(out_dir)
     model.save_pretrained(out)
     return out
+
+
+def make_closing_adapter(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int = 4) -> Path:
+    """A LoRA under which the tiny random model answers a minimal valid extraction at once.
+
+    With guided decoding the random model alone rarely closes its JSON within a short `max_tokens` (0 of
+    60 rows ok at 32 tokens, 10 of 60 at 128), so every row is an error; tests and benchmarks of what
+    happens to ok rows need them ok. The adapter, on the last layer's MLP only, adds a large vector v to
+    the residual stream whose logits favour `"` and `]` (v is the least-norm vector with v·E = 1 for both
+    tokens' tied embeddings; every other token scores below 0.6), so guided decoding closes each string
+    and the metric list as soon as the grammar allows: `{"analysis":"…","metrics":[]}` in about 12
+    tokens (60 of 60 rows ok). The vector's size must not depend on the input's sign, so gate and up
+    projections of units 2i and 2i+1 both get +z_i and -z_i (z_i = a_i·x, 8 random directions) and
+    silu(z)·z + silu(-z)·(-z) = z²: the down projection reads the sum of z_i², always positive.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = Path(out_dir)
+    make_random_adapter(model_dir, out, rank=8, seed=seed)
+    weights = load_file(out / "adapter_model.safetensors")
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    emb = load_file(Path(model_dir) / "model.safetensors")["model.embed_tokens.weight"].float()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    targets = [tok.convert_tokens_to_ids(t) for t in ('"', "]")]
+    et = emb[targets]
+    v = et.T @ torch.linalg.solve(et @ et.T, torch.ones(len(targets)))
+    for t in weights.values():
+        t.zero_()
+    pre = f"base_model.model.model.layers.{cfg['num_hidden_layers'] - 1}.mlp."
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(8, cfg["hidden_size"], generator=gen)
+    a = a / a.norm(dim=1, keepdim=True) * 10
+    for proj in ("gate_proj", "up_proj"):
+        weights[pre + proj + ".lora_A.weight"].copy_(a)
+        b = weights[pre + proj + ".lora_B.weight"]
+        for i in range(8):
+            b[2 * i, i] = 1.0
+            b[2 * i + 1, i] = -1.0
+    weights[pre + "down_proj.lora_A.weight"][0, :16] = 1.0
+    weights[pre + "down_proj.lora_B.weight"][:, 0] = v * 10
+    save_file(weights, out / "adapter_model.safetensors")
+    return out
