@@ -100,6 +100,7 @@ class CacheStats:
     served: int = 0  # rows filled from the cache (never sent to the model)
     computed: int = 0  # rows sent to the model
     stored: int = 0  # ok rows added to the cache by this run
+    seeded: int = 0  # ok rows taken from the finished shards of an OUT that had no cache yet (RowCache.seed)
     entries: int = 0  # entries of this run's scopes found at start
     segments: int = 0
     ignored_segments: list[str] = field(default_factory=list)
@@ -209,6 +210,40 @@ class RowCache:
                     log.warning("row cache: unreadable entry (%s); recomputing the row", e)
         self.stats.computed += 1
         return None
+
+    def seed(self, out_dir: Path, outputs: list[str], names: list[str]) -> int:
+        """First use on an OUT written before the cache existed: store the ok rows of its finished shards.
+
+        The caller passes the shards the run manifest lists, whose identity it has just checked equals this
+        run's, so their rows are this configuration's. Without this, the first night after an upgrade
+        (when `datakit ingest` also renames every shard once) would recompute the whole corpus.
+        """
+        if self.dir is None or self.dir.exists() or not outputs:
+            return 0
+        import pyarrow.parquet as pq
+
+        column = {n: j for j, n in enumerate(names)}
+        n = 0
+        for rel in outputs:
+            try:
+                rows = pq.read_table(out_dir / rel).to_pylist()
+            except Exception as e:  # a damaged or vanished output only means fewer cached rows
+                log.warning("row cache: cannot read %s to seed the cache (%s)", out_dir / rel, e)
+                continue
+            for r in rows:
+                if r.get("status") == OK and r.get("adapter") in column:
+                    stored = RowResult(adapter=r["adapter"], **{k: r.get(k) for k in _STORED})
+                    self.put(column[r["adapter"]], r.get("chapter_title"), r.get("paragraph"), stored)
+                    n += 1
+        self.flush()
+        self.dir.mkdir(parents=True, exist_ok=True)  # seeded once, even when no row was ok
+        self.stats.seeded, self.stats.stored = self.stats.stored, 0
+        self._tables, self._index, self._stored = [], {}, set()
+        self.stats.segments, self.stats.ignored_segments = 0, []
+        self._load()  # the seeded rows are served from this run on
+        if n:
+            log.info("row cache: seeded with %d ok row(s) of %d finished shard(s) already in %s", n, len(outputs), out_dir)
+        return n
 
     # ---- writing ----------------------------------------------------------------------------------
 

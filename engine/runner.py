@@ -410,6 +410,7 @@ def _feed(engine: Engine, plan: _Plan, config: EngineConfig, manifest: RunManife
     t_gen = time.perf_counter()
     by_name = {a.name: a for a in plan.adapters}
     cache = RowCache.open(plan.out_dir, column_scopes(plan.identity, config.adapter_names, by_name), config.row_cache)
+    cache.seed(plan.out_dir, [e["output"] for e in manifest.shards.values()], config.adapter_names)
     pipeline = _Pipeline(engine, config, plan.adapters, plan.out_dir, manifest, bar, cache)
     interrupted = False
     try:

@@ -104,6 +104,27 @@ def test_many_segments_are_compacted(tmp_path, monkeypatch):
     assert len(_segments(tmp_path)) == 1 and c.stats.entries == 5 and c.stats.segments == 1
 
 
+def test_an_out_folder_without_a_cache_seeds_it_from_its_finished_shards(tmp_path):
+    """The first run after an upgrade: rows already in OUT are not recomputed (ingest renames shards once)."""
+    in_schema = pa.schema([("id", pa.string()), ("chapter_title", pa.string()), ("paragraph", pa.string())])
+    schema, _ = output_schema(in_schema)
+    batch = pa.RecordBatch.from_pydict({"id": ["1", "2"], "chapter_title": ["t", None], "paragraph": ["p1", "p2"]},
+                                       schema=in_schema)
+    ok_b, ok_c, err = _ok(1), _ok(2), error_row("c", "length", "cut")
+    ok_b.adapter, ok_c.adapter = "base", "c"
+    results = [ok_b, ok_c, _ok(3), err]  # row 1: base, c; row 2: base (adapter v1 is not a column), c
+    results[2].adapter = "v1"
+    write_parquet(output_table(batch, results, 2, schema), tmp_path / "old" / "s.parquet")
+    c = RowCache.open(tmp_path, ["sb", "sc"])
+    assert c.seed(tmp_path, ["old/s.parquet", "gone.parquet"], ["base", "c"]) == 2
+    assert (c.stats.seeded, c.stats.stored, c.stats.entries) == (2, 0, 2)
+    got = c.get(1, "c", "t", "p1")
+    assert got is not None and output_table(batch.slice(0, 1), [got], 1, schema).equals(
+        output_table(batch.slice(0, 1), [ok_c], 1, schema))
+    assert c.get(1, "c", None, "p2") is None  # the error row was not seeded
+    assert RowCache.open(tmp_path, ["sb", "sc"]).seed(tmp_path, ["old/s.parquet"], ["base", "c"]) == 0  # once
+
+
 def test_scope_follows_adapter_content_and_decoding_not_names(tmp_path):
     ident = {"model": {"name": "m"}, "schema": "v1", "prompt": "v2", "max_tokens": 32, "adapters": [],
              "include_base": True, "decoding": {"samples": 1, "score_threshold": {"a": None, "b": 0.5, "base": None},
