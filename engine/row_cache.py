@@ -127,6 +127,11 @@ class RowCache:
         if not enabled:
             return cls(None, scopes)
         cache = cls(out_dir / CACHE_DIR, scopes)
+        seeding = out_dir / (CACHE_DIR + ".seeding")
+        if seeding.is_dir():  # left by a run killed while seeding (see `seed`); we hold the --out lock
+            import shutil
+
+            shutil.rmtree(seeding, ignore_errors=True)
         cache._load()
         return cache
 
@@ -220,8 +225,13 @@ class RowCache:
         """
         if self.dir is None or self.dir.exists() or not outputs:
             return 0
+        import shutil
+
         import pyarrow.parquet as pq
 
+        # Built aside and renamed into place: an interrupted seeding leaves no half-seeded cache behind.
+        final, self.dir = self.dir, self.dir.with_name(self.dir.name + ".seeding")
+        shutil.rmtree(self.dir, ignore_errors=True)
         column = {n: j for j, n in enumerate(names)}
         n = 0
         for rel in outputs:
@@ -237,6 +247,8 @@ class RowCache:
                     n += 1
         self.flush()
         self.dir.mkdir(parents=True, exist_ok=True)  # seeded once, even when no row was ok
+        os.replace(self.dir, final)
+        self.dir = final
         self.stats.seeded, self.stats.stored = self.stats.stored, 0
         self._tables, self._index, self._stored = [], {}, set()
         self.stats.segments, self.stats.ignored_segments = 0, []

@@ -115,7 +115,9 @@ def test_an_out_folder_without_a_cache_seeds_it_from_its_finished_shards(tmp_pat
     results = [ok_b, ok_c, _ok(3), err]  # row 1: base, c; row 2: base (adapter v1 is not a column), c
     results[2].adapter = "v1"
     write_parquet(output_table(batch, results, 2, schema), tmp_path / "old" / "s.parquet")
+    (tmp_path / (CACHE_DIR + ".seeding")).mkdir()  # a seeding killed part-way is cleared, not used
     c = RowCache.open(tmp_path, ["sb", "sc"])
+    assert not (tmp_path / (CACHE_DIR + ".seeding")).exists()
     assert c.seed(tmp_path, ["old/s.parquet", "gone.parquet"], ["base", "c"]) == 2
     assert (c.stats.seeded, c.stats.stored, c.stats.entries) == (2, 0, 2)
     got = c.get(1, "c", "t", "p1")
