@@ -23,6 +23,8 @@ segments it merges them into one first (new segment committed, then old ones del
 between leaves duplicates, which are harmless).
 
 Clearing: `rm -r OUT/_rowcache` (nothing else refers to it); `row_cache: false` turns it off for a run.
+Local --out only so far: on s3:// and gs:// (engine/storage.py) the cache is off with a warning; there,
+segments would be downloaded at open and uploaded whole at flush (a whole-object PUT is atomic).
 """
 from __future__ import annotations
 
@@ -125,6 +127,10 @@ class RowCache:
     @classmethod
     def open(cls, out_dir: Path, scopes: list[str], enabled: bool = True) -> "RowCache":
         if not enabled:
+            return cls(None, scopes)
+        if not isinstance(out_dir, Path):  # s3:// or gs:// (engine/storage.py: ObjectPath)
+            log.warning("row cache: off for --out %s (kept in local folders only so far); every row of a "
+                        "redone shard is computed", out_dir)
             return cls(None, scopes)
         cache = cls(out_dir / CACHE_DIR, scopes)
         seeding = out_dir / (CACHE_DIR + ".seeding")
