@@ -34,6 +34,8 @@ from reportminer.data.io import DataError, data_kind, iter_jsonl, read_table
 from reportminer.data.parse import parse_output
 from reportminer.data.schema import ADAPTER, BASE_ADAPTER, ERROR, GOLD_METRICS, ID, METRICS, OK, RAW, SCENARIO, STATUS
 
+from . import fastload
+
 # BASE_ADAPTER (data.schema) also labels engine rows whose `adapter` is null/empty.
 # A row's group: its `scenario` field when present (test-case files), else its `type` (data.schema.SCENARIO).
 GROUP_FIELDS = ("scenario", SCENARIO)
@@ -93,6 +95,9 @@ def _group(obj: dict[str, Any]) -> str | None:
 
 
 def _gold_from_jsonl(path: Path) -> pl.DataFrame:
+    fast = fastload.gold_rows(path)  # None: some line is not the common shape; read the file as below
+    if fast is not None:
+        return _columns_frame(fast, GOLD_SCHEMA, ("gold_names", "gold_types"))
     rows: dict[str, list[Any]] = {k: [] for k in GOLD_SCHEMA}
     for case, row in enumerate(iter_jsonl(path), 1):
         obj = row.obj
@@ -149,6 +154,13 @@ def _gold_from_parquet(path: Path) -> pl.DataFrame:
     )
 
 
+GOLD_FORMATS = (
+    "gold must be seed-format JSONL (a .jsonl file, or a folder of them: one {\"id\"?, \"type\", \"input\", "
+    "\"output\": {\"metrics\": [...]}} object a line) or Parquet with `id` and `gold_metrics` columns (datakit shard)"
+)
+_NOT_JSONL = (": invalid JSON:", ": expected a JSON object", ": not UTF-8 text")
+
+
 def load_gold(path: str | os.PathLike) -> pl.DataFrame:
     """Gold cases from seed-format JSONL (file or folder) or Parquet with `id` + `gold_metrics` columns."""
     p = Path(path)
@@ -157,7 +169,12 @@ def load_gold(path: str | os.PathLike) -> pl.DataFrame:
     if _is_parquet(p):
         gold = _gold_from_parquet(p)
     else:
-        gold = _gold_from_jsonl(p)
+        try:
+            gold = _gold_from_jsonl(p)
+        except DataError as e:
+            if any(k in str(e) for k in _NOT_JSONL):  # e.g. a CSV: say what gold may be, not only "invalid JSON"
+                raise DataError(f"{e}; {GOLD_FORMATS}") from None
+            raise
     if gold.height == 0:
         raise DataError(f"{p}: no gold cases")
     dup = gold.filter(~pl.col("id").is_first_distinct())
@@ -193,8 +210,18 @@ def _case_to_id(gold: pl.DataFrame) -> list[str]:
     return gold["id"].to_list()
 
 
+def _columns_frame(rows: dict[str, list[Any]], schema: dict[str, Any], list_cols: tuple[str, ...]) -> pl.DataFrame:
+    """A frame from Python columns, the list<str> ones built through Arrow (fastload.string_lists)."""
+    return pl.DataFrame(
+        [
+            pl.Series(k, fastload.string_lists(v)) if k in list_cols else pl.Series(k, v, dtype=schema[k])
+            for k, v in rows.items()
+        ]
+    ).cast(schema)  # type: ignore[arg-type]
+
+
 def _frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=PRED_SCHEMA)
+    return _columns_frame(rows, PRED_SCHEMA, ("pred_names", "pred_types"))
 
 
 def _empty_rows() -> dict[str, list[Any]]:
@@ -242,33 +269,47 @@ def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
 
 
 def _preds_from_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
-    """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line."""
+    """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line.
+
+    A line whose `output` plainly meets the contract is decoded by `fastload.pred_row`; any other is
+    read with `json.loads` and `data.parse` as always (the same names, types, validity and error)."""
     ids = _case_to_id(gold)
     rows = _empty_rows()
     with_id: bool | None = None
-    for k, row in enumerate(iter_jsonl(path), 1):
-        obj = row.obj
-        where = f"{row.file}:{row.line}"
-        has_id = obj.get(ID) is not None
+    k = 0
+    for f, _rel, n, line in fastload.jsonl_lines(path):
+        k += 1
+        where = f"{f}:{n}"
+        fast = fastload.pred_row(line)
+        if fast is not None:
+            rid, scen, typ, names, types = fast
+            valid, err, group = True, None, fastload.group(scen, typ)
+        else:
+            obj = fastload.decode_line(f, n, line)
+            rid = obj.get(ID)
+            if "output" not in obj:
+                if with_id is not None and with_id != (rid is not None):
+                    raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
+                raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
+            names, types, valid, err = _parsed_row(obj["output"])
+            group = _group(obj)
+        has_id = rid is not None
         if with_id is None:
             with_id = has_id
         elif with_id != has_id:
             raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
-        if "output" not in obj:
-            raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
         if has_id:
-            cid = str(obj[ID])
+            cid = str(rid)
         else:
             if k > len(ids):
                 raise DataError(f"{where}: prediction row {k} has no gold case {k} (gold has {len(ids)} cases)")
             cid = ids[k - 1]
-        names, types, valid, err = _parsed_row(obj["output"])
         rows["id"].append(cid)
         rows["pred_names"].append(names)
         rows["pred_types"].append(types)
         rows["json_valid"].append(valid)
         rows["error"].append(err)
-        rows["pred_scenario"].append(_group(obj))
+        rows["pred_scenario"].append(group)
         rows["source"].append(where)
     return _frame(rows)
 
@@ -339,6 +380,15 @@ def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
     return out
 
 
+def _has_content(p: Path) -> bool:
+    """False for a file of zero bytes or only whitespace (read in blocks: a large file stops at once)."""
+    with open(p, "rb") as fh:
+        while block := fh.read(1 << 16):
+            if block.strip():
+                return True
+    return False
+
+
 def detect_format(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.exists():
@@ -366,15 +416,21 @@ def load_predictions(
 ) -> list[PredictionSet]:
     """Predictions at `path` as one set per adapter (engine Parquet) or a single set (JSONL, batch JSON)."""
     p = Path(path)
+    if p.is_file() and not _has_content(p):
+        raise DataError(f"{p}: the predictions file is empty; nothing to score")
     fmt = detect_format(p)
     if fmt == "engine-parquet":
         sets = _engine_sets(p, adapter)
+        if all(s.frame.height == 0 for s in sets):
+            raise DataError(f"{p}: the engine results hold no rows; nothing to score")
         if name is not None and len(sets) == 1:
             sets = [PredictionSet(name, sets[0].frame, sets[0].path, sets[0].format)]
         return sets
     if adapter is not None:
         raise DataError(f"{p}: --adapter applies to engine Parquet results only")
     frame = _preds_from_batch_json(p, gold) if fmt == "batch-json" else _preds_from_jsonl(p, gold)
+    if frame.height == 0:
+        raise DataError(f"{p}: the predictions file is empty (no {'items' if fmt == 'batch-json' else 'rows'}); nothing to score")
     dup = frame.filter(~pl.col("id").is_first_distinct())
     if dup.height:
         raise DataError(f"{dup['source'][0]}: a second prediction for gold id {dup['id'][0]!r}")

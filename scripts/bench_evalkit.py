@@ -22,6 +22,7 @@ import argparse
 import json
 import platform
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -137,9 +138,10 @@ def bench_matcher(label: str, matcher, gold: pl.DataFrame, preds: pl.DataFrame, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=100_800, help="cases to build (default 100,800 = 144 x 700)")
+    ap.add_argument("--cases", type=int, default=200_000, help="cases to build (default 200,000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--matchers", default="upstream,fuzzy,embedding")
+    ap.add_argument("--matchers", default="", help="also time the in-memory scoring of these matchers "
+                    "(upstream,fuzzy,difflib,embedding), as in the first version of this benchmark")
     ap.add_argument("--no-files", action="store_true", help="skip the end-to-end runs from files")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args()
@@ -148,11 +150,14 @@ def main() -> None:
     (gold, preds), dt = timed(lambda: build(gold_seed, args.cases, args.seed))
     print(f"gold: {where}; built {gold.height:,} cases, {preds['pred_names'].list.len().sum():,} predicted "
           f"names in {dt:.1f} s; python {platform.python_version()}, {platform.machine()}", flush=True)
-    # Warm-up on a small slice: imports, polars' thread pool, first-call costs are not scoring.
-    for m in ("upstream", "fuzzy"):
-        score_cases(build_cases(gold.head(1000), preds.head(1000)), make_matcher(m))
     rows = []
-    for m in args.matchers.split(","):
+    if not args.no_files:
+        rows.extend(bench_end_to_end(gold_seed, gold, preds))
+    if args.matchers:
+        # Warm-up on a small slice: imports, polars' thread pool, first-call costs are not scoring.
+        for m in ("upstream", "fuzzy"):
+            score_cases(build_cases(gold.head(1000), preds.head(1000)), make_matcher(m))
+    for m in [x for x in args.matchers.split(",") if x]:
         if m == "embedding":
             from reportminer.evalkit import embed
             from reportminer.evalkit.matchers import EmbeddingMatcher
@@ -166,40 +171,127 @@ def main() -> None:
         else:
             rows.append(bench_matcher(m, make_matcher(m), gold, preds))
         print(rows[-1], flush=True)
+    if args.matchers:
+        g, p = gold["gold_names"].to_list(), preds["pred_names"].to_list()
+        n_ref = min(len(g), 20_000)
+        _, dt = timed(lambda: [upstream_reference(a, b) for a, b in zip(g[:n_ref], p[:n_ref])])
+        rows.append({"matcher": "upstream, plain-Python reference loop", "cases": n_ref, "seconds": round(dt, 2),
+                     "cases_per_s": round(n_ref / dt)})
+        print(rows[-1], flush=True)
 
-    g, p = gold["gold_names"].to_list(), preds["pred_names"].to_list()
-    n_ref = min(len(g), 20_000)
-    _, dt = timed(lambda: [upstream_reference(a, b) for a, b in zip(g[:n_ref], p[:n_ref])])
-    rows.append({"matcher": "upstream, plain-Python reference loop", "cases": n_ref, "seconds": round(dt, 2),
-                 "cases_per_s": round(n_ref / dt)})
-    print(rows[-1], flush=True)
-
-    if not args.no_files:
-        rows.extend(bench_files(gold, preds))
-
-    print("\n| what | cases | seconds | cases/s |\n|---|---:|---:|---:|")
+    print("\n| what | cases | wall s | CPU s | cases/s |\n|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['matcher']} | {r['cases']:,} | {r['seconds']} | {r['cases_per_s']:,} |")
+        print(f"| {r['matcher']} | {r['cases']:,} | {r['seconds']} | {r.get('cpu_s', '')} | {r['cases_per_s']:,} |")
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=2))
 
 
-def bench_files(gold: pl.DataFrame, preds: pl.DataFrame) -> list[dict]:
-    """`evalkit score` from files: gold JSONL + engine Parquet, and gold JSONL + seed batch JSON (raw text)."""
+# ------------------------------------------------------------------------- end to end, from files
+
+
+def seed_way(gold_path: Path, pred_path: Path, threshold: float = 0.7) -> dict:
+    """The seed's eval_script.py way, re-implemented: pure Python, `json.loads` per line, then for each
+    gold metric in order the first predicted metric not yet matched whose name is equal, contained
+    either way, or has difflib `SequenceMatcher` ratio >= 0.7. Returns the counts and P/R/F1/type accuracy."""
+    from difflib import SequenceMatcher
+
+    gold: dict[str, list[tuple[str, str]]] = {}
+    with open(gold_path, encoding="utf-8") as fh:
+        for line in fh:
+            obj = json.loads(line)
+            gold[obj["id"]] = [(m["metric_name"], m["metric_type"]) for m in obj["output"]["metrics"]]
+    preds: dict[str, list[tuple[str, str]]] = {}
+    with open(pred_path, encoding="utf-8") as fh:
+        for line in fh:
+            obj = json.loads(line)
+            preds[obj["id"]] = [(m["metric_name"], m["metric_type"]) for m in obj["output"]["metrics"]]
+    hits = type_hits = gold_total = pred_total = 0
+    for cid, gms in gold.items():
+        pms = preds.get(cid, [])
+        gold_total += len(gms)
+        pred_total += len(pms)
+        used: set[int] = set()
+        for gn, gt in gms:
+            for j, (pn, pt) in enumerate(pms):
+                if j in used:
+                    continue
+                if pn == gn or gn in pn or pn in gn or SequenceMatcher(None, gn, pn).ratio() >= threshold:
+                    used.add(j)
+                    hits += 1
+                    type_hits += gt == pt
+                    break
+    p, r = hits / pred_total, hits / gold_total
+    return {"gold_total": gold_total, "pred_total": pred_total, "hits": hits, "type_correct": type_hits,
+            "precision": p, "recall": r, "f1": 2 * p * r / (p + r), "type_accuracy": type_hits / hits}
+
+
+def write_pair(gold_seed_rows: list[dict], gold: pl.DataFrame, preds: pl.DataFrame, dd: Path) -> tuple[Path, Path]:
+    """gold.jsonl (the seed rows, paragraph and analysis included, with fresh ids) and predictions.jsonl
+    (`{"id", "output": {"analysis", "metrics"}}`, the perturbed names with the gold's reasons and scores)."""
+    k = len(gold_seed_rows)
+    gold_path, pred_path = dd / "gold.jsonl", dd / "predictions.jsonl"
+    with open(gold_path, "w", encoding="utf-8") as g, open(pred_path, "w", encoding="utf-8") as p:
+        for i, (cid, names, types) in enumerate(preds.select("id", "pred_names", "pred_types").iter_rows()):
+            row = gold_seed_rows[i % k]
+            g.write(json.dumps({"id": cid, **row}, ensure_ascii=False) + "\n")
+            reasons = [m.get("reason", "") for m in row["output"]["metrics"]] or [""]
+            ms = [{"metric_name": a, "metric_type": b, "score": 0.9, "reason": reasons[j % len(reasons)]}
+                  for j, (a, b) in enumerate(zip(names, types))]
+            p.write(json.dumps({"id": cid, "output": {"analysis": row["output"]["analysis"], "metrics": ms}},
+                               ensure_ascii=False) + "\n")
+    return gold_path, pred_path
+
+
+def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.DataFrame) -> list[dict]:
+    """`evalkit score` as a subprocess (interpreter start and imports included) against the seed's way,
+    on the same JSONL pair; then engine Parquet results of the same predictions."""
+    import subprocess
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from reportminer.data.schema import arrow_metrics_type
 
+    seed_rows = seed_rows_json()
     out = []
     with tempfile.TemporaryDirectory() as d:
         dd = Path(d)
-        gold_path = dd / "gold.jsonl"
-        with open(gold_path, "w", encoding="utf-8") as fh:
-            for i, sc, ns, ts in gold.select("id", "scenario", "gold_names", "gold_types").iter_rows():
-                ms = [{"metric_name": a, "metric_type": b, "score": 0.9, "reason": ""} for a, b in zip(ns, ts)]
-                fh.write(json.dumps({"id": i, "type": sc, "input": {"chapter_title": "", "paragraph": ""},
-                                     "output": {"analysis": "", "metrics": ms}}, ensure_ascii=False) + "\n")
+        gold_path, pred_path = write_pair(seed_rows, gold, preds, dd)
+        mb = (gold_path.stat().st_size + pred_path.stat().st_size) / 1e6
+        print(f"JSONL pair: {gold_path.stat().st_size / 1e6:.0f} MB gold + {pred_path.stat().st_size / 1e6:.0f} MB "
+              f"predictions ({mb:.0f} MB)", flush=True)
+        c0 = time.process_time()
+        ref, t_ref = timed(lambda: seed_way(gold_path, pred_path))
+        cpu_ref = time.process_time() - c0
+        out.append({"matcher": "the seed's way (json.loads per line, first match, difflib >= 0.7)",
+                    "cases": gold.height, "seconds": round(t_ref, 2), "cpu_s": round(cpu_ref, 2),
+                    "cases_per_s": round(gold.height / t_ref)})
+        print(out[-1], ref, flush=True)
+
+        def cli(pred: Path, matcher: str, summary: Path) -> tuple[float, float]:
+            """Wall and CPU seconds (user + system, of the child) of one `evalkit score` command."""
+            cmd = [sys.executable, "-m", "reportminer.evalkit.cli", "score", "--gold", str(gold_path), str(pred),
+                   "--matcher", matcher, "--json", str(summary), "-q"]
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            dt = time.perf_counter() - t
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+        summary = dd / "summary.json"
+        t_cli, cpu_cli = min(cli(pred_path, "difflib", summary) for _ in range(2))
+        s = json.loads(summary.read_text())
+        same = all(s[k] == ref[k] for k in ("gold_total", "pred_total", "hits", "type_correct")) and all(
+            abs(s[k] - ref[k]) <= 1e-12 for k in ("precision", "recall", "f1", "type_accuracy"))
+        out.append({"matcher": "`evalkit score --matcher difflib`, JSONL pair, whole command", "cases": gold.height,
+                    "seconds": round(t_cli, 2), "cpu_s": round(cpu_cli, 2), "cases_per_s": round(gold.height / t_cli),
+                    "speedup": round(t_ref / t_cli, 2), "cpu_speedup": round(cpu_ref / cpu_cli, 2),
+                    "identical_prf1_type": same, **{k: s[k] for k in ("precision", "recall", "f1", "type_accuracy")}})
+        print(out[-1], flush=True)
+        if not same:
+            sys.exit(f"evalkit and the seed's way disagree: {ref} vs {s}")
+
         metrics = [[{"metric_name": a, "metric_type": b, "score": 0.9, "reason": "r"} for a, b in zip(ns, ts)]
                    for ns, ts in zip(preds["pred_names"].to_list(), preds["pred_types"].to_list())]
         raws = [json.dumps({"analysis": "a", "metrics": m}, ensure_ascii=False) for m in metrics]
@@ -207,16 +299,43 @@ def bench_files(gold: pl.DataFrame, preds: pl.DataFrame) -> list[dict]:
         pq.write_table(pa.table({"id": pa.array(preds["id"].to_list()), "adapter": pa.array(["bench"] * preds.height),
                                  "metrics": pa.array(metrics, arrow_metrics_type()), "raw": pa.array(raws),
                                  "status": pa.array(["ok"] * preds.height)}), engine)
-        batch = dd / "results.json"
-        batch.write_text(json.dumps([{"index": k + 1, "pred_raw": r, "scenario": "A"} for k, r in enumerate(raws)], ensure_ascii=False))
-        m = make_matcher("upstream")
-        for label, path in (("files: gold JSONL + engine Parquet (upstream)", engine),
-                            ("files: gold JSONL + seed batch JSON, raw text parsed (upstream)", batch)):
-            (res,), dt = timed(lambda path=path: score_paths(gold_path, path, m))
-            out.append({"matcher": label, "cases": gold.height, "seconds": round(dt, 2),
-                        "cases_per_s": round(gold.height / dt), "strict": res.summary["strict"]})
+        gold_pq = dd / "gold.parquet"
+        pq.write_table(pa.table({"id": pa.array(gold["id"].to_list()), "type": pa.array(gold["scenario"].to_list()),
+                                 "gold_metrics": pa.array([[{"metric_name": a, "metric_type": b, "score": 0.9, "reason": ""}
+                                                           for a, b in zip(ns, ts)] for ns, ts in
+                                                          zip(gold["gold_names"].to_list(), gold["gold_types"].to_list())],
+                                                          arrow_metrics_type())}), gold_pq)
+        for label, g in (("engine Parquet results, gold Parquet shards", gold_pq),
+                         ("engine Parquet results, gold JSONL", gold_path)):
+            m = make_matcher("difflib")
+            score_paths(g, engine, m)  # warm (page cache, imports)
+            c0 = time.process_time()
+            res, dt = timed(lambda g=g, m=m: score_paths(g, engine, m))
+            out.append({"matcher": f"`score_paths`: {label} (difflib)", "cases": gold.height, "seconds": round(dt, 2),
+                        "cpu_s": round(time.process_time() - c0, 2), "cases_per_s": round(gold.height / dt),
+                        "f1": res[0].summary["f1"]})
             print(out[-1], flush=True)
+        t_cli, cpu_cli = min(cli(engine, "difflib", summary) for _ in range(2))
+        out.append({"matcher": "`evalkit score --matcher difflib`, engine Parquet + gold JSONL, whole command",
+                    "cases": gold.height, "seconds": round(t_cli, 2), "cpu_s": round(cpu_cli, 2),
+                    "cases_per_s": round(gold.height / t_cli)})
+        print(out[-1], flush=True)
     return out
+
+
+def seed_rows_json() -> list[dict]:
+    """The seed's rows as dicts (type, input, output), without ids; the demo rows when the seed is absent."""
+    seed = REPO.parent / "shared" / "seed" / "data"
+    files = sorted(seed.glob("*.jsonl")) if seed.is_dir() else [REPO / "data" / "demo" / "demo.jsonl"]
+    rows = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    obj = json.loads(line)
+                    obj.pop("id", None)
+                    rows.append(obj)
+    return rows
 
 
 if __name__ == "__main__":

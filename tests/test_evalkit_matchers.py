@@ -135,3 +135,70 @@ def test_sentence_transformers_model_from_a_local_folder(tiny_model: Path, tmp_p
     assert r["n_hits"] == 1 and r["verdict"] == "loose"
     with pytest.raises(Exception, match="local sentence-transformers folder"):
         load_embedder(str(tmp_path / "nope"))
+
+
+# ----------------------------------------------------------------------------- difflib (the seed script)
+
+
+def test_difflib_takes_the_first_eligible_prediction_not_the_best():
+    from reportminer.evalkit.matchers import DifflibMatcher
+
+    r = one(["净利润"], ["净利润增速", "净利润"], DifflibMatcher())
+    assert [(h["gold"], h["pred"]) for h in r["hits"]] == [("净利润", "净利润增速")]  # contained, and first
+    assert r["verdict"] == "loose"
+    r = one(["净利润", "归母净利润"], ["归母净利润", "净利润"], DifflibMatcher())
+    assert [(h["gold"], h["pred"]) for h in r["hits"]] == [("净利润", "归母净利润"), ("归母净利润", "净利润")]
+
+
+def test_difflib_containment_of_one_character_and_the_threshold_edge():
+    from reportminer.evalkit.matchers import DifflibMatcher, difflib_ratio
+
+    assert one(["率"], ["毛利率"], DifflibMatcher())["n_hits"] == 1  # the seed script's rule: any containment
+    # 7 matching characters of 9 + 11: ratio exactly 0.7 is a hit (a float32 bound once put it below 0.7)
+    assert difflib_ratio("硅碳负极出货量增速", "人造石墨负极出货量增速") == 0.7
+    assert one(["硅碳负极出货量增速"], ["人造石墨负极出货量增速"], DifflibMatcher())["n_hits"] == 1
+    assert one(["硅碳负极出货量增速"], ["人造石墨负极出货量增速"], DifflibMatcher(threshold=0.71))["n_hits"] == 0
+    r = one(["毛利率"], ["销售毛利率"], DifflibMatcher())
+    assert r["hits"][0]["score"] == pytest.approx(difflib_ratio("毛利率", "销售毛利率"))  # 2*3/8
+
+
+def test_difflib_matcher_equals_the_plain_python_rule_on_random_cases():
+    from reportminer.evalkit.matchers import DifflibMatcher, difflib_reference
+
+    rng = random.Random(1)
+    alpha = "营业收入净利润毛率现金流"
+
+    def name() -> str:
+        return "".join(rng.choice(alpha) for _ in range(rng.randint(1, 7)))
+
+    gold = [[name() for _ in range(rng.randint(0, 4))] for _ in range(3000)]
+    pred = [[name() for _ in range(rng.randint(0, 5))] for _ in range(3000)]
+    stats = MatchStats()
+    cases = run(gold, pred, DifflibMatcher(), stats=stats)
+    assert stats.looped_cases > 50  # the collision loop is exercised, not only the column path
+    for row, g, p in zip(cases.iter_rows(named=True), gold, pred):
+        want = [(g[a], p[b]) for a, b in difflib_reference(g, p)]
+        assert [(h["gold"], h["pred"]) for h in row["hits"]] == want, (g, p)
+
+
+def test_evalkit_difflib_equals_the_seed_scripts_way_end_to_end(repo_root: Path, tmp_path: Path):
+    """The benchmark's pair of JSONL files (seed rows, perturbed names), scored by `evalkit score
+    --matcher difflib` and by the re-implemented seed script: identical counts, P, R, F1, type accuracy."""
+    import importlib.util
+
+    from reportminer.evalkit.score import score_paths
+
+    spec = importlib.util.spec_from_file_location("bench_evalkit", repo_root / "scripts" / "bench_evalkit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    gold_seed, _ = bench.seed_gold()
+    gold, preds = bench.build(gold_seed, 3000, 5)
+    gp, pp = bench.write_pair(bench.seed_rows_json(), gold, preds, tmp_path)
+    ref = bench.seed_way(gp, pp)
+    (res,) = score_paths(gp, pp, make_matcher("difflib"))
+    s = res.summary
+    assert {k: s[k] for k in ("gold_total", "pred_total", "hits", "type_correct")} == {
+        k: ref[k] for k in ("gold_total", "pred_total", "hits", "type_correct")}
+    for k in ("precision", "recall", "f1", "type_accuracy"):
+        assert s[k] == pytest.approx(ref[k], abs=1e-12)
+    assert 0.6 < s["f1"] < 0.95 and s["fuzzy_hits"] > 100  # perturbed: neither trivial nor hopeless
