@@ -9,13 +9,13 @@ model could not be prepared.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from .errors import EXIT_FINDINGS, DataError, RunFailed, exit_on_error, fail
+from .jsonout import json_option, to_stdout, write_json_out
 
 EXISTING = click.Path(exists=True, path_type=Path)
 
@@ -24,12 +24,12 @@ def _progress() -> bool:
     return sys.stderr.isatty()
 
 
-def _print_issues(report, show: int) -> None:
+def _print_issues(report, show: int, err: bool = False) -> None:
     issues = report.errors + report.warnings  # errors first: they are what stops a run
     for i in issues[:show]:
-        click.echo(str(i))
+        click.echo(str(i), err=err)
     if len(issues) > show:
-        click.echo(f"... {len(issues) - show} more issue(s) not shown (raise --show, or write them all with --json)")
+        click.echo(f"... {len(issues) - show} more issue(s) not shown (raise --show, or write them all with --json)", err=err)
 
 
 @click.group(
@@ -55,13 +55,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("path", type=EXISTING)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write every issue and the counts to this JSON file.")
+@json_option("every issue and the counts")
 @click.option("--show", default=50, show_default=True, help="How many issues to print.")
 @click.option("--strict", is_flag=True, help="Fail (exit 1) on warnings too.")
 @click.option("--no-seed-rules", is_flag=True, help="Skip the seed's label rules (scores in [0.80, 1.00], type D mixes types, per-type counts).")
 @click.option("--require-labels", is_flag=True, help="Every row must carry an output (training data).")
 @exit_on_error("datakit")
-def validate(path: Path, json_out: Path | None, show: int, strict: bool, no_seed_rules: bool, require_labels: bool) -> None:
+def validate(path: Path, json_out: str | None, show: int, strict: bool, no_seed_rules: bool, require_labels: bool) -> None:
     """Check JSONL or Parquet shards against the contract; every problem is named by file and line.
 
     PATH is a .jsonl file, a .parquet file, or a folder of either. Errors: bad JSON, missing or empty
@@ -83,14 +83,15 @@ def validate(path: Path, json_out: Path | None, show: int, strict: bool, no_seed
     from .validate import validate_path
 
     report = validate_path(path, seed_rules=not no_seed_rules, require_labels=require_labels, progress=_progress())
-    _print_issues(report, show)
+    err = to_stdout(json_out)  # the JSON owns stdout; the issue lines go to stderr
+    _print_issues(report, show, err=err)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+        write_json_out(report.to_dict(), json_out)
     verdict = "OK" if report.ok and not (strict and report.warnings) else "FAILED"
     click.echo(
         f"{verdict}: {report.rows} rows ({report.labelled} labelled) in {len(report.files)} file(s): "
-        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)",
+        err=err,
     )
     if verdict != "OK":
         sys.exit(EXIT_FINDINGS)
@@ -191,11 +192,11 @@ def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_cha
 
 @main.command()
 @click.argument("path", type=EXISTING)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the statistics and alarms to this JSON file.")
+@json_option("the statistics and alarms")
 @click.option("--top", default=20, show_default=True, help="How many of the most frequent metric names to keep.")
 @click.option("--fail-on-alarm", is_flag=True, help="Exit 1 when any alarm is raised (for CI or a training pipeline).")
 @exit_on_error("datakit")
-def stats(path: Path, json_out: Path | None, top: int, fail_on_alarm: bool) -> None:
+def stats(path: Path, json_out: str | None, top: int, fail_on_alarm: bool) -> None:
     """Describe a data set and raise alarms on shapes that hurt training.
 
     Rows, metric-count distribution (overall and per scenario), scenario (type) distribution,
@@ -213,10 +214,9 @@ def stats(path: Path, json_out: Path | None, top: int, fail_on_alarm: bool) -> N
     from .stats import compute_stats
 
     st = compute_stats(path, top=top, progress=_progress())
-    click.echo(st.render())
+    click.echo(st.render(), err=to_stdout(json_out))
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(st.to_dict(), ensure_ascii=False, indent=2))
+        write_json_out(st.to_dict(), json_out)
     if fail_on_alarm and st.alarms:
         sys.exit(EXIT_FINDINGS)
 

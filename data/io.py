@@ -118,17 +118,33 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
     root = Path(path)
     for f in jsonl_files(root):
         rel = relative_name(root, f)
-        with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
-                yield JsonlRow(f, n, generated_id(rel, n), obj)
+        try:
+            with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+                    if not isinstance(obj, dict):
+                        raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
+                    yield JsonlRow(f, n, generated_id(rel, n), obj)
+        except UnicodeDecodeError:  # e.g. a GBK export: one line naming the place, not a traceback
+            raise DataError(not_utf8_message(f)) from None
+
+
+def not_utf8_message(f: Path) -> str:
+    """`file:LINE: not UTF-8 text ...` for the first line of `f` that does not decode (lines counted as
+    text mode counts them)."""
+    data = f.read_bytes()
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            return (f"{f}:{n}: not UTF-8 text: byte {raw[e.start:e.start + 1]!r} at column {e.start + 1}; "
+                    "JSONL must be UTF-8 (convert a GBK file with: iconv -f GBK -t UTF-8)")
+    return f"{f}: not UTF-8 text; JSONL must be UTF-8"
 
 
 def _metrics_for_arrow(metrics: Any) -> list[dict[str, Any]] | None:

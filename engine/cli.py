@@ -16,6 +16,7 @@ import click
 
 from reportminer.data.config import describe
 from reportminer.data.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, exit_on_error
+from reportminer.data.jsonout import json_option, write_json_out
 
 from .config import EngineConfig, bundled_configs, configs_dir, parse_adapter
 
@@ -184,10 +185,10 @@ class _Location(click.Path):
 @click.option("--merge-adapter", is_flag=True, default=None,
               help="One adapter only: fold it into the base weights once (cached) and serve without LoRA.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@json_option("the run summary")
 @engine_options
 @exit_on_error("engine")
-def run_cmd(input_path, out_dir, adapters, overwrite, quiet, as_json, config_path, sets, verbose, **flags):
+def run_cmd(input_path, out_dir, adapters, overwrite, quiet, json_out, config_path, sets, verbose, **flags):
     _setup_logging(verbose)
     cfg = build_config(config_path, sets, adapters, **flags)
     from .runner import run
@@ -199,8 +200,8 @@ def run_cmd(input_path, out_dir, adapters, overwrite, quiet, as_json, config_pat
         click.echo(f"engine: interrupted; finished shards are kept, rerun to continue\n{e}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     click.echo(summary.render(), err=True)
-    if as_json:
-        click.echo(summary.to_json())
+    if json_out:
+        write_json_out(None, json_out, text=summary.to_json())
     sys.exit(summary.exit_code)
 
 

@@ -1,16 +1,18 @@
 """`evalkit`: score, compare and report extraction runs against gold labels (a thin layer over the API)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from reportminer.data.errors import fail
+from reportminer.data.errors import EXIT_FINDINGS, fail
 from reportminer.data.io import DataError, write_json_atomic
+from reportminer.data.jsonout import json_option, to_stdout, write_json_out
 
-from .compare import DEFAULT_BOOTSTRAP, Run, compare_runs
+from .compare import DEFAULT_BOOTSTRAP, PRIMARY_METRICS, Run, compare_runs, worse_beyond_noise
 from .console import make_console, print_compare, print_summary
 from .embed import default_cache_dir
 from .matchers import MATCHERS, make_matcher
@@ -25,9 +27,12 @@ def _matcher_options(f):
     f = click.option("--model", default=None, metavar="PATH",
                      help="embedding matcher: a local sentence-transformers folder (default: offline USE multilingual v3).")(f)
     f = click.option("--threshold", type=float, default=None,
-                     help="fuzzy: edit similarity (default 0.7); embedding: cosine (default 0.8). Not for upstream.")(f)
+                     help="fuzzy: edit similarity (default 0.7); difflib: difflib ratio (default 0.7); embedding: "
+                          "cosine (default 0.8). Not for upstream.")(f)
     f = click.option("--matcher", type=click.Choice(MATCHERS), default="upstream", show_default=True,
-                     help="upstream = the seed's verdict protocol; fuzzy / embedding use optimal assignment.")(f)
+                     help="upstream = the seed's verdict protocol; difflib = the rule of the seed's eval_script.py "
+                          "(first unused prediction equal, contained or difflib ratio >= 0.7); fuzzy / embedding "
+                          "use optimal assignment.")(f)
     return f
 
 
@@ -63,8 +68,8 @@ def main() -> None:
     """Score extraction runs against gold labels, compare runs with their noise, and write HTML reports.
 
     \b
-    evalkit score   --gold GOLD PREDICTIONS [--json summary.json] [--cases cases.parquet]
-    evalkit compare --gold GOLD RUN RUN...          (RUN: predictions or a saved cases file)
+    evalkit score   --gold GOLD PREDICTIONS [--json summary.json|-] [--cases cases.parquet]
+    evalkit compare --gold GOLD RUN RUN... [--fail-if-worse]   (RUN: predictions or a saved cases file)
     evalkit report  --gold GOLD RUN --out report.html
     """
 
@@ -78,8 +83,7 @@ def main() -> None:
 @_matcher_options
 @click.option("--adapter", default=None, help="Engine results: score only this adapter (default: each one present).")
 @click.option("--name", default=None, help="Label for this run (default: file stem or adapter name).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the summary as JSON here.")
+@json_option("the summary (several adapters: one file each, or one list on stdout)")
 @click.option("--cases", "cases_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per case here (.parquet, else JSONL); compare/report accept this file.")
 @click.option("--show-fails", type=int, default=0, show_default=True, help="Print the first N failing cases.")
@@ -114,18 +118,20 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
         _fail(e)
         return
     many = len(results) > 1
-    console = make_console()
+    console = make_console(stderr=to_stdout(json_out))
     for r in results:  # files first: a closed pipe on the terminal side must not lose them
-        if json_out:
-            _write_json(r.summary, _suffixed(json_out, r.name, many))
+        if json_out and not to_stdout(json_out):
+            _write_json(r.summary, _suffixed(Path(json_out), r.name, many))
         if cases_out:
             write_cases(r.cases, _suffixed(cases_out, r.name, many))
+    if to_stdout(json_out):
+        write_json_out([r.summary for r in results] if many else results[0].summary, json_out)
     for r in results:
         if not quiet:
             fails = r.cases.filter(r.cases["verdict"] == "fail").head(show_fails).to_dicts() if show_fails else None
             print_summary(r.summary, console, show_fails=fails)
             console.print()
-    if many and (json_out or cases_out):
+    if many and ((json_out and not to_stdout(json_out)) or cases_out):
         console.print(f"[dim]{len(results)} adapters: files written with the adapter name before the extension[/]")
 
 
@@ -166,8 +172,13 @@ def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | Non
 @click.option("--adapter", default=None, help="Engine results: take only this adapter from each RUN.")
 @click.option("--bootstrap", "n_boot", type=int, default=DEFAULT_BOOTSTRAP, show_default=True, help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap random seed.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the comparison as JSON.")
-def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot, seed, json_out):
+@json_option("the comparison")
+@click.option("--fail-if-worse", is_flag=True,
+              help="Exit 1 when a RUN is worse than the first (the baseline) beyond noise on --primary (for CI).")
+@click.option("--primary", type=click.Choice(PRIMARY_METRICS), default="pass_rate", show_default=True,
+              help="The metric --fail-if-worse judges: pass rate (the seed's verdicts; beyond noise = paired 95 % "
+                   "interval excludes 0 and McNemar p < 0.05) or F1 (paired interval excludes 0).")
+def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot, seed, json_out, fail_if_worse, primary):
     """Compare RUNs side by side: 95 % bootstrap intervals and paired tests against the first RUN.
 
     A RUN is a cases file written by `evalkit score --cases` (.parquet or .jsonl), or predictions in any
@@ -183,6 +194,7 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
       evalkit compare /tmp/a.parquet tuned=evalkit/examples/demo_predictions.jsonl --gold data/demo/demo.jsonl \\
           --json /tmp/compare.json
       evalkit compare --gold shards/ runs/nightly/        # every adapter in the results, paired
+      evalkit compare base.parquet candidate.parquet --fail-if-worse      # CI gate: exit 1 if worse beyond noise
     """
     m = _matcher(matcher, threshold, model, embed_cache)
     try:
@@ -191,8 +203,14 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
         _fail(e)
         return
     if json_out:
-        _write_json(res, json_out)
-    print_compare(res, make_console())
+        write_json_out(res, json_out)
+    print_compare(res, make_console(stderr=to_stdout(json_out)))
+    if fail_if_worse:
+        worse = worse_beyond_noise(res, primary)
+        for w in worse:
+            click.echo(f"evalkit: {w}", err=True)
+        if worse:
+            sys.exit(EXIT_FINDINGS)
 
 
 @main.command()

@@ -197,3 +197,32 @@ def _say(run: str, base: str, d_pass: float, pass_real: bool, d_f1: float, f1_re
         return f"{what} {'better' if d > 0 else 'worse'} by {abs(d) * 100:.1f}{unit} (beyond noise)"
 
     return f"{run} vs {base}: " + part("pass rate", d_pass, pass_real, " pts") + "; " + part("F1", d_f1, f1_real, " pts")
+
+
+PRIMARY_METRICS = ("pass_rate", "f1")
+
+
+def worse_beyond_noise(res: dict[str, Any], primary: str = "pass_rate") -> list[str]:
+    """One sentence per run that is worse than the baseline beyond noise on `primary` (empty: none is).
+
+    "Beyond noise" is what `compare_runs` decided, nothing new: for the pass rate, the paired 95 % interval
+    of the difference excludes zero and McNemar's exact p < 0.05; for F1, the paired interval excludes zero.
+    `evalkit compare --fail-if-worse` exits 1 when this is not empty.
+    """
+    if primary not in PRIMARY_METRICS:
+        raise ValueError(f"primary metric {primary!r}: choose one of {', '.join(PRIMARY_METRICS)}")
+    out = []
+    for p in res["paired"]:
+        if primary == "pass_rate":
+            d, ci, real = p["d_pass_rate"], p["d_pass_ci"], p["pass_significant"]
+            extra = f", McNemar p = {p['mcnemar_p']:.3g}"
+        else:
+            d, ci, real = p["d_f1"], p["d_f1_ci"], p["f1_significant"]
+            extra = ""
+        if real and d < 0:
+            label = "pass rate" if primary == "pass_rate" else "F1"
+            out.append(
+                f"{p['run']} is worse than {p['baseline']} beyond noise on {label}: {d * 100:+.1f} pts "
+                f"(paired 95 % interval [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]{extra})"
+            )
+    return out

@@ -9,10 +9,11 @@ from rich.table import Table
 from .score import MIXES
 
 
-def make_console() -> Console:
-    """A console for tables; when output goes to a file or pipe (no width to detect) use 120 columns."""
-    c = Console()
-    return c if c.is_terminal else Console(width=120)
+def make_console(stderr: bool = False) -> Console:
+    """A console for tables; when output goes to a file or pipe (no width to detect) use 120 columns.
+    `stderr`: tables go to stderr, because stdout carries JSON (`--json -`)."""
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(width=120, stderr=stderr)
 
 
 def _pct(x: float | None) -> str:

@@ -204,3 +204,39 @@ def test_report_marks_a_wrong_type_on_a_hit(demo_jsonl: Path, ex: Path, tmp_path
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert page.count("type f→b") == 1 and "游戏业务收入 ← 游戏业务收入" in page
     assert "missing prediction" in page  # demo-12
+
+
+def test_compare_fail_if_worse_gates_on_noise(tmp_path: Path):
+    """--fail-if-worse: exit 1 only when a run is worse than the baseline beyond noise (compare.py's rule)."""
+    names = [f"指标{i}" for i in range(80)]
+    m = lambda n: {"metric_name": n, "metric_type": "financial", "score": 0.9, "reason": "r"}  # noqa: E731
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps({"id": str(i), "type": "A", "input": {"chapter_title": "t", "paragraph": "p"},
+                                        "output": {"analysis": "a", "metrics": [m(n)]}}, ensure_ascii=False) + "\n"
+                            for i, n in enumerate(names)), encoding="utf-8")
+
+    def preds(path: str, wrong: set[int]) -> Path:
+        p = tmp_path / path
+        p.write_text("".join(json.dumps({"id": str(i), "output": {"analysis": "a", "metrics": [] if i in wrong else [m(n)]}},
+                                        ensure_ascii=False) + "\n" for i, n in enumerate(names)), encoding="utf-8")
+        return p
+
+    good, bad, near = preds("good.jsonl", set()), preds("bad.jsonl", set(range(0, 80, 2))), preds("near.jsonl", {3})
+
+    def cmp(*args: object):
+        return CliRunner().invoke(main, ["compare", "--gold", str(gold), "--bootstrap", "300", *[str(a) for a in args]])
+
+    r = cmp(f"base={good}", f"cand={bad}", "--fail-if-worse")
+    assert r.exit_code == 1, r.output
+    assert "evalkit: cand is worse than base beyond noise on pass rate: -50.0 pts (paired 95 % interval [" in r.stderr
+    assert "McNemar p = " in r.stderr
+    r = cmp(f"base={good}", f"cand={bad}", "--fail-if-worse", "--primary", "f1")
+    assert r.exit_code == 1 and "worse than base beyond noise on F1" in r.stderr
+    assert cmp(f"base={good}", f"cand={bad}").exit_code == 0  # without the flag: a report, not a gate
+    r = cmp(f"base={bad}", f"cand={good}", "--fail-if-worse")  # better: passes
+    assert r.exit_code == 0 and "worse" not in r.stderr
+    r = cmp(f"base={good}", f"cand={near}", "--fail-if-worse")  # one case worse: within noise, passes
+    assert r.exit_code == 0 and "pass rate -1.2 pts is within noise" in r.output
+    r = cmp(f"base={good}", f"cand={near}", f"also={bad}", "--fail-if-worse", "--json", tmp_path / "c.json")
+    assert r.exit_code == 1 and "also is worse" in r.stderr and "cand is worse" not in r.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["paired"][1]["pass_significant"]

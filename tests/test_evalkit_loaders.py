@@ -242,3 +242,141 @@ def test_summary_without_scenarios_has_empty_by_scenario(tmp_path: Path):
     p = write_jsonl(tmp_path / "p.jsonl", [{"output": raw(["毛利率"])}])
     (r,) = score_paths(g, p, UpstreamMatcher())
     assert r.summary["by_scenario"] == {} and r.summary["strict"] == 1
+
+
+# ----------------------------------------------------------------- the msgspec fast path (fastload)
+
+
+def _both_paths(monkeypatch, fn):
+    """`fn()` with the fast path, then with every line read the slow way."""
+    from reportminer.evalkit import fastload
+
+    fast = fn()
+    monkeypatch.setattr(fastload, "ENABLED", False)
+    slow = fn()
+    monkeypatch.setattr(fastload, "ENABLED", True)
+    return fast, slow
+
+
+def test_fast_path_reads_predictions_exactly_as_the_slow_path(monkeypatch, tmp_path: Path):
+    """Every kind of prediction line, fast and slow paths: the same frame, row for row (names, types,
+    validity, error text, scenario, source)."""
+    ok = {"analysis": "a", "metrics": [metric("毛利率"), metric("营业收入", "business")]}
+    lines = [
+        {"id": "1", "output": ok, "type": "A"},
+        {"id": "2", "output": {**ok, "metrics": [metric(f"m{i}") for i in range(5)]}},  # 5 metrics: contract error
+        {"id": "3", "output": {**ok, "metrics": [metric("名" * 25)]}},  # name too long: kept, with the error
+        {"id": "4", "output": {**ok, "metrics": [metric("毛利率"), metric("毛利率")]}},  # repeated name
+        {"id": "5", "output": {**ok, "metrics": [metric("  "), metric("净利润")]}},  # blank name dropped
+        {"id": "6", "output": {**ok, "metrics": [{**metric("x"), "score": 1.5}]}},
+        {"id": "7", "output": {**ok, "metrics": [{**metric("x"), "score": True}]}},
+        {"id": "8", "output": {**ok, "metrics": [{**metric("x"), "score": 1}]}},  # an int score is valid
+        {"id": "9", "output": {**ok, "metrics": [{**metric("x"), "metric_type": "finance"}]}},
+        {"id": "10", "output": {**ok, "extra": 1}},
+        {"id": "11", "output": {"metrics": [metric("x")]}},  # no analysis
+        {"id": "12", "output": json.dumps(ok, ensure_ascii=False)},  # raw model text
+        {"id": "13", "output": "```json\n" + json.dumps(ok) + "\n```"},
+        {"id": "14", "output": "no json here"},
+        {"id": 15, "output": ok, "scenario": 7},  # an int id and scenario
+        {"id": "16", "output": {**ok, "analysis": "长" * 641}},
+        {"id": "17", "output": None},
+    ]
+    from reportminer.evalkit import fastload
+
+    enc = [json.dumps(r, ensure_ascii=False).encode() for r in lines]
+    assert [i + 1 for i, b in enumerate(enc) if fastload.pred_row(b) is not None] == [1, 8, 15]  # both paths are met
+    gold = write_jsonl(tmp_path / "gold.jsonl", [seed_row(["毛利率"], id=str(i)) for i in range(1, 18)])
+    pred = tmp_path / "pred.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines)
+    for variant, data in (("lf", text.encode()), ("crlf-bom-blank", b"\xef\xbb\xbf" + text.replace("\n", "\r\n\n").encode())):
+        pred.write_bytes(data)
+        g = load_gold(gold)
+        fast, slow = _both_paths(monkeypatch, lambda g=g: load_predictions(pred, g)[0].frame)
+        assert fast.equals(slow), (variant, fast, slow)
+        assert fast.height == 17 and fast["json_valid"].sum() == 15
+        assert fast.filter(fast["id"] == "1")["error"][0] is None
+        assert "5 metrics" in fast.filter(fast["id"] == "2")["error"][0]
+        assert fast.filter(fast["id"] == "5")["pred_names"][0].to_list() == ["净利润"]
+    if True:  # a line that is not JSON: the same message from both paths
+        pred.write_text(text + "{oops\n", encoding="utf-8")
+        msgs = []
+        for enabled in (True, False):
+            from reportminer.evalkit import fastload
+
+            monkeypatch.setattr(fastload, "ENABLED", enabled)
+            with pytest.raises(DataError) as e:
+                load_predictions(pred, load_gold(gold))
+            msgs.append(str(e.value))
+        assert msgs[0] == msgs[1] and "pred.jsonl:18: invalid JSON" in msgs[0]
+
+
+def test_fast_path_reads_gold_exactly_as_the_slow_path(monkeypatch, tmp_path: Path, demo_jsonl: Path):
+    rows = [seed_row(["毛利率", "营业收入"], "A"), seed_row([], "B", id="x"), {**seed_row(["净利润"]), "scenario": "single"},
+            {"type": "C", "input": {}, "output": {"analysis": "", "metrics": None}},
+            {**seed_row(["现金流"]), "id": 12}]
+    gold = tmp_path / "gold.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    for data in (text.encode(), b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode(), ("\n" + text + "  \n").encode()):
+        gold.write_bytes(data)
+        fast, slow = _both_paths(monkeypatch, lambda: load_gold(gold))
+        assert fast.equals(slow), (data[:20], fast, slow)
+        assert fast.height == 5 and fast["id"].to_list()[1:] == ["x", fast["id"][2], fast["id"][3], "12"]
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.jsonl").write_bytes(demo_jsonl.read_bytes())
+    write_jsonl(folder / "b.jsonl", rows[:2])
+    fast, slow = _both_paths(monkeypatch, lambda: load_gold(folder))
+    assert fast.equals(slow) and fast["id"][0] == "b.jsonl:1" and fast.height == 14
+    # An `output` kept as JSON text is the slow path's case: same frame either way.
+    write_jsonl(gold, [rows[0], {**rows[1], "output": json.dumps(rows[1]["output"])}])
+    fast, slow = _both_paths(monkeypatch, lambda: load_gold(gold))
+    assert fast.equals(slow) and fast.height == 2
+
+
+# ----------------------------------------------------------------------- empty and wrong formats
+
+
+@pytest.mark.parametrize("name,content", [("pred.jsonl", ""), ("pred.jsonl", "\n  \n"), ("pred.json", ""),
+                                          ("pred.json", "[]"), ("pred.txt", "")])
+def test_empty_predictions_are_a_data_error(gold_noid: Path, tmp_path: Path, name: str, content: str):
+    from click.testing import CliRunner
+
+    from reportminer.evalkit.cli import main
+
+    p = tmp_path / name
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match="empty"):
+        load_predictions(p, load_gold(gold_noid))
+    res = CliRunner().invoke(main, ["score", "--gold", str(gold_noid), str(p)])
+    assert res.exit_code == 3, res.output
+    assert res.stderr.strip() == res.stderr.strip().splitlines()[0]  # one line
+    assert f"{p}: the predictions file is empty" in res.stderr and "nothing to score" in res.stderr
+
+
+def test_empty_engine_results_are_a_data_error(gold_noid: Path, tmp_path: Path):
+    out = tmp_path / "res.parquet"
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "metrics": pa.array([], arrow_metrics_type())}), out)
+    with pytest.raises(DataError, match="hold no rows; nothing to score"):
+        load_predictions(out, load_gold(gold_noid))
+
+
+def test_gold_format_errors_say_which_formats_are_accepted(tmp_path: Path, demo_jsonl: Path):
+    from click.testing import CliRunner
+
+    from reportminer.evalkit.cli import main
+
+    csv = tmp_path / "gold.csv"
+    csv.write_text("id,paragraph,metrics\n1,营业收入增长,营业收入\n", encoding="utf-8")
+    res = CliRunner().invoke(main, ["score", "--gold", str(csv), str(demo_jsonl)])
+    assert res.exit_code == 3, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and f"{csv}:1: invalid JSON" in err
+    assert "gold must be seed-format JSONL" in err and "Parquet with `id` and `gold_metrics`" in err
+    arr = tmp_path / "gold.jsonl"
+    arr.write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"gold.jsonl:1: expected a JSON object.*gold must be seed-format JSONL"):
+        load_gold(arr)
+    nolabel = write_jsonl(tmp_path / "nolabel.jsonl", [{"input": {"paragraph": "p"}}])
+    with pytest.raises(DataError, match=r"nolabel.jsonl:1: gold row has no output.metrics") as e:
+        load_gold(nolabel)
+    assert "gold must be" not in str(e.value)  # a JSONL file of the wrong rows: that message is already precise

@@ -5,7 +5,7 @@ Exit codes: the shared table in reportminer.data.errors (2 bad settings or run f
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import sys
 from typing import Any
 
@@ -13,6 +13,7 @@ import click
 
 from reportminer.data.config import describe
 from reportminer.data.errors import EXIT_INTERRUPTED, exit_on_error
+from reportminer.data.jsonout import STDOUT, json_option, write_json_out
 
 from .config import DEFAULT_RECIPE, TrainConfig, apply_overrides, list_recipes, load_recipe, parse_set
 
@@ -91,9 +92,14 @@ def _resolve(recipe: str | None, sets: tuple[str, ...], flags: dict[str, Any]):
 @click.option("--resume", is_flag=True, help="Continue from the last epoch checkpoint in --output.")
 @click.option("--overwrite", is_flag=True, help="Delete a previous run in --output first.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
+@json_option("the result (adapters, per-epoch losses, steps, seconds); default: stdout")
 @exit_on_error("trainer")
-def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
-    """Train a LoRA adapter: validate rows, split dev, SFT on answer tokens, save best/ and final/."""
+def train(recipe, sets, resume, overwrite, no_progress, json_out, **flags) -> None:
+    """Train a LoRA adapter: validate rows, split dev, SFT on answer tokens, save best/ and final/.
+
+    stdout carries only the result JSON (unless --json PATH sends it to a file); every log line, the HF
+    Trainer's `{'loss': ...}` records and progress bars included, goes to stderr and train.log.
+    """
     cfg = _resolve(recipe, sets, flags)
     if no_progress:
         cfg.progress = False
@@ -101,18 +107,20 @@ def train(recipe, sets, resume, overwrite, no_progress, **flags) -> None:
     from .train import train as run_training
 
     try:
-        result = run_training(cfg, resume=resume, overwrite=overwrite)
+        # transformers' PrinterCallback / ProgressCallback print the log dicts on stdout.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_training(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         click.echo("interrupted: continue with the same command and --resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    click.echo(json.dumps({
+    write_json_out({
         "final_adapter": str(result.final_adapter),
         "best_adapter": None if result.best_adapter is None else str(result.best_adapter),
         "epochs": [s.to_dict() for s in result.epochs],
         "best_eval_loss": result.best_eval_loss,
         "global_step": result.global_step,
         "seconds": result.seconds,
-    }, indent=2))
+    }, json_out or STDOUT)
 
 
 @main.command()

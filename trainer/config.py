@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from reportminer.data.config import apply_overrides as _apply_overrides
 from reportminer.data.config import (
@@ -34,6 +34,7 @@ DEFAULT_RECIPE = "qwen3-14b-qlora"
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
+ReportTo = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 
 @dataclass
@@ -94,6 +95,11 @@ class TrainConfig:
     save_total_limit: int = h("Epoch checkpoints kept for --resume.", default=3)
     logging_steps: int = h("Optimiser steps between log records.", default=5)
     progress: bool = h("Show progress bars.", default=True)
+    report_to: ReportTo = h(
+        "Where the HF Trainer also sends its loss and eval logs: none; tensorboard (event files under "
+        "OUTPUT/checkpoints/runs, needs the tensorboard package); wandb or mlflow (configured by their own "
+        "environment variables, e.g. WANDB_PROJECT, MLFLOW_TRACKING_URI; the package must be installed). "
+        "train.log and log.jsonl are written in every case.", default="none")
 
     # Bookkeeping (not hyperparameters).
     recipe: str | None = h("Name or path of the recipe this config came from.", default=None)
@@ -110,6 +116,8 @@ class TrainConfig:
             problems.append(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.loss_impl not in ("auto", "fused", "plain"):
             problems.append(f"loss_impl: {self.loss_impl!r} is not one of auto, fused, plain")
+        if self.report_to not in get_args(ReportTo):
+            problems.append(f"report_to: {self.report_to!r} is not one of {', '.join(get_args(ReportTo))}")
         if self.adapter_dtype not in PRECISIONS:
             problems.append(f"adapter_dtype: {self.adapter_dtype!r} is not one of {', '.join(PRECISIONS)}")
         if not 0 <= self.dev_fraction < 1:
@@ -141,7 +149,7 @@ class TrainConfig:
     def hyperparameters(self) -> dict[str, Any]:
         """What decides the adapter's weights: everything except paths, logging and bookkeeping."""
         skip = {"model", "data", "output", "dev_data", "progress", "logging_steps", "recipe", "description", "device",
-                "max_nonfinite_steps"}
+                "max_nonfinite_steps", "report_to"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def to_yaml(self) -> str:

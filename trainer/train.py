@@ -219,7 +219,7 @@ def _sft_config(cfg: TrainConfig, plan, out: Path, has_dev: bool, n_train: int):
         logging_strategy="steps",
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=cfg.report_to,  # TrainConfig.report_to: none | tensorboard | wandb | mlflow
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=not plan.is_cuda,
