@@ -273,31 +273,50 @@ def _preds_from_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
 
     A line whose `output` plainly meets the contract is decoded by `fastload.pred_row`; any other is
     read with `json.loads` and `data.parse` as always (the same names, types, validity and error)."""
+    with fastload.no_gc():
+        return _read_preds_jsonl(path, gold)
+
+
+def _pred_rows(path: Path):
+    """(where, id, names, types, json_valid, error, group) per prediction line, or a DataError naming it."""
+    bulk = fastload.pred_lines(path)
+    if bulk is not None:  # every line an object with an `output`: one msgspec call a file
+        for f, n, row in bulk:
+            fast = fastload.pred_output(row.output)
+            if fast is not None:
+                names, types, valid, err = fast[0], fast[1], True, None
+            else:
+                names, types, valid, err = _parsed_row(json.loads(bytes(row.output)))
+            yield f"{f}:{n}", row.id, names, types, valid, err, fastload.group(row.scenario, row.type), True
+        return
+    for f, _rel, n, line in fastload.jsonl_lines(path):
+        fast_row = fastload.pred_row(line)
+        if fast_row is not None:
+            rid, scen, typ, names, types = fast_row
+            yield f"{f}:{n}", rid, names, types, True, None, fastload.group(scen, typ), True
+            continue
+        obj = fastload.decode_line(f, n, line)
+        if "output" not in obj:
+            yield f"{f}:{n}", obj.get(ID), [], [], False, None, None, False
+            continue
+        names, types, valid, err = _parsed_row(obj["output"])
+        yield f"{f}:{n}", obj.get(ID), names, types, valid, err, _group(obj), True
+
+
+def _read_preds_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
     ids = _case_to_id(gold)
     rows = _empty_rows()
     with_id: bool | None = None
     k = 0
-    for f, _rel, n, line in fastload.jsonl_lines(path):
+    for where, rid, names, types, valid, err, group, has_output in _pred_rows(path):
         k += 1
-        where = f"{f}:{n}"
-        fast = fastload.pred_row(line)
-        if fast is not None:
-            rid, scen, typ, names, types = fast
-            valid, err, group = True, None, fastload.group(scen, typ)
-        else:
-            obj = fastload.decode_line(f, n, line)
-            rid = obj.get(ID)
-            if "output" not in obj:
-                if with_id is not None and with_id != (rid is not None):
-                    raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
-                raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
-            names, types, valid, err = _parsed_row(obj["output"])
-            group = _group(obj)
         has_id = rid is not None
         if with_id is None:
             with_id = has_id
         elif with_id != has_id:
             raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
+        if not has_output:
+            raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
         if has_id:
             cid = str(rid)
         else:
