@@ -134,12 +134,19 @@ def group(obj_scenario: Any, obj_type: Any) -> str | None:
 
 
 def _clean_lines(data: bytes) -> int | None:
-    """The number of lines when every line of `data` holds something and none ends in \r (the usual
-    file), so that `decode_lines`' k-th object is on line k; else None."""
-    if not data or b"\r" in data or b"\n\n" in data or data.startswith(b"\n"):
+    """The number of lines when every line starts with `{` and ends with `}` (no blank line, no \r, no
+    padding: the usual file), else None.
+
+    msgspec's `decode_lines` reads an object across a newline and two objects on one line, both errors
+    for `json.loads` per line; with every line opening with `{` and closing with `}`, no object can span
+    two lines (after a `}` a continued object needs `,` or `}`, never `{`), so when the object count
+    equals the line count, object k is line k and each line holds exactly one object."""
+    if not data.startswith(b"{") or not (data.endswith(b"}") or data.endswith(b"}\n")):
         return None
-    n = data.count(b"\n") + (not data.endswith(b"\n"))
-    return n
+    newlines = data.count(b"\n")
+    if data.count(b"}\n") != newlines or data.count(b"\n{") != newlines - data.endswith(b"\n"):
+        return None
+    return newlines + (not data.endswith(b"\n"))
 
 
 def gold_rows(path: Path) -> dict[str, list[Any]] | None:

@@ -207,7 +207,7 @@ class DifflibMatcher(Matcher):
     difflib is pure Python (~10 us a pair), so it runs only where it can decide: rapidfuzz's Indel
     similarity 2*LCS/(len a + len b) bounds difflib's ratio 2*M/(len a + len b) from above (difflib's
     matching blocks are a common subsequence, so M <= LCS), and a pair below the threshold by that bound
-    is not a hit. On the 200k-case benchmark that leaves difflib ~3 % of the distinct pairs.
+    is not a hit. On the 200k-case benchmark that leaves difflib 10,762 of 228,325 distinct pairs (4.7 %).
     The score reported for a hit is difflib's ratio (1.0 when equal); it does not choose between hits.
     """
 

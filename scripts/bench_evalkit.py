@@ -1,20 +1,27 @@
 #!/usr/bin/env python
-"""Benchmark evalkit scoring: >= 100k cases built from the seed rows with perturbed predicted names.
+"""Benchmark evalkit end to end against the seed's way, on 200,000 cases built from the seed rows.
 
 Gold: the seed's labelled rows (../shared/seed/data, 700 rows; data/demo/demo.jsonl when absent) repeated
-to --cases cases with fresh ids. Predictions: each case's gold names perturbed with a per-case random
-draw (kept, a character dropped, an affix added, characters swapped, a synonym, a name from another row,
-or dropped), plus over-extraction (an extra name in ~35 % of cases) and shuffled order, so every verdict
-branch and the collision path of the assignment are exercised.
+to --cases cases with fresh ids, written as seed-format JSONL with their paragraphs and analyses (320 MB
+at 200k). Predictions: each case's gold names perturbed with a per-case random draw (kept, a character
+dropped, an affix added, characters swapped, a synonym, a name from another row, or dropped), plus
+over-extraction (an extra name in ~35 % of cases) and shuffled order, written as JSONL
+`{"id", "output": {"analysis", "metrics"}}` with the gold's reasons (228 MB).
 
-Timed, per matcher: joining predictions to gold, pair scoring, assignment, verdicts and the summary (the
-same `score_cases` + `summarize` the CLI runs). The embedding matcher is timed cold (every distinct name
-encoded, no cache) and warm (vectors cached, as for a second adapter on the same gold). Also timed: the
-whole `evalkit score` path from files (engine Parquet, and the seed batch JSON whose raw text goes
-through data.parse), and the plain-Python reference of the seed protocol for scale.
+End to end (the default):
+1. the seed's way, re-implemented (`seed_way`: pure Python, `json.loads` per line, then per gold metric
+   the first unmatched predicted name that is equal, contained either way, or has difflib ratio >= 0.7);
+2. `evalkit score --matcher difflib` on the same pair, as a subprocess (interpreter start and imports
+   included), best of 2; the precision, recall, F1 and type accuracy must equal the seed's way's;
+3. the same predictions as engine Parquet results, scored against gold Parquet shards and against the gold
+   JSONL (`score_paths`, after one warm-up run), and the whole command on Parquet results + gold JSONL.
+Wall seconds and CPU seconds (user + system, all threads) are both reported: the development machine is
+shared, and under load the wall time says more about the neighbours than about the code.
 
-    .venv/bin/python scripts/bench_evalkit.py                     # 100,800 cases, all matchers
-    .venv/bin/python scripts/bench_evalkit.py --cases 20000 --matchers upstream,fuzzy
+--matchers also times the in-memory scoring of matchers as the first version of this script did.
+
+    .venv/bin/python scripts/bench_evalkit.py                       # 200,000 cases, end to end
+    .venv/bin/python scripts/bench_evalkit.py --cases 100800 --no-files --matchers upstream,fuzzy,difflib
 """
 from __future__ import annotations
 

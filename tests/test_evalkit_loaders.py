@@ -327,6 +327,19 @@ def test_fast_path_reads_gold_exactly_as_the_slow_path(monkeypatch, tmp_path: Pa
     write_jsonl(folder / "b.jsonl", rows[:2])
     fast, slow = _both_paths(monkeypatch, lambda: load_gold(folder))
     assert fast.equals(slow) and fast["id"][0] == "b.jsonl:1" and fast.height == 14
+    # An object across two lines and two objects on one line balance the count: still an error, the slow
+    # path's own, not a misread (msgspec's decode_lines would take both).
+    line = json.dumps(rows[0], ensure_ascii=False)
+    gold.write_text(line.replace('"output": ', '"output":\n', 1) + "\n" + line + " " + line + "\n", encoding="utf-8")
+    msgs = []
+    for enabled in (True, False):
+        from reportminer.evalkit import fastload
+
+        monkeypatch.setattr(fastload, "ENABLED", enabled)
+        with pytest.raises(DataError) as e:
+            load_gold(gold)
+        msgs.append(str(e.value))
+    assert msgs[0] == msgs[1] and "gold.jsonl:1: invalid JSON" in msgs[0]
     # An `output` kept as JSON text is the slow path's case: same frame either way.
     write_jsonl(gold, [rows[0], {**rows[1], "output": json.dumps(rows[1]["output"])}])
     fast, slow = _both_paths(monkeypatch, lambda: load_gold(gold))
