@@ -129,3 +129,16 @@ def test_trainer_stdout_is_only_the_result_json(tiny_model: Path, demo_jsonl: Pa
     result = json.loads(p.stdout)  # the whole of stdout is one JSON document
     assert result["global_step"] == 2 and Path(result["final_adapter"]).is_dir()
     assert "'loss'" in p.stderr  # the Trainer's log records are still printed, on stderr
+
+
+def test_write_json_out_file_and_stdout(tmp_path: Path, capsys):
+    """The one writer behind --json: a file written whole (engine run passes its summary as text), or stdout."""
+    from reportminer.data.jsonout import write_json_out
+
+    write_json_out(None, str(tmp_path / "a" / "summary.json"), text='{"rows": 3}')  # engine run's form
+    assert json.loads((tmp_path / "a" / "summary.json").read_text()) == {"rows": 3}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["summary.json"]  # no temp file left
+    write_json_out({"rows": 4}, str(tmp_path / "b.json"))
+    assert json.loads((tmp_path / "b.json").read_text()) == {"rows": 4}
+    write_json_out({"rows": 5}, "-")
+    assert json.loads(capsys.readouterr().out) == {"rows": 5}
