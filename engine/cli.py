@@ -44,6 +44,8 @@ Examples:
   engine run --config gpu --set model=/models/Qwen3-14B --input /data/shards --out /data/out --max-tokens 768
   # guided decoding off (to measure how often the adapter alone writes valid JSON)
   engine run --input shards/ --out raw/ --adapter v4=adapters/v4 --no-guided
+  # one engine per GPU over a Ray cluster (or a local Ray instance), same output files
+  engine run --config gpu --backend ray --set ray_actors=8 --input /shared/shards --out /shared/out
 
 \b
 Exit status: 0 every row ok (or nothing to do); 1 all shards written, some rows are errors
@@ -186,6 +188,9 @@ class _Location(click.Path):
               help="One adapter only: fold it into the base weights once (cached) and serve without LoRA.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_option("the run summary")
+@click.option("--backend", type=click.Choice(["local", "ray"]),
+              help="local (default): one engine here; ray: Ray Data over ray_actors engine actors "
+                   "(--set ray_actors=N ray_gpus_per_actor=G ray_address=ADDR; docs/engine.md).")
 @engine_options
 @exit_on_error("engine")
 def run_cmd(input_path, out_dir, adapters, overwrite, quiet, json_out, config_path, sets, verbose, **flags):

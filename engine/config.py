@@ -133,6 +133,18 @@ class EngineConfig:
         "settings from OUT/_rowcache instead of recomputing it, whatever shard it is in (ok rows only; "
         "rm -r OUT/_rowcache clears it).", default=True)
 
+    # Backend (where the engines run; no effect on a row's output, so not part of the run identity).
+    backend: Literal["local", "ray"] = h(
+        "local: one engine in this process; ray: Ray Data maps the shards over an actor pool, one engine per "
+        "actor (engine/ray_backend.py, needs the `ray` extra).", default="local")
+    ray_address: str | None = h(
+        "Ray cluster to use: none attaches to RAY_ADDRESS (set by `ray job submit`) or else starts a local "
+        "Ray instance; 'auto' or 'HOST:PORT' attaches to a running cluster.", default=None)
+    ray_actors: int = h("backend ray: engine actors (each processes whole shards).", default=1)
+    ray_gpus_per_actor: float | None = h(
+        "backend ray: GPUs each actor reserves; none: tensor_parallel_size on cuda, 0 on cpu.", default=None)
+    ray_cpus_per_actor: float = h("backend ray: CPUs each actor reserves.", default=1.0)
+
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
@@ -253,7 +265,7 @@ class EngineConfig:
                 raise ConfigError(f"{name}: expected a positive integer, got {v!r}")
 
         for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size",
-                     "max_tokens", "chunk_size", "batch_rows", "max_loras"):
+                     "max_tokens", "chunk_size", "batch_rows", "max_loras", "ray_actors"):
             positive(name)
         if self.max_model_len is not None and self.max_tokens >= self.max_model_len:
             raise ConfigError(
@@ -270,6 +282,10 @@ class EngineConfig:
             raise ConfigError(f"max_lora_rank: vLLM accepts {VLLM_LORA_RANKS}, got {self.max_lora_rank}")
         if self.max_loras is not None and self.adapters and self.max_loras < len(self.adapters):
             raise ConfigError(f"max_loras ({self.max_loras}) is below the number of adapters ({len(self.adapters)})")
+        if self.ray_gpus_per_actor is not None and self.ray_gpus_per_actor < 0:
+            raise ConfigError(f"ray_gpus_per_actor: must be >= 0, got {self.ray_gpus_per_actor}")
+        if self.ray_cpus_per_actor < 0:
+            raise ConfigError(f"ray_cpus_per_actor: must be >= 0, got {self.ray_cpus_per_actor}")
         from .decoding import validate_decoding
 
         validate_decoding(self)

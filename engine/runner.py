@@ -288,6 +288,27 @@ class _Pipeline:
                 self.fail(st, f"internal error: shard not finished ({st.batches_pending} batches pending)")
 
 
+def process_shards(engine: Engine, config: EngineConfig, adapters: list[Adapter], out_dir: Path,
+                   manifest: RunManifest, shards: list[tuple[InputShard, dict, int]], progress: bool = False) -> _Pipeline:
+    """Whole shards, each `(shard, input fingerprint, row count)`, through a started engine: the seam other
+    backends use (engine/ray_backend.py runs it inside each actor), so every backend writes the same files.
+
+    Each shard is committed by rename and recorded with `manifest.shards[rel] = entry; manifest.write(out_dir)`;
+    the returned pipeline holds `done`, `failed` and the row stats. On any exception, temporary files are removed.
+    """
+    todo = [_Shard(s, fp, n, s.out_path(out_dir)) for s, fp, n in shards]
+    bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)
+    pipeline = _Pipeline(engine, config, adapters, out_dir, manifest, bar)
+    try:
+        pipeline.run(todo)
+    except BaseException:
+        pipeline.abandon()
+        raise
+    finally:
+        bar.close()
+    return pipeline
+
+
 def _check_paths(input_path: Path, out_dir: Path) -> None:
     if input_path.is_dir():
         i, o = input_path.resolve(), out_dir.resolve()
@@ -483,6 +504,10 @@ def run(
     Steps: plan (settings, shards, adapters) -> lock --out and select the shards to do -> start the
     engine -> feed it every row -> summarise and record.
     """
+    if config.backend == "ray" and engine is None:  # Ray Data over an actor pool, same files (engine/ray_backend.py)
+        from .ray_backend import run_ray
+
+        return run_ray(config, input_path, out_dir, overwrite=overwrite, progress=progress)
     t0 = time.perf_counter()
     started_at = now()
     # s3:// and gs:// become storage.ObjectPath, which has the Path methods the run uses (engine/storage.py)

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with the extras asked for (default: everything the tests need).
-#   scripts/setup.sh                 # cpu engine + train + eval + embed + test + dev (ruff, mypy) extras
+#   scripts/setup.sh                 # cpu engine + ray + train + eval + embed + test + dev (ruff, mypy) extras
 #   EXTRAS=cpu,eval scripts/setup.sh # a lighter install (the demo uses this)
 # Idempotent: a second run with the same pyproject.toml and extras does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=${EXTRAS:-cpu,train,eval,embed,test,dev}
+EXTRAS=${EXTRAS:-cpu,ray,train,eval,embed,test,dev}
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"

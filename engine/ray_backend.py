@@ -1,0 +1,295 @@
+"""`engine run --backend ray`: the same run, its shards mapped by Ray Data over a pool of engine actors.
+
+The driver (this process) does what the local backend does around the rows: plan, lock --out, select the
+shards still to do, record the manifest and the summary. The rows themselves go through Ray Data:
+
+  from_items(one item per shard to do, one block each)
+    -> map_batches(ShardWorker, batch_size=1, ActorPoolStrategy(size=ray_actors), num_gpus=ray_gpus_per_actor)
+    -> iter_rows() on the driver: one summary per shard, in completion order
+
+Each actor holds one `Engine` and runs whole shards through `runner.process_shards`, the local backend's own
+pipeline, so a shard's output file is written and committed (rename) by the same code: same files, columns,
+per-row error semantics. Resume is the local backend's too (`runner._select` skips committed shards).
+
+Nothing finished is lost when a part dies:
+- an actor that dies mid-shard leaves only a temporary file; Ray Data restarts the actor and retries the
+  shard (its defaults: max_restarts=-1, max_task_retries=-1), and the next run removes stale temporary files;
+- an actor writes a marker (`_engine_ray/<rel>.json`, the shard's manifest entry) right after it commits a
+  shard, and the driver folds it into `_engine_manifest.json` when the shard's summary arrives. A driver
+  killed between the two leaves the marker, which the next run adopts (output present, size as recorded),
+  so a committed shard is never redone; every other shard is redone whole, so each row lands exactly once.
+
+Input shards and --out must be visible at the same path on every node (one machine, or a shared mount).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+from reportminer.data.errors import ConfigError, RunFailed
+from reportminer.data.io import write_json_atomic
+
+from .adapters import Adapter
+from .config import EAGER_BELOW_ROWS, EngineConfig
+from .run_manifest import OutLock, RunManifest, now
+from .runner import _plan, _prepare_out, _record, _select, _Shard, _summarise, process_shards
+from .shards import InputShard
+from .summary import EXIT_OK, RowStats, RunSummary
+
+log = logging.getLogger("engine")
+
+MARKER_DIR = "_engine_ray"  # "_" keeps it out of readers of the whole --out folder, like the manifest
+
+# Environment the actors need at vLLM import, passed as the actors' runtime_env (a `ray job submit` worker
+# does not inherit the submitting shell's variables): these prefixes are copied from the driver.
+_ENV_PREFIXES = ("VLLM_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "REPORTMINER_", "OMP_", "CUDA_VISIBLE")
+
+
+def marker_path(out_dir: Path, rel: str) -> Path:
+    return out_dir / MARKER_DIR / f"{rel}.json"
+
+
+# ---- inside each actor ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _MarkerManifest(RunManifest):
+    """An actor's view of the manifest: a committed shard's entry goes to its marker file; only the driver
+    writes `_engine_manifest.json` (several actors rewriting it would lose each other's entries)."""
+
+    written: set[str] = field(default_factory=set)
+
+    def write(self, out_dir: Path) -> Path:
+        for rel, entry in self.shards.items():
+            if rel not in self.written:
+                write_json_atomic(marker_path(out_dir, rel), {"rel": rel, "entry": entry})
+                self.written.add(rel)
+        return out_dir / MARKER_DIR
+
+
+class ShardWorker:
+    """One Ray Data actor: one engine, started once, then whole shards through `runner.process_shards`."""
+
+    def __init__(self, config: EngineConfig, adapters: list[Adapter], merged: str | None, out_dir: str):
+        from .generate import Engine, prepare_process_env
+        from .merge import serving_config
+
+        _actor_logging()
+        prepare_process_env(config.device)
+        self.config, self.adapters, self.out_dir = config, adapters, Path(out_dir)
+        t = time.perf_counter()
+        self.engine = Engine(serving_config(config, Path(merged) if merged else None))
+        self.engine.reset_loras()
+        self.start_s = time.perf_counter() - t
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        out: dict[str, list] = {"rel": [], "entry": [], "error": [], "stats": [], "engine_start_s": []}
+        for rel, path, fp, num_rows in zip(batch["rel"], batch["path"], batch["fp"], batch["num_rows"]):
+            rel = str(rel)
+            manifest = _MarkerManifest(identity={})
+            pipeline = process_shards(self.engine, self.config, self.adapters, self.out_dir, manifest,
+                                      [(InputShard(Path(str(path)), rel), json.loads(str(fp)), int(num_rows))])
+            entry = manifest.shards.get(rel)
+            out["rel"].append(rel)
+            out["entry"].append(json.dumps(entry) if entry else "")
+            out["error"].append(pipeline.failed[0][1] if pipeline.failed else "")
+            out["stats"].append(json.dumps({
+                "work": pipeline.stats.as_dict(),
+                "by_adapter": {n: s.as_dict() for n, s in pipeline.by_adapter.items()},
+                "shard": pipeline.done[0].stats.as_dict() if pipeline.done else None,
+            }))
+            out["engine_start_s"].append(self.start_s)
+        return out
+
+
+def _actor_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[engine actor] %(levelname)s %(message)s"))
+    lg = logging.getLogger("engine")
+    lg.handlers[:] = [handler]
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
+
+
+# ---- on the driver -------------------------------------------------------------------------------------
+
+
+def _stats(d: dict[str, Any]) -> RowStats:
+    from collections import Counter
+
+    return RowStats(**{**d, "errors_by_reason": Counter(d.get("errors_by_reason") or {})})
+
+
+class _Done:
+    """A committed shard as `runner._summarise` counts it (the attributes of runner._Shard it reads)."""
+
+    def __init__(self, num_rows: int, stats: RowStats):
+        self.num_rows, self.stats = num_rows, stats
+
+
+class _Results:
+    """What the actors reported, shaped like runner._Pipeline for `runner._summarise`."""
+
+    def __init__(self, names: list[str]):
+        self.stats = RowStats()
+        self.by_adapter = {n: RowStats() for n in names}
+        self.done: list[_Done] = []
+        self.failed: list[tuple[str, str]] = []
+
+    def add(self, s: RowStats, into: RowStats) -> None:
+        into.output_rows += s.output_rows
+        into.ok += s.ok
+        into.error += s.error
+        into.errors_by_reason.update(s.errors_by_reason)
+        into.prompt_tokens += s.prompt_tokens
+        into.output_tokens += s.output_tokens
+
+
+def actor_env(device: str) -> dict[str, str]:
+    """Variables for the actors' runtime_env: what vLLM reads at import (engine.generate.prepare_process_env)
+    and the model/cache locations, copied from the driver."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+    if device == "cpu":
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in the actor's process
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    return env
+
+
+def _adopt_markers(out: Path, manifest: RunManifest, discard: bool) -> None:
+    """Fold in shards an actor committed whose summary never reached a (killed) driver; drop the markers."""
+    folder = out / MARKER_DIR
+    if not folder.is_dir():
+        return
+    for p in sorted(folder.rglob("*.json")):
+        try:
+            m = json.loads(p.read_text(encoding="utf-8"))
+            rel, entry = m["rel"], m["entry"]
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("%s: unreadable Ray shard marker, ignored (its shard is redone)", p)
+            p.unlink(missing_ok=True)
+            continue
+        target = out / entry.get("output", rel)
+        if not discard and rel not in manifest.shards and target.exists() \
+                and target.stat().st_size == entry.get("output_size"):
+            log.info("%s: committed by a Ray actor after the driver stopped; recorded, not redone", target)
+            manifest.shards[rel] = entry
+        p.unlink(missing_ok=True)
+
+
+def _ray_init(config: EngineConfig) -> bool:
+    """Attach to or start Ray; True when this call started it (and so must shut it down)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("backend ray: Ray is not installed; pip install 'reportminer[ray]'") from None
+    if ray.is_initialized():
+        return False
+    ray.init(address=config.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+    return True
+
+
+def _execute(config: EngineConfig, adapters: list[Adapter], merged: Path | None, out: Path, todo: list[_Shard],
+             manifest: RunManifest, results: _Results, progress: bool) -> tuple[float, float, bool]:
+    """Map the shards over the actor pool; record each as its summary arrives: (gen s, engine start s, interrupted)."""
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy, DataContext
+
+    started = _ray_init(config)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    gpus = config.ray_gpus_per_actor
+    if gpus is None:
+        gpus = float(config.tensor_parallel_size) if config.device == "cuda" else 0.0
+    items = [{"rel": st.shard.rel, "path": str(st.shard.path.resolve()), "fp": json.dumps(st.fp),
+              "num_rows": st.num_rows} for st in todo]
+    by_rel = {st.shard.rel: st for st in todo}
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(  # one block, one task per shard
+        ShardWorker,
+        fn_constructor_kwargs={"config": config, "adapters": adapters, "merged": str(merged) if merged else None,
+                               "out_dir": str(out.resolve())},
+        batch_size=1,
+        batch_format="numpy",
+        # One shard in flight per actor: a shard queued behind a busy actor would idle while another is free.
+        compute=ActorPoolStrategy(size=min(config.ray_actors, len(items)), max_tasks_in_flight_per_actor=1),
+        num_cpus=config.ray_cpus_per_actor,
+        num_gpus=gpus,
+        runtime_env={"env_vars": actor_env(config.device)},
+    )
+    t0 = time.perf_counter()
+    engine_start = 0.0
+    interrupted = False
+    try:
+        for row in ds.iter_rows():
+            rel = str(row["rel"])
+            stats = json.loads(str(row["stats"]))
+            engine_start = max(engine_start, float(row["engine_start_s"]))
+            results.add(_stats(stats["work"]), results.stats)
+            for n, s in stats["by_adapter"].items():
+                results.add(_stats(s), results.by_adapter.setdefault(n, RowStats()))
+            if row["error"]:
+                results.failed.append((rel, str(row["error"])))
+                log.error("shard failed: %s", row["error"])
+                continue
+            manifest.shards[rel] = json.loads(str(row["entry"]))
+            manifest.write(out)
+            marker_path(out, rel).unlink(missing_ok=True)
+            results.done.append(_Done(by_rel[rel].num_rows, _stats(stats["shard"])))
+            log.info("%s: committed by a Ray actor (%d/%d)", rel, len(results.done), len(todo))
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception as e:  # an engine that cannot start, a lost cluster: committed shards stay recorded
+        raise RunFailed(f"backend ray: the run failed after {len(results.done)} of {len(todo)} shard(s): "
+                        f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
+    finally:
+        if started:
+            ray.shutdown()
+    wall = time.perf_counter() - t0
+    return max(wall - engine_start, 0.0), engine_start, interrupted
+
+
+def run_ray(config: EngineConfig, input_path: str | Path, out_dir: str | Path, *, overwrite: bool = False,
+            progress: bool = True) -> RunSummary:
+    """`runner.run` with the rows mapped over Ray actors; same refusals, files, manifest, summary, exit codes."""
+    t0 = time.perf_counter()
+    started_at = now()
+    plan = _plan(config, Path(input_path), Path(out_dir), None)
+    config, out = plan.config, plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary(
+        status="ok", exit_code=EXIT_OK, input=str(plan.input_path), out=str(out), model=str(config.model),
+        adapters=[a.describe() for a in plan.adapters], adapter_columns=config.adapter_names,
+        shards_total=len(plan.shards), warnings=list(plan.warnings), settings=config.to_dict(),
+        started_at=started_at,
+    )
+    with OutLock(out):
+        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite)
+        _adopt_markers(out, manifest, discard=overwrite)
+        todo, failed_early = _select(plan, manifest, summary)
+        results = _Results(config.adapter_names)
+        gen_s, interrupted = 0.0, False
+        if todo:
+            if config.enforce_eager is None:  # the local backend's rule (runner._start), so outputs match it
+                work = sum(s.num_rows for s in todo) * len(config.adapter_names)
+                config = replace(config, enforce_eager=config.device == "cpu" and work < EAGER_BELOW_ROWS)
+                summary.settings["enforce_eager"] = config.enforce_eager
+            gen_s, summary.engine_start_s, interrupted = _execute(
+                config, plan.adapters, plan.merged, out, todo, manifest, results, progress)
+        # _Results carries the attributes of runner._Pipeline that _summarise reads.
+        _summarise(summary, cast(Any, results), failed_early, manifest, todo, gen_s, interrupted)
+        summary.wall_s = time.perf_counter() - t0
+        summary.finished_at = now()
+        _record(out, summary)
+    if interrupted:
+        raise KeyboardInterrupt(summary.render())
+    return summary
+
+
+__all__ = ["MARKER_DIR", "ShardWorker", "actor_env", "run_ray"]
