@@ -181,6 +181,18 @@ def _adopt_markers(out: Path, manifest: RunManifest, discard: bool) -> None:
             log.info("%s: committed by a Ray actor after the driver stopped; recorded, not redone", target)
             manifest.shards[rel] = entry
         p.unlink(missing_ok=True)
+    _remove_empty(folder)
+
+
+def _remove_empty(folder: Path) -> None:
+    """The marker folder once no marker is left (nested shards make nested folders)."""
+    if not folder.is_dir():
+        return
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _ray_init(config: EngineConfig) -> bool:
@@ -251,6 +263,7 @@ def _execute(config: EngineConfig, adapters: list[Adapter], merged: Path | None,
     finally:
         if started:
             ray.shutdown()
+        _remove_empty(out / MARKER_DIR)
     wall = time.perf_counter() - t0
     return max(wall - engine_start, 0.0), engine_start, interrupted
 

@@ -20,7 +20,8 @@ import pytest
 
 from reportminer.data.io import jsonl_to_table, read_table, write_shards
 from reportminer.engine import Engine, EngineConfig
-from reportminer.engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME
+from reportminer.engine.ray_backend import MARKER_DIR, _adopt_markers
+from reportminer.engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME, RunManifest
 from reportminer.engine.runner import run
 from reportminer.engine.summary import EXIT_ROW_ERRORS
 
@@ -37,9 +38,8 @@ def ray_address():
     """A local Ray instance for the module; its actors compute with this process's thread count.
 
     Ray sets OMP_NUM_THREADS to an actor's CPUs (1 here) where it is unset, while the reference run in
-    this process uses every core; a different thread count sums in another order, and the random model's
-    near-tied logits turned that into different text (2 rows of 24 differed). The backend passes the
-    driver's OMP_* variables to its actors, so setting it here gives both backends the same arithmetic.
+    this process uses every core. The backend passes the driver's OMP_* variables on to its actors, so
+    setting it here gives both backends the same thread count, one difference fewer in the arithmetic.
     """
     ray = pytest.importorskip("ray", reason="Ray is not installed (the `ray` extra)")
     import torch
@@ -59,11 +59,17 @@ def ray_address():
 
 @pytest.fixture(scope="module")
 def cfg(tiny_model, tiny_adapter) -> EngineConfig:
-    # Eager everywhere: eager and compiled kernels round differently, and the random model's near-tied
-    # logits turn that into different text; eager also starts faster.
+    # The same arithmetic for every row in both backends, so that their files must be equal byte for byte:
+    # - eager everywhere: eager and compiled kernels round differently (and eager starts faster);
+    # - one sequence per engine step and no prefix cache: on CPU a row's logits depend on its batch
+    #   neighbours in the last bits, and the random model's near-tied logits turn that into other text.
+    #   Measured with max_num_seqs 8: row r009 ran alone (its shard as the whole input) differed from the
+    #   same row batched with the next shard's rows from token 14 on. The local backend batches across
+    #   shard boundaries and each actor only within its shard, so with batches > 1 the two backends
+    #   differ where the local backend would differ from itself with other neighbours.
     return EngineConfig(model=str(tiny_model), adapters={"a": str(tiny_adapter)}, max_model_len=2048,
-                        kv_cache_memory_bytes="512MiB", max_num_seqs=8, chunk_size=8, batch_rows=4,
-                        max_tokens=MAX_TOKENS, max_loras=2, enforce_eager=True)
+                        kv_cache_memory_bytes="512MiB", max_num_seqs=1, chunk_size=8, batch_rows=4,
+                        enable_prefix_caching=False, max_tokens=MAX_TOKENS, max_loras=2, enforce_eager=True)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +122,7 @@ def test_ray_backend_writes_what_the_local_backend_writes(cfg, shards, reference
     drop = ("completed_at",)
     assert {r: {k: v for k, v in e.items() if k not in drop} for r, e in ray_m["shards"].items()} == \
            {r: {k: v for k, v in e.items() if k not in drop} for r, e in local_m["shards"].items()}
-    assert not (out / "_engine_ray").exists() or not list((out / "_engine_ray").rglob("*.json"))
+    assert not (out / MARKER_DIR).exists(), "markers are removed once the driver has recorded their shards"
 
     # A rerun with either backend finds everything done.
     again = run(cfg.override(backend="ray"), shards, out, progress=False)
@@ -129,8 +135,8 @@ def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shar
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(shards), "--out", str(out), "-q",
            "--model", cfg.model, "--adapter", f"a={cfg.adapters['a']}", "--max-tokens", str(MAX_TOKENS),
-           "--max-model-len", "2048", "--kv-cache", "512MiB", "--max-num-seqs", "8", "--chunk-size", "8",
-           "--batch-rows", "4", "--max-loras", "2", "--enforce-eager",
+           "--max-model-len", "2048", "--kv-cache", "512MiB", "--max-num-seqs", "1", "--chunk-size", "8",
+           "--batch-rows", "4", "--max-loras", "2", "--enforce-eager", "--no-prefix-caching",
            "--set", "backend=ray", "--set", "ray_actors=1", "--set", f"ray_address={ray_address}"]
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -154,7 +160,7 @@ def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shar
     done = json.loads(manifest.read_text())["shards"]
     assert 1 <= len(done) < SHARDS, "the kill should land mid-run"
     # Shards an actor committed whose summary the killed driver never received: their markers stay.
-    markers = {json.loads(p.read_text())["rel"] for p in (out / "_engine_ray").rglob("*.json")} - set(done)
+    markers = {json.loads(p.read_text())["rel"] for p in (out / MARKER_DIR).rglob("*.json")} - set(done)
     finished = set(done) | {m for m in markers if (out / m).exists()}
     before = {rel: ((out / rel).stat().st_mtime_ns, (out / rel).read_bytes()) for rel in finished}
     for rel in finished:
@@ -168,8 +174,33 @@ def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shar
     for rel, (mtime, data) in before.items():  # finished shards untouched
         assert (out / rel).stat().st_mtime_ns == mtime and (out / rel).read_bytes() == data, rel
     assert not list(out.rglob(".*.tmp")), "temporary files of the killed run must be gone"
-    assert not list((out / "_engine_ray").rglob("*.json"))
+    assert not (out / MARKER_DIR).exists()
     got = sorted(read_table(out).to_pylist(), key=_key)
     want = sorted(read_table(reference).to_pylist(), key=_key)
     assert [_key(r) for r in got] == [_key(r) for r in want]  # every (row, adapter) exactly once
     assert got == want
+
+
+def test_markers_of_committed_shards_are_adopted_only_when_their_output_is_whole(tmp_path):
+    """What a rerun makes of markers a killed driver left: the file an actor committed is recorded (not
+    redone); a marker whose output is missing or of another size is dropped, so that shard is redone."""
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    for rel in ("a/x.parquet", "y.parquet", "z.parquet"):
+        entry = {"input": {"sha256": "00"}, "output": rel, "output_size": 10, "rows": 1}
+        (out / MARKER_DIR / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / MARKER_DIR / f"{rel}.json").write_text(json.dumps({"rel": rel, "entry": entry}))
+    (out / "a" / "x.parquet").write_bytes(b"0" * 10)  # whole: adopted
+    (out / "y.parquet").write_bytes(b"0" * 7)  # not the size the actor recorded: redone
+    manifest = RunManifest(identity={})  # z.parquet: no output at all: redone
+    _adopt_markers(out, manifest, discard=False)
+    assert list(manifest.shards) == ["a/x.parquet"]
+    assert not (out / MARKER_DIR).exists()
+
+    (out / MARKER_DIR).mkdir()  # --overwrite: every marker is dropped, nothing adopted
+    (out / MARKER_DIR / "a" / "x.parquet.json").parent.mkdir()
+    (out / MARKER_DIR / "a" / "x.parquet.json").write_text(json.dumps({"rel": "a/x.parquet", "entry": {
+        "output": "a/x.parquet", "output_size": 10}}))
+    manifest = RunManifest(identity={})
+    _adopt_markers(out, manifest, discard=True)
+    assert manifest.shards == {} and not (out / MARKER_DIR).exists()
