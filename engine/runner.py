@@ -296,7 +296,7 @@ def process_shards(engine: Engine, config: EngineConfig, adapters: list[Adapter]
     Each shard is committed by rename and recorded with `manifest.shards[rel] = entry; manifest.write(out_dir)`;
     the returned pipeline holds `done`, `failed` and the row stats. On any exception, temporary files are removed.
     """
-    todo = [_Shard(s, fp, n, s.out_path(out_dir)) for s, fp, n in shards]
+    todo = [_Shard(s, fp, n, s.out_path(out_dir)) for s, fp, n in shards]  # type: ignore[arg-type]  # or an ObjectPath
     bar = Progress(sum(s.num_rows for s in todo) * len(config.adapter_names), enabled=progress)
     pipeline = _Pipeline(engine, config, adapters, out_dir, manifest, bar)
     try:
