@@ -136,7 +136,10 @@ class _Done:
 class _Results:
     """What the actors reported, shaped like runner._Pipeline for `runner._summarise`."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], out: Path):
+        from .row_cache import RowCache
+
+        self.cache = RowCache.open(out, [], enabled=False)  # the actors use no row cache yet (docs/engine.md)
         self.stats = RowStats()
         self.by_adapter = {n: RowStats() for n in names}
         self.done: list[_Done] = []
@@ -290,7 +293,7 @@ def run_ray(config: EngineConfig, input_path: str | Path, out_dir: str | Path, *
         manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite)
         _adopt_markers(out, manifest, discard=overwrite)
         todo, failed_early = _select(plan, manifest, summary)
-        results = _Results(config.adapter_names)
+        results = _Results(config.adapter_names, out)
         gen_s, interrupted = 0.0, False
         if todo:
             if config.enforce_eager is None:  # the local backend's rule (runner._start), so outputs match it
