@@ -117,21 +117,25 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
     """Rows of a JSONL file or of every *.jsonl under a folder; blank lines skipped, bad JSON named."""
     root = Path(path)
     for f in jsonl_files(root):
-        rel = relative_name(root, f)
-        try:
-            with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
-                for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-                    if not isinstance(obj, dict):
-                        raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
-                    yield JsonlRow(f, n, generated_id(rel, n), obj)
-        except UnicodeDecodeError:  # e.g. a GBK export: one line naming the place, not a traceback
-            raise DataError(not_utf8_message(f)) from None
+        yield from iter_jsonl_file(f, relative_name(root, f))
+
+
+def iter_jsonl_file(f: Path, rel: str) -> Iterator[JsonlRow]:
+    """Rows of one JSONL file named `rel` in ids (`relative_name`); the engine reads each file as a shard."""
+    try:
+        with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
+                yield JsonlRow(f, n, generated_id(rel, n), obj)
+    except UnicodeDecodeError:  # e.g. a GBK export: one line naming the place, not a traceback
+        raise DataError(not_utf8_message(f)) from None
 
 
 def not_utf8_message(f: Path) -> str:
@@ -205,6 +209,11 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 arrays[k] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False) for v in vals])
     return pa.table(arrays)
+
+
+def seed_rows_table(rows: Iterable[JsonlRow]) -> pa.Table:
+    """Shard columns of seed-format rows (ids not checked for uniqueness: the caller decides)."""
+    return _table([seed_row_to_columns(r) for r in rows])
 
 
 def jsonl_to_table(path: str | os.PathLike) -> pa.Table:

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from reportminer.data.errors import ConfigError
 from reportminer.data.manifest import AdapterMismatch, check_adapter
 
 log = logging.getLogger("engine")
@@ -22,9 +23,9 @@ def lora_rank(adapter_dir: Path) -> int:
     """The largest LoRA rank in adapter_config.json (`r`, or any per-module `rank_pattern` entry)."""
     try:
         cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{adapter_dir}/adapter_config.json: cannot read: {e}") from None
-    ranks = [int(cfg.get("r") or 8)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
+        ranks = [int(cfg.get("r") or 8)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # bad JSON, `r: "x"`, a list instead of an object
+        raise ConfigError(f"{adapter_dir}/adapter_config.json: cannot read: {e}") from None
     return max(ranks)
 
 

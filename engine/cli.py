@@ -23,8 +23,9 @@ from .config import EngineConfig, bundled_configs, configs_dir, parse_adapter
 RUN_HELP = """Extract metrics from every paragraph of Parquet shards into one output shard per input shard.
 
 \b
-Input: a Parquet file or a folder searched recursively; columns id, chapter_title, paragraph (others
-pass through). Output: OUT/<same relative path>.parquet with id, the passthrough columns, adapter,
+Input: a Parquet file or a folder searched recursively (symlinked folders followed); columns id,
+chapter_title, paragraph, as strings (others pass through). Seed-format JSONL (a .jsonl file or a folder
+of them) is read directly, each file one shard. Output: OUT/<same relative path>.parquet with id, the passthrough columns, adapter,
 analysis, metrics (each with agreement), raw, status, error, finish_reason, prompt_tokens,
 output_tokens, samples, dropped_metrics (raw_samples with --samples > 1); every input row once per
 adapter. OUT also holds _engine_manifest.json (what is finished, with which settings),
@@ -52,7 +53,7 @@ Exit status: 0 every row ok (or nothing to do); 1 all shards written, some rows 
 (counted by reason in the summary); 2 refused, nothing ran (bad settings, adapter trained for
 another model/schema/prompt, OUT holds another configuration or is in use); 3 data error: some
 input shard could not be read (named; the others were written), or the input cannot be read at all;
-130 interrupted (finished shards kept).
+4 failed while writing (disk full; file named); 130 interrupted (finished shards kept).
 """
 
 EXTRACT_HELP = """Extract the metrics of one paragraph and print the JSON answer.
@@ -184,6 +185,8 @@ class _Location(click.Path):
 @click.option("--chunk-size", type=int, help="Requests kept queued in vLLM (default 8 x max-num-seqs).")
 @click.option("--batch-rows", type=int, help="Rows read per Parquet record batch (default 512).")
 @click.option("--overwrite", is_flag=True, help="Discard results in OUT (any configuration) and redo every shard.")
+@click.option("--prune", is_flag=True, help="Delete outputs in OUT whose input shard is gone (reported either way).")
+@click.option("--strict-ids", is_flag=True, help="Refuse input with null or duplicate ids (exit 3; reported either way).")
 @click.option("--merge-adapter", is_flag=True, default=None,
               help="One adapter only: fold it into the base weights once (cached) and serve without LoRA.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -193,14 +196,15 @@ class _Location(click.Path):
                    "(--set ray_actors=N ray_gpus_per_actor=G ray_address=ADDR; docs/engine.md).")
 @engine_options
 @exit_on_error("engine")
-def run_cmd(input_path, out_dir, adapters, overwrite, quiet, json_out, config_path, sets, verbose, **flags):
+def run_cmd(input_path, out_dir, adapters, overwrite, prune, strict_ids, quiet, json_out, config_path, sets,
+            verbose, **flags):
     _setup_logging(verbose)
     cfg = build_config(config_path, sets, adapters, **flags)
     from .runner import run
 
     _sigterm_as_interrupt()
     try:
-        summary = run(cfg, input_path, out_dir, overwrite=overwrite, progress=not quiet)
+        summary = run(cfg, input_path, out_dir, overwrite=overwrite, progress=not quiet, prune=prune, strict_ids=strict_ids)
     except KeyboardInterrupt as e:
         click.echo(f"engine: interrupted; finished shards are kept, rerun to continue\n{e}", err=True)
         sys.exit(EXIT_INTERRUPTED)

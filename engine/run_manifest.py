@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reportminer.data.errors import ManifestError, OutputLocked
+from reportminer.data.errors import ManifestError, OutputLocked, RunFailed
 from reportminer.data.manifest import base_model_fingerprint
 from reportminer.data.prompt import prompt_fingerprint
 from reportminer.data.schema import schema_fingerprint
@@ -72,6 +72,16 @@ def run_identity(config: EngineConfig, adapters: list[Adapter]) -> dict[str, Any
     }
 
 
+def write_json_or_fail(path: Path | ObjectPath, obj: Any) -> Path | ObjectPath:
+    """storage.write_json, with a full disk (or any OSError) as RunFailed naming the file (exit 4, no temp file)."""
+    from .preflight import os_reason
+
+    try:
+        return write_json(path, obj)
+    except OSError as e:
+        raise RunFailed(f"{path}: cannot write: {os_reason(e)}; the run stopped (finished shards are kept)") from None
+
+
 def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
@@ -100,7 +110,7 @@ class RunManifest:
 
     def write(self, out_dir: Path | ObjectPath) -> Path | ObjectPath:
         self.updated_at = now()
-        return write_json(out_dir / MANIFEST_NAME, asdict(self))
+        return write_json_or_fail(out_dir / MANIFEST_NAME, asdict(self))
 
     def totals(self) -> dict[str, int]:
         t = {"shards": len(self.shards), "rows": 0, "output_rows": 0, "ok": 0, "error": 0}

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from reportminer.data.errors import ConfigError, ConfigMismatch, DataError
+from reportminer.data.errors import ConfigError, ConfigMismatch, DataError, RunFailed
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
 from .adapters import Adapter, load_adapters
@@ -31,6 +30,17 @@ from .config import EAGER_BELOW_ROWS, EngineConfig
 from .decoding import adapter_thresholds, row_from_completion
 from .generate import Completion, Engine, Request
 from .merge import merged_model, serving_config
+from .preflight import (
+    IdReport,
+    ShardInfo,
+    check_adapters,
+    check_out,
+    inspect_shard,
+    os_reason,
+    safe_remove,
+    scan_ids,
+    vanished_outputs,
+)
 from .progress import Progress
 from .row_cache import RowCache, column_scopes
 from .rows import (
@@ -52,9 +62,10 @@ from .run_manifest import (
     identity_diff,
     now,
     run_identity,
+    write_json_or_fail,
 )
-from .shards import InputShard, ShardReader, ShardWriter, discover, fingerprint, stale_temp_files
-from .storage import append_line, location, parquet_source, write_json
+from .shards import InputShard, ShardReader, ShardWriter, find_shards, fingerprint, stale_temp_files
+from .storage import ObjectPath, append_line, location
 from .summary import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -233,7 +244,7 @@ class _Pipeline:
             st.reader.close()
         self.manifest.shards[st.shard.rel] = {
             "input": st.fp,
-            "output": st.shard.rel,
+            "output": st.out_path.relative_to(self.out_dir).as_posix(),
             "output_size": st.out_path.stat().st_size,
             "rows": st.num_rows,
             "output_rows": expected,
@@ -309,18 +320,28 @@ def process_shards(engine: Engine, config: EngineConfig, adapters: list[Adapter]
     return pipeline
 
 
-def _check_paths(input_path: Path, out_dir: Path) -> None:
+def _check_paths(input_path: Path, out_dir: Path, shards: list[InputShard]) -> None:
     if input_path.is_dir():
         i, o = input_path.resolve(), out_dir.resolve()
         if o == i or i in o.parents:
             raise ConfigError(f"--out {out_dir} is inside --input {input_path}: outputs would be read as inputs next time")
+    for sh in shards:  # e.g. --input out/x.parquet --out out: the output would replace its own input
+        if sh.out_path(out_dir).resolve() == sh.path.resolve():
+            raise ConfigError(f"--out {out_dir}: the output of {sh.path} would be written over that input file; "
+                              "choose another --out")
 
 
-def _prepare_out(out_dir: Path, identity: dict, config: EngineConfig, adapters: list[Adapter], overwrite: bool) -> RunManifest:
+def _prepare_out(out_dir: Path, identity: dict, config: EngineConfig, adapters: list[Adapter], overwrite: bool,
+                 inputs: set[Path | ObjectPath] | None = None, warnings: list[str] | None = None) -> RunManifest:
     for tmp in stale_temp_files(out_dir):  # left by a killed run; we hold the lock, so nobody writes them
         log.info("removing temporary file of an interrupted run: %s", tmp)
         tmp.unlink(missing_ok=True)
     manifest = RunManifest.read(out_dir)
+    if manifest is not None and manifest.identity != identity and not overwrite \
+            and not any((out_dir / e["output"]).exists() for e in manifest.shards.values()):
+        # A run that failed before it wrote a shard left nothing to mix with: the corrected rerun goes on.
+        log.info("%s: the run manifest lists no existing results; starting a new one", out_dir)
+        manifest = None
     if manifest is not None and manifest.identity != identity and not overwrite:
         raise ConfigMismatch(
             f"{out_dir} holds results of another configuration; use another --out, or --overwrite to discard them. "
@@ -334,8 +355,12 @@ def _prepare_out(out_dir: Path, identity: dict, config: EngineConfig, adapters: 
                 "point --out at an empty or engine-made folder, or pass --overwrite"
             )
     if overwrite and manifest is not None:
-        for entry in manifest.shards.values():
-            (out_dir / entry["output"]).unlink(missing_ok=True)
+        for entry in manifest.shards.values():  # resolved paths inside --out only, never an input file
+            warning = safe_remove(out_dir, str(entry.get("output", "")), inputs or set())
+            if warning:
+                log.warning(warning)
+                if warnings is not None:
+                    warnings.append(warning)
         manifest = None
     if manifest is None:
         manifest = RunManifest(identity=identity)
@@ -356,14 +381,27 @@ class _Plan:
     warnings: list[str]
     identity: dict[str, Any]
     merged: Path | None = None  # --merge-adapter: the cached base+adapter model the engine serves
+    infos: dict[str, ShardInfo] | None = None  # rows, schema problem, ids of each shard (engine/preflight.py)
+    ids: IdReport | None = None
 
 
-def _plan(config: EngineConfig, input_path: Path, out_dir: Path, engine: Engine | None) -> _Plan:
-    """Resolve the settings, find the input shards, check the adapters: every refusal happens here."""
+def _plan(config: EngineConfig, input_path: Path, out_dir: Path, engine: Engine | None,
+          strict_ids: bool = False) -> _Plan:
+    """Resolve the settings, find and inspect the input shards, check the adapters: every refusal happens here."""
+    check_adapters(config.adapters, config.max_lora_rank)  # before resolve(), which reads their configs
     config = config.resolve()
-    shards = discover(input_path)
-    _check_paths(input_path, out_dir)
+    shards, notes = find_shards(input_path, exclude=out_dir.resolve())
+    _check_paths(input_path, out_dir, shards)
+    infos = {s.rel: inspect_shard(s.path, s.rel, s.kind) for s in shards}
+    ids = scan_ids([(rel, i.ids) for rel, i in infos.items() if i.ids is not None])
+    for i in infos.values():
+        i.ids = None  # the report is made; do not hold every id for the whole run
+    if not ids.clean:
+        if strict_ids:
+            raise DataError(f"{input_path}: --strict-ids: {ids.line()}")
+        notes.append(f"ids: {ids.line()}")
     adapters, warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    warnings = notes + warnings
     warnings += adapter_thresholds(config, adapters)[1]
     for w in warnings:
         log.warning(w)
@@ -376,21 +414,35 @@ def _plan(config: EngineConfig, input_path: Path, out_dir: Path, engine: Engine 
             f"max_loras {config.max_loras}: on CPU, base rows beside {len(adapters)} adapter(s) need max_loras > "
             f"{len(adapters)} (one LoRA slot must stay empty; see Engine.reset_loras)"
         )
-    return _Plan(config, input_path, out_dir, shards, adapters, list(warnings), run_identity(config, adapters), merged)
+    return _Plan(config, input_path, out_dir, shards, adapters, list(warnings), run_identity(config, adapters), merged,
+                 infos, ids)
 
 
-def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary) -> tuple[list[_Shard], list[tuple[str, str]]]:
-    """The shards to (re)do, skipping finished ones with unchanged input; unreadable ones fail here."""
+def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary,
+            prune: bool = False) -> tuple[list[_Shard], list[tuple[str, str]]]:
+    """The shards to (re)do, skipping finished ones with unchanged input; unreadable ones fail here.
+
+    Finished outputs whose input shard is gone are reported (`inputs_vanished`) and, with `prune`,
+    deleted and forgotten; the manifest is not written here (only once the engine is up, see `run`).
+    """
     todo: list[_Shard] = []
     failed_early: list[tuple[str, str]] = []
+    if plan.input_path.is_dir():  # (a single-file --input says nothing about the other shards in --out)
+        summary.inputs_vanished, summary.pruned, notes = vanished_outputs(
+            plan.out_dir, manifest.shards, {s.rel for s in plan.shards}, _input_paths(plan), prune)
+        summary.warnings += notes
+    infos = plan.infos or {}
     for shard in plan.shards:
         entry = manifest.shards.get(shard.rel)
+        info = infos.get(shard.rel) or inspect_shard(shard.path, shard.rel, shard.kind)
+        if info.error:  # unreadable file or footer, missing or non-text columns: this shard fails, the others run
+            failed_early.append((shard.rel, info.error))
+            continue
+        num_rows = info.num_rows
         try:
-            fp = fingerprint(shard.path, entry["input"] if entry else None)
-            src, fs = parquet_source(shard.path)
-            num_rows = pq.read_metadata(src, filesystem=fs).num_rows
-        except Exception as e:  # unreadable file or footer: this shard fails, the others run
-            failed_early.append((shard.rel, f"{shard.path}: cannot read Parquet: {e}"))
+            fp = fingerprint(shard.path)
+        except OSError as e:
+            failed_early.append((shard.rel, f"{shard.path}: cannot read: {e.strerror}"))
             continue
         out_path = shard.out_path(plan.out_dir)
         if entry and entry["input"].get("sha256") == fp["sha256"] and out_path.exists() \
@@ -402,7 +454,6 @@ def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary) -> tuple[li
             log.info("%s: input changed since it was processed; redoing it", shard.path)
             del manifest.shards[shard.rel]
         todo.append(_Shard(shard, fp, num_rows, out_path))  # type: ignore[arg-type]  # or an ObjectPath
-    manifest.write(plan.out_dir)
     for _rel, err in failed_early:
         log.error("shard failed: %s", err)
     return todo, failed_early
@@ -481,8 +532,15 @@ def _summarise(summary: RunSummary, pipeline: _Pipeline | None, failed_early: li
 
 def _record(out_dir: Path, summary: RunSummary) -> None:
     """_engine_summary.json (this run) and a line of _engine_runs.jsonl (every run)."""
-    write_json(out_dir / SUMMARY_NAME, asdict(summary))
-    append_line(out_dir / HISTORY_NAME, json.dumps(asdict(summary), ensure_ascii=False))
+    write_json_or_fail(out_dir / SUMMARY_NAME, asdict(summary))
+    try:
+        append_line(out_dir / HISTORY_NAME, json.dumps(asdict(summary), ensure_ascii=False))
+    except OSError as e:
+        raise RunFailed(f"{out_dir / HISTORY_NAME}: cannot write: {os_reason(e)}") from None
+
+
+def _input_paths(plan: _Plan) -> set[Path | ObjectPath]:
+    return {s.path.resolve() for s in plan.shards}
 
 
 def run(
@@ -493,6 +551,8 @@ def run(
     engine: Engine | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    prune: bool = False,
+    strict_ids: bool = False,
 ) -> RunSummary:
     """Run every row of every shard under `input_path` through the model (and each adapter) into `out_dir`.
 
@@ -507,13 +567,15 @@ def run(
     if config.backend == "ray" and engine is None:  # Ray Data over an actor pool, same files (engine/ray_backend.py)
         from .ray_backend import run_ray
 
+        if prune or strict_ids:  # not wired into the Ray backend yet: refuse rather than ignore them silently
+            raise ConfigError("backend ray: --prune and --strict-ids are not supported yet; run them with backend local")
         return run_ray(config, input_path, out_dir, overwrite=overwrite, progress=progress)
     t0 = time.perf_counter()
     started_at = now()
     # s3:// and gs:// become storage.ObjectPath, which has the Path methods the run uses (engine/storage.py)
-    plan = _plan(config, location(input_path), location(out_dir), engine)  # type: ignore[arg-type]
+    plan = _plan(config, location(input_path), location(out_dir), engine, strict_ids)  # type: ignore[arg-type]
     config, out = plan.config, plan.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)  # a folder we can write in (created if missing), else refused (exit 2)
 
     summary = RunSummary(
         status="ok", exit_code=EXIT_OK, input=str(plan.input_path), out=str(out), model=str(config.model),
@@ -521,13 +583,20 @@ def run(
         shards_total=len(plan.shards), warnings=list(plan.warnings), settings=config.to_dict(),
         started_at=started_at,
     )
+    if plan.ids is not None and plan.ids.rows:
+        summary.ids = plan.ids.as_dict()
     with OutLock(out):
-        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite)
-        todo, failed_early = _select(plan, manifest, summary)
+        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite, _input_paths(plan), summary.warnings)
+        todo, failed_early = _select(plan, manifest, summary, prune)
         pipeline, gen_s, interrupted = None, 0.0, False
         if todo:
             engine, config = _start(config, todo, engine, summary, plan.merged)
+            # Written only once the engine is up: a run that fails to start leaves nothing that would make
+            # its corrected rerun look like "another configuration" (issue 9).
+            manifest.write(out)
             pipeline, gen_s, interrupted = _feed(engine, plan, config, manifest, todo, progress)
+        elif (out / MANIFEST_NAME).exists():  # nothing to run: keep fingerprints and prunes
+            manifest.write(out)
         _summarise(summary, pipeline, failed_early, manifest, todo, gen_s, interrupted)
         summary.wall_s = time.perf_counter() - t0
         summary.finished_at = now()

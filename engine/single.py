@@ -5,11 +5,13 @@ from .adapters import load_adapters
 from .config import ConfigError, EngineConfig
 from .decoding import adapter_thresholds, row_from_completion
 from .generate import Engine, Request
+from .preflight import check_adapters
 from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
 
 
 def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, engine: Engine | None = None) -> RowResult:
     """The extraction for one paragraph under the config's adapter (at most one) or the base model."""
+    check_adapters(config.adapters, config.max_lora_rank)  # the same one-line refusals as `engine run`
     config = config.resolve()
     if config.enforce_eager is None and engine is None:  # one paragraph never repays compiling the model
         config = config.override(enforce_eager=True)

@@ -82,6 +82,9 @@ class RunSummary:
     rows_per_s: float = 0.0  # output rows per second after the engine started
     output_tokens_per_s: float = 0.0
     out_totals: dict[str, int] = field(default_factory=dict)  # every finished shard in --out, all runs
+    inputs_vanished: list[str] = field(default_factory=list)  # finished shards whose input is gone (kept unless --prune)
+    pruned: list[str] = field(default_factory=list)  # those deleted from --out by --prune
+    ids: dict[str, Any] = field(default_factory=dict)  # null / duplicate ids over all input shards (preflight.IdReport)
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=library_versions)
@@ -112,6 +115,14 @@ class RunSummary:
                 lines.append(f"  adapter {name}: ok {s['ok']}, error {s['error']}, output tokens {s['output_tokens']}")
         for f in self.shards_failed:
             lines.append(f"  FAILED {f['shard']}: {f['error']}")
+        if self.ids.get("null") or self.ids.get("duplicate"):
+            i = self.ids
+            lines.append(f"  ids: {i['null']} null, {i['duplicate']} not unique ({i['duplicate_rows']} rows) in "
+                         f"{i['rows']} input rows; e.g. {', '.join(i['null_examples'] + i['duplicate_examples'])}")
+        if self.inputs_vanished:
+            what = "deleted (--prune)" if self.pruned else "kept and counted below; --prune deletes them"
+            lines.append(f"  {len(self.inputs_vanished)} output(s) of vanished input shards ({what}): "
+                         + ", ".join(self.inputs_vanished[:5]) + (" ..." if len(self.inputs_vanished) > 5 else ""))
         if self.out_totals:
             t = self.out_totals
             lines.append(f"  --out now holds {t['shards']} finished shard(s), {t['output_rows']} rows (ok {t['ok']}, error {t['error']})")

@@ -12,8 +12,9 @@
 #   30 1 * * * cd /opt/reportminer && INPUT=/data/shards OUT=/data/metrics CONFIG=/etc/reportminer/engine.yaml scripts/nightly.sh >> /var/log/reportminer-nightly.log 2>&1
 #
 # Exit status is engine run's: 0 all rows ok, 1 some rows errored (counted by reason in
-# $OUT/_engine_summary.json), 2 refused (settings changed: use a new OUT or OVERWRITE=1), 3 a data error
-# (no input shards found, or a shard could not be read; named in the log), 4 failed, 130 interrupted.
+# $OUT/_engine_summary.json), 2 refused (bad settings or adapter, OUT not writable, settings changed: use a
+# new OUT or OVERWRITE=1), 3 a data error (no input shards found, or a shard could not be read; named in
+# the log), 4 failed (e.g. disk full), 130 interrupted.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +38,9 @@ rc=$?
 case $rc in
   0) echo "[nightly] $(date -Is) done: every row ok" ;;
   1) echo "[nightly] $(date -Is) done: some rows errored (see $OUT/_engine_summary.json)" ;;
-  2) echo "[nightly] $(date -Is) REFUSED: nothing ran (settings differ from $OUT, or another run holds it)" ;;
+  2) echo "[nightly] $(date -Is) REFUSED: nothing ran (bad settings or adapter, $OUT not writable or holding results of other settings, or another run holds it; named above)" ;;
   3) echo "[nightly] $(date -Is) DATA ERROR: no input shards found (empty or unmounted INPUT?) or shards that could not be read (named above); the readable ones were written" ;;
-  4) echo "[nightly] $(date -Is) FAILED: the run started and could not finish (see the message above)" ;;
+  4) echo "[nightly] $(date -Is) FAILED: the run started and could not finish, e.g. disk full (file named above); finished shards are kept" ;;
   *) echo "[nightly] $(date -Is) stopped with exit $rc; finished shards are kept, the next run continues" ;;
 esac
 exit $rc

@@ -165,15 +165,18 @@ def test_summary_json_round_trips():
     assert d["versions"]["pyarrow"] and d["status"] == "ok"
 
 
-@pytest.mark.parametrize("content", ["empty", "jsonl"])
+@pytest.mark.parametrize("content", ["empty", "reports"])
 def test_an_input_folder_without_shards_is_an_error_with_a_hint(tmp_path, tiny_model, content):
-    """An empty or unmounted volume must not exit 0 ('nothing to do') under cron (issue 9)."""
+    """An empty or unmounted volume must not exit 0 ('nothing to do') under cron (issue 9).
+
+    (A folder of seed-format JSONL is input since the engine reads it directly: tests/test_engine_hardening.py.)
+    """
     inp = tmp_path / "in"
     inp.mkdir()
-    if content == "jsonl":
-        (inp / "a.jsonl").write_text("{}\n", encoding="utf-8")
+    if content == "reports":
+        (inp / "a.md").write_text("# 报告\n\n正文。\n", encoding="utf-8")
     r = CliRunner().invoke(main, ["run", "--input", str(inp), "--out", str(tmp_path / "out"), "--model", str(tiny_model)])
     assert r.exit_code == 3, r.output
-    assert "no *.parquet shards" in r.output
-    assert ("datakit shard" in r.output) if content == "jsonl" else ("mounted" in r.output)
+    assert "no *.parquet or *.jsonl shards" in r.output
+    assert ("datakit ingest" in r.output) if content == "reports" else ("mounted" in r.output)
     assert not (tmp_path / "out" / "_engine_manifest.json").exists()
