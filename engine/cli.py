@@ -25,10 +25,10 @@ RUN_HELP = """Extract metrics from every paragraph of Parquet shards into one ou
 \b
 Input: a Parquet file or a folder searched recursively (symlinked folders followed); columns id,
 chapter_title, paragraph, as strings (others pass through). Seed-format JSONL (a .jsonl file or a folder
-of them) is read directly, each file one shard. Output: OUT/<same relative path>.parquet with id, the passthrough columns, adapter,
-analysis, metrics (each with agreement), raw, status, error, finish_reason, prompt_tokens,
-output_tokens, samples, dropped_metrics (raw_samples with --samples > 1); every input row once per
-adapter. OUT also holds _engine_manifest.json (what is finished, with which settings),
+of them) is read directly, each file one shard. Output: OUT/<same relative path>.parquet with id, the
+passthrough columns, adapter, analysis, metrics (each with agreement), raw, status, error,
+finish_reason, prompt_tokens, output_tokens, samples, dropped_metrics (raw_samples with --samples > 1);
+every input row once per adapter. OUT also holds _engine_manifest.json (what is finished, with which settings),
 _engine_summary.json (this run) and _engine_runs.jsonl (every run).
 
 \b
