@@ -165,7 +165,10 @@ INVALID_JSON = "invalid_json"  # the text is not a JSON object (guided decoding 
 SCHEMA = "schema"  # JSON that breaks the contract (e.g. duplicate metric names); raw kept
 REJECTED = "rejected"  # vLLM refused the request
 ABORTED = "aborted"  # the engine aborted the request
-REASONS: tuple[str, ...] = (EMPTY_PARAGRAPH, TOO_LONG, LENGTH, INVALID_JSON, SCHEMA, REJECTED, ABORTED)
+# Server mode (`engine run --server`): the server could not answer after every retry (connection error,
+# timeout, 5xx). Transient by nature: a rerun redoes the shards that hold such rows.
+SERVER_ERROR = "server_error"
+REASONS: tuple[str, ...] = (EMPTY_PARAGRAPH, TOO_LONG, LENGTH, INVALID_JSON, SCHEMA, REJECTED, ABORTED, SERVER_ERROR)
 
 
 def arrow_metric_type():

@@ -47,6 +47,9 @@ Examples:
   engine run --input shards/ --out raw/ --adapter v4=adapters/v4 --no-guided
   # one engine per GPU over a Ray cluster (or a local Ray instance), same output files
   engine run --config gpu --backend ray --set ray_actors=8 --input /shared/shards --out /shared/out
+  # server mode: a running `vllm serve` does the generation (scripts/serve.sh starts one with the adapter)
+  engine run --model /models/Qwen3-14B --adapter v4=adapters/v4 --server http://127.0.0.1:8000 \\
+      --api-key-env VLLM_API_KEY --input /data/shards --out /data/out
 
 \b
 Exit status: 0 every row ok (or nothing to do); 1 all shards written, some rows are errors
@@ -189,6 +192,10 @@ class _Location(click.Path):
 @click.option("--strict-ids", is_flag=True, help="Refuse input with null or duplicate ids (exit 3; reported either way).")
 @click.option("--merge-adapter", is_flag=True, default=None,
               help="One adapter only: fold it into the base weights once (cached) and serve without LoRA.")
+@click.option("--server", metavar="URL", help="Send the rows to a running `vllm serve` (OpenAI-compatible, e.g. "
+                                              "http://127.0.0.1:8000; scripts/serve.sh) instead of starting vLLM here.")
+@click.option("--api-key-env", "server_api_key_env", metavar="NAME",
+              help="With --server: environment variable holding the server's API key.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_option("the run summary")
 @click.option("--backend", type=click.Choice(["local", "ray"]),

@@ -145,6 +145,20 @@ class EngineConfig:
         "backend ray: GPUs each actor reserves; none: tensor_parallel_size on cuda, 0 on cpu.", default=None)
     ray_cpus_per_actor: float = h("backend ray: CPUs each actor reserves.", default=1.0)
 
+    # Server mode (engine/server.py): send the rows to a running OpenAI-compatible vLLM server instead of
+    # starting vLLM here. The engine-level settings above then belong to the server (scripts/serve.sh).
+    server: str | None = h(
+        "Base URL of a `vllm serve` server (e.g. http://127.0.0.1:8000); none: start vLLM in this process.",
+        default=None)
+    server_api_key_env: str | None = h("Name of the environment variable holding the server's API key (sent as "
+                                       "a Bearer token); none: no key.", default=None)
+    server_concurrency: int = h("Requests in flight at the server (keep it above the server's max_num_seqs "
+                                "so its batch stays full).", default=64)
+    server_timeout_s: float = h("Seconds one request may take before it is retried.", default=600.0)
+    server_retries: int = h("Retries of a request after a connection error, timeout or 5xx; then the row is a "
+                            "server_error row.", default=4)
+    server_backoff_s: float = h("Wait before the first retry; doubled each time, at most 60 s.", default=1.0)
+
     # ---- construction -------------------------------------------------------------------------------
 
     @classmethod
@@ -228,6 +242,8 @@ class EngineConfig:
         for n, p in c.adapters.items():
             if not (Path(p) / "adapter_config.json").exists():
                 raise ConfigError(f"adapter {n}={p}: not a LoRA adapter folder (no adapter_config.json)")
+        if c.server is not None:
+            return _resolve_for_server(c)
         if c.device == "auto":
             c.device = detect_device()
         if c.device not in ("cpu", "cuda"):
@@ -322,6 +338,21 @@ class EngineConfig:
             "include_base": self.include_base or not self.adapters,
             "adapters": list(self.adapters),
         }
+
+
+def _resolve_for_server(c: EngineConfig) -> EngineConfig:
+    """Server mode: the server owns device, KV cache and LoRA slots (set where it starts), so no vLLM is
+    imported here; the model folder still gives the tokenizer that renders the prompts, and max_model_len
+    decides too-long rows before they are sent (checked against the server's own at start)."""
+    from .server import check_server_config
+
+    if c.max_model_len is None:
+        c.max_model_len = min(4096, _model_max_len(Path(c.model)))  # type: ignore[arg-type]
+    if c.stall_timeout_s is None:
+        c.stall_timeout_s = 0.0  # server_timeout_s bounds every request instead
+    check_server_config(c)
+    c.validate()
+    return c
 
 
 def _adapters_from_yaml(value: Any, where: str = "config") -> dict[str, str]:

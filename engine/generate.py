@@ -52,6 +52,7 @@ class Completion:
     prompt_tokens: int
     output_tokens: int
     rejected: str | None = None  # vLLM refused the request (message); no text
+    reason: str | None = None  # with `rejected`: the row's error reason; None: rejected (server mode: server_error)
     samples: list["Sample"] | None = None  # every answer when sampling params ask for n > 1 (text etc. = sample 0)
 
 

@@ -25,6 +25,7 @@ from reportminer.data.schema import (
     REJECTED,
     RESULT_COLUMNS,
     SCHEMA,
+    SERVER_ERROR,
     TOO_LONG,
     result_fields,
 )
@@ -34,7 +35,7 @@ ENGINE_COLUMNS = RESULT_COLUMNS
 
 __all__ = [
     "ABORTED", "EMPTY_PARAGRAPH", "ENGINE_COLUMNS", "ERROR", "INVALID_JSON", "LENGTH", "OK", "REASONS", "REJECTED",
-    "RAW_SAMPLES", "SCHEMA", "TOO_LONG", "RowResult", "engine_fields", "error_row", "output_schema", "output_table",
+    "RAW_SAMPLES", "SCHEMA", "SERVER_ERROR", "TOO_LONG", "RowResult", "engine_fields", "error_row", "output_schema", "output_table",
     "result_from_text",
 ]
 

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from reportminer.data.errors import ConfigError, ConfigMismatch, DataError, RunFailed
-from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
+from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH, SERVER_ERROR
 
 from .adapters import Adapter, load_adapters
 from .config import EAGER_BELOW_ROWS, EngineConfig
@@ -208,7 +208,7 @@ class _Pipeline:
             return
         name = self.names[slot % self.width]
         if c.rejected is not None:
-            r = error_row(name, REJECTED, c.rejected, c.prompt_tokens)
+            r = error_row(name, c.reason or REJECTED, c.rejected, c.prompt_tokens)
         else:
             r = row_from_completion(name, c, self.config, self.thresholds[name])
             if r.status == OK:
@@ -445,13 +445,15 @@ def _select(plan: _Plan, manifest: RunManifest, summary: RunSummary,
             failed_early.append((shard.rel, f"{shard.path}: cannot read: {e.strerror}"))
             continue
         out_path = shard.out_path(plan.out_dir)
+        server_errors = (entry or {}).get("errors_by_reason", {}).get(SERVER_ERROR, 0)  # transient: redo (server.py)
         if entry and entry["input"].get("sha256") == fp["sha256"] and out_path.exists() \
-                and out_path.stat().st_size == entry.get("output_size"):
+                and out_path.stat().st_size == entry.get("output_size") and not server_errors:
             entry["input"] = fp  # same content, maybe a new mtime: remember it for the fast path
             summary.shards_skipped += 1
             continue
         if entry:
-            log.info("%s: input changed since it was processed; redoing it", shard.path)
+            log.info("%s: %s; redoing it", shard.path, f"{server_errors} row(s) failed on the server"
+                     if server_errors else "input changed since it was processed")
             del manifest.shards[shard.rel]
         todo.append(_Shard(shard, fp, num_rows, out_path))  # type: ignore[arg-type]  # or an ObjectPath
     for _rel, err in failed_early:
@@ -464,6 +466,11 @@ def _start(
 ) -> tuple[Engine, EngineConfig]:
     """The engine for this run: the one passed in, or a new one (eager on CPU for short runs)."""
     t_engine = time.perf_counter()
+    if engine is None and config.server:  # server mode: vLLM runs in `vllm serve` (engine/server.py)
+        from .server import ServerEngine
+
+        engine = ServerEngine(config)
+        summary.engine_start_s = time.perf_counter() - t_engine
     if engine is None:
         if config.enforce_eager is None:
             work = sum(s.num_rows for s in todo) * len(config.adapter_names)

@@ -5,7 +5,7 @@
 # Idempotent: a second run with the same pyproject.toml and extras does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=${EXTRAS:-cpu,ray,train,eval,embed,test,dev}
+EXTRAS=${EXTRAS:-cpu,ray,server,train,eval,embed,test,dev}
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PY --version)"

@@ -1,0 +1,351 @@
+"""Server mode: the same run against an OpenAI-compatible vLLM server (`engine run --server URL`).
+
+Teams already run `vllm serve` deployments (scripts/serve.sh starts one with an adapter); this sends the
+rows there instead of starting vLLM in the run's process. Everything around generation stays the runner's:
+shards, output columns, run manifest, resume, per-row errors.
+
+`ServerEngine` stands in for `generate.Engine`:
+- prompts are rendered and tokenised here by the inherited `Engine.encode_prompts` (data.prompt.render_prompt
+  with the model folder's own tokenizer), then sent as token ids to `/v1/completions`. The server thus sees
+  exactly the tokens the local engine would, applies no chat template of its own, and too-long rows are
+  found before anything is sent;
+- each request carries the contract's JSON schema as vLLM's `structured_outputs: {"json": ...}` (the
+  guided-decoding backend and compact whitespace are server-level settings: scripts/serve.sh), the
+  adapter's name (or the base model's) as `model`, every sampling parameter explicitly (a server started
+  with `--generation-config auto` would otherwise fill in the model's own top_k / repetition_penalty), and
+  `return_token_ids` for per-answer token counts;
+- `ServerFeeder` has `generate.Feeder`'s interface (run, abort, close): an asyncio loop with one
+  `httpx.AsyncClient` in a background thread keeps at most `server_concurrency` requests in flight.
+  Connection errors, timeouts and 5xx / 429 answers are retried with exponential backoff; a request that
+  still fails becomes a `server_error` row, and the run manifest records it per shard so that a rerun
+  redoes those shards (runner._select). A 4xx answer is the server refusing that request: a `rejected` row.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from reportminer.data.errors import ConfigError, RunFailed
+from reportminer.data.schema import OUTPUT_JSON_SCHEMA, SERVER_ERROR
+
+from .generate import Completion, Engine, Feeder, Request, Sample
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .adapters import Adapter
+    from .config import EngineConfig
+
+log = logging.getLogger("engine")
+
+MAX_BACKOFF_S = 60.0
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class ServerUnavailable(RunFailed):
+    """The server did not answer at start (exit 4): nothing ran, the output folder is unchanged."""
+
+
+def check_server_config(c: "EngineConfig") -> None:
+    """Settings server mode cannot honour, refused before anything starts (exit 2)."""
+    url = c.server or ""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"server: expected an http(s) URL such as http://127.0.0.1:8000, got {url!r}")
+    if c.merge_adapter:
+        raise ConfigError("merge_adapter: not with server: the server serves the weights it was started with "
+                          "(serve a merged model there instead)")
+    if c.server_concurrency < 1:
+        raise ConfigError(f"server_concurrency: expected a positive integer, got {c.server_concurrency}")
+    if c.server_retries < 0:
+        raise ConfigError(f"server_retries: expected 0 or more, got {c.server_retries}")
+    if not c.server_timeout_s > 0 or c.server_backoff_s < 0:
+        raise ConfigError(f"server_timeout_s must be > 0 and server_backoff_s >= 0 (got {c.server_timeout_s}, "
+                          f"{c.server_backoff_s})")
+    if c.server_api_key_env and not os.environ.get(c.server_api_key_env):
+        raise ConfigError(f"server_api_key_env: the environment variable {c.server_api_key_env} is not set or empty")
+
+
+def base_url(url: str) -> str:
+    """`http://host:port` from `http://host:port`, `.../` or `.../v1`."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def backoff_s(c: "EngineConfig", attempt: int) -> float:
+    """Wait before retry number `attempt` (0-based): server_backoff_s doubled each time, at most 60 s."""
+    return float(min(MAX_BACKOFF_S, c.server_backoff_s * 2**attempt))
+
+
+def _headers(c: "EngineConfig") -> dict[str, str]:
+    if c.server_api_key_env:
+        return {"Authorization": f"Bearer {os.environ[c.server_api_key_env]}"}
+    return {}
+
+
+def _timeout(c: "EngineConfig") -> "httpx.Timeout":
+    import httpx
+
+    return httpx.Timeout(c.server_timeout_s, connect=min(10.0, c.server_timeout_s))
+
+
+class ServerEngine(Engine):
+    """`Engine`'s surface over a vLLM server: prompts rendered here, generation there.
+
+    Start checks (before any row is sent): the server answers /v1/models (retried like a request; else
+    ServerUnavailable, exit 4), serves every adapter under its name and the base model, and its
+    max_model_len is not below the run's (else rows the run counts as fitting would be refused): ConfigError.
+    """
+
+    def __init__(self, config: "EngineConfig"):  # no super().__init__: that starts vLLM
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.url = base_url(config.server or "")
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        self.base_name, self.served = self._preflight()
+        self._request_seq = itertools.count()
+
+    def _preflight(self) -> tuple[str, dict[str, dict[str, Any]]]:
+        import httpx
+
+        c = self.config
+        last: str = ""
+        for attempt in range(c.server_retries + 1):
+            try:
+                r = httpx.get(f"{self.url}/v1/models", headers=_headers(c), timeout=_timeout(c))
+            except httpx.TransportError as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code in (401, 403):
+                    raise ConfigError(f"server {self.url}: {r.status_code} {r.reason_phrase}: the API key "
+                                      f"({c.server_api_key_env or 'none given: --api-key-env'}) was refused")
+                if r.status_code == 200:
+                    break
+                last = f"HTTP {r.status_code} {r.text[:200]}"
+                if r.status_code not in RETRY_STATUS:
+                    raise ConfigError(f"server {self.url}/v1/models: {last} (is it an OpenAI-compatible vLLM server?)")
+            if attempt < c.server_retries:
+                log.warning("server %s not answering (%s); retry %d/%d", self.url, last, attempt + 1, c.server_retries)
+                time.sleep(backoff_s(c, attempt))
+        else:
+            raise ServerUnavailable(f"server {self.url}: no answer after {c.server_retries + 1} tries ({last}); "
+                                    "is it running? (scripts/serve.sh starts one)")
+        served = {m["id"]: m for m in r.json().get("data", [])}
+        bases = [m for m in served.values() if not m.get("parent")]
+        if len(bases) != 1:
+            model_name = os.path.basename(str(c.model).rstrip("/"))
+            bases = [m for m in bases if os.path.basename(str(m.get("root") or m["id"]).rstrip("/")) == model_name]
+        if len(bases) != 1:
+            raise ConfigError(f"server {self.url}: cannot tell which served model is {c.model} (serves {sorted(served)})")
+        base = bases[0]
+        missing = [n for n in c.adapters if n not in served or served[n].get("parent") != base["id"]]
+        if missing:
+            raise ConfigError(
+                f"server {self.url} does not serve adapter(s) {missing} on {base['id']} (it serves {sorted(served)}); "
+                "start it with --enable-lora --lora-modules NAME=PATH (scripts/serve.sh)")
+        server_len = base.get("max_model_len")
+        if server_len is not None and c.max_model_len is not None and int(server_len) < c.max_model_len:
+            raise ConfigError(f"max_model_len {c.max_model_len} is above the server's {server_len}: set max_model_len "
+                              f"to {server_len} (or start the server with --max-model-len {c.max_model_len})")
+        log.info("server %s: model %s, adapters %s", self.url, base["id"], list(c.adapters))
+        return str(base["id"]), served
+
+    # ---- what the runner calls ------------------------------------------------------------------------
+
+    def check_compatible(self, run: "EngineConfig", adapters: list["Adapter"]) -> None:
+        if base_url(run.server or "") != self.url:
+            raise ConfigError(f"this engine talks to {self.url}; the run wants server {run.server!r}")
+        missing = [a.name for a in adapters if a.name not in self.served]
+        if missing:
+            raise ConfigError(f"server {self.url} does not serve adapter(s) {missing}")
+
+    def sampling_params(self, config: "EngineConfig") -> dict[str, Any]:
+        """The request body's sampling part: what Engine.sampling_params sets, every field explicit."""
+        from .decoding import sampling_temperature
+
+        temperature = sampling_temperature(config)
+        body: dict[str, Any] = {
+            "n": config.samples, "temperature": temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
+            # The server fills unset fields from the model's generation_config.json (e.g. Qwen's top_k 20,
+            # repetition_penalty 1.05): the local engine uses none of them.
+            "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+            "return_token_ids": True,
+        }
+        # Per-request seed as in Engine.sampling_params: only where the server is declared a GPU one
+        # (device: cuda); the CPU build crashes on seeded requests after a partial prefill chunk.
+        if temperature > 0 and config.device == "cuda":
+            body["seed"] = config.seed
+        if config.guided:
+            body["structured_outputs"] = {"json": OUTPUT_JSON_SCHEMA}
+        return body
+
+    def model_name(self, adapter: "Adapter | None") -> str:
+        return self.base_name if adapter is None else adapter.name
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.config.server_concurrency
+
+    def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
+               stall_timeout_s: Any = "engine") -> "ServerFeeder":
+        """At most server_concurrency requests in flight (the runner's window is for a local vLLM queue)."""
+        return ServerFeeder(self, sampling_params, self.config.server_concurrency, may_submit)
+
+    def lora_request(self, adapter: "Adapter | None"):
+        return None
+
+    def reset_loras(self) -> None:
+        """The server keeps its adapters in its own slots (scripts/serve.sh leaves one empty on CPU)."""
+
+    def close(self) -> None:
+        pass
+
+
+class ServerFeeder(Feeder):
+    """`Feeder` over HTTP: the runner's thread submits and consumes; an event loop thread does the I/O."""
+
+    def __init__(self, engine: ServerEngine, body: dict[str, Any], window: int,
+                 may_submit: Callable[[], bool] | None = None):  # no super().__init__: no vLLM core here
+        self.engine = self.server = engine
+        self.config = engine.config
+        self.body = body
+        self.window = max(1, window)
+        self.may_submit = may_submit or (lambda: True)
+        self.pending: dict[int, tuple[Request, Future]] = {}
+        self._seq = itertools.count()
+        self._done: queue.Queue[int] = queue.Queue()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-server-io", daemon=True)
+        self._thread.start()
+        self._client: httpx.AsyncClient | None = None
+
+    async def _get_client(self) -> "httpx.AsyncClient":
+        import httpx
+
+        if self._client is None:
+            limits = httpx.Limits(max_connections=self.window, max_keepalive_connections=self.window)
+            self._client = httpx.AsyncClient(base_url=self.server.url, headers=_headers(self.config),
+                                             timeout=_timeout(self.config), limits=limits)
+        return self._client
+
+    async def _one(self, req: Request) -> Completion:
+        """One row's request, retried on connection errors, timeouts and 5xx; never raises for those."""
+        import httpx
+
+        c = self.config
+        client = await self._get_client()
+        body = {**self.body, "model": self.server.model_name(req.adapter), "prompt": req.prompt_token_ids}
+        n_prompt = len(req.prompt_token_ids)
+        last = ""
+        for attempt in range(c.server_retries + 1):
+            if attempt:
+                await asyncio.sleep(backoff_s(c, attempt - 1))
+            try:
+                r = await client.post("/v1/completions", json=body)
+            except httpx.TransportError as e:  # refused, reset, timed out: the server may come back
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                continue
+            if r.status_code == 200:
+                try:
+                    return self._completion(req, r.json())
+                except ValueError as e:  # not JSON: a proxy's page, a cut answer; try again
+                    last = f"unreadable answer: {e}"
+                    continue
+            last = f"HTTP {r.status_code}: {_message(r)}"
+            if r.status_code not in RETRY_STATUS:  # the server refuses this request: retrying will not help
+                return Completion(req.key, None, None, n_prompt, 0, rejected=last)
+        log.warning("row gave up after %d tries: %s", c.server_retries + 1, last)
+        return Completion(req.key, None, None, n_prompt, 0, rejected=f"{c.server_retries + 1} tries, last: {last}",
+                          reason=SERVER_ERROR)
+
+    def _completion(self, req: Request, data: dict[str, Any]) -> Completion:
+        choices = sorted(data.get("choices") or [], key=lambda ch: ch.get("index", 0))
+        if not choices:
+            return Completion(req.key, None, None, len(req.prompt_token_ids), 0,
+                              rejected=f"the server answered without choices: {str(data)[:200]}", reason=SERVER_ERROR)
+
+        def n_tokens(ch: dict[str, Any]) -> int:
+            ids = ch.get("token_ids")
+            return len(ids) if ids is not None else int((data.get("usage") or {}).get("completion_tokens") or 0)
+
+        first = choices[0]
+        return Completion(
+            key=req.key, text=first.get("text"), finish_reason=first.get("finish_reason"),
+            prompt_tokens=len(req.prompt_token_ids), output_tokens=n_tokens(first),
+            samples=[Sample(ch.get("text"), ch.get("finish_reason"), n_tokens(ch)) for ch in choices]
+            if len(choices) > 1 else None,
+        )
+
+    def _submit(self, req: Request) -> None:
+        i = next(self._seq)
+        fut = asyncio.run_coroutine_threadsafe(self._one(req), self._loop)
+        self.pending[i] = (req, fut)
+        fut.add_done_callback(lambda _f: self._done.put(i))
+
+    def run(self, requests: Iterator[Request]) -> Iterator[Completion]:
+        try:
+            yield from self._run(requests)
+        finally:
+            self.close()
+
+    def _run(self, requests: Iterator[Request]) -> Iterator[Completion]:
+        exhausted = False
+        while True:
+            while not exhausted and len(self.pending) < self.window and (self.may_submit() or not self.pending):
+                req = next(requests, None)
+                if req is None:
+                    exhausted = True
+                else:
+                    self._submit(req)
+            if not self.pending:
+                if exhausted:
+                    return
+                continue
+            i = self._done.get()
+            entry = self.pending.pop(i, None)
+            if entry is None:  # aborted meanwhile
+                continue
+            _req, fut = entry
+            yield fut.result()  # _one returns a Completion for every failure it expects
+
+    def abort(self, predicate: Callable[[Any], bool]) -> int:
+        """Cancel unfinished requests whose key matches; the closed connection makes vLLM abort them too."""
+        ids = [i for i, (req, _f) in self.pending.items() if predicate(req.key)]
+        for i in ids:
+            self.pending.pop(i)[1].cancel()
+        return len(ids)
+
+    def close(self) -> None:
+        """Cancel whatever is in flight and stop the I/O thread."""
+        self.abort(lambda key: True)
+        if self._loop.is_running():
+            if self._client is not None:
+                asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=10)
+                self._client = None
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
+
+
+def _message(r: "httpx.Response") -> str:
+    """vLLM's error message from an error answer ({"error": {"message": ...}}), else the start of the body."""
+    try:
+        err = r.json().get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg:
+            return str(msg)[:500]
+    except Exception:
+        pass
+    return r.text[:500]
+
+
+__all__ = ["ServerEngine", "ServerFeeder", "ServerUnavailable", "base_url", "check_server_config"]
