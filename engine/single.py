@@ -22,7 +22,11 @@ def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, e
     name = adapter.name if adapter else "base"
     if paragraph is None or not paragraph.strip():
         return error_row(name, EMPTY_PARAGRAPH, "paragraph is empty")
-    if engine is None:
+    if engine is None and config.server:  # server mode (engine/server.py), e.g. --set server=URL
+        from .server import ServerEngine
+
+        engine = ServerEngine(config)
+    elif engine is None:
         engine = Engine(config)
     else:
         engine.check_compatible(config, adapters)
