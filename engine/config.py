@@ -153,7 +153,7 @@ class EngineConfig:
     server_api_key_env: str | None = h("Name of the environment variable holding the server's API key (sent as "
                                        "a Bearer token); none: no key.", default=None)
     server_concurrency: int = h("Requests in flight at the server (keep it above the server's max_num_seqs "
-                                "so its batch stays full).", default=64)
+                                "so its batch stays full; vLLM's GPU default is 256).", default=512)
     server_timeout_s: float = h("Seconds one request may take before it is retried.", default=600.0)
     server_retries: int = h("Retries of a request after a connection error, timeout or 5xx; then the row is a "
                             "server_error row.", default=4)

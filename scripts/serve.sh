@@ -40,10 +40,8 @@ Examples:
 EOF
 }
 
-if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  usage
-  [ $# -ge 1 ] && exit 0 || exit 2
-fi
+if [ $# -lt 1 ]; then usage >&2; exit 2; fi
+if [ "$1" = "-h" ] || [ "$1" = "--help" ]; then usage; exit 0; fi
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 model="$1"; shift
