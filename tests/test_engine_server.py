@@ -260,6 +260,9 @@ def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, loc
     table = jsonl_to_table(DEMO)
     big = pa.concat_tables([table] * 4)  # 48 rows in 6 shards of 8
     big = big.set_column(0, "id", pa.array([f"r{i:03d}" for i in range(big.num_rows)]))
+    # Distinct paragraphs: the row cache (engine/rowcache.py) would otherwise answer the repeats at once.
+    paragraphs = [f"{p}（{i}）" for i, p in enumerate(big.column("paragraph").to_pylist())]
+    big = big.set_column(big.schema.get_field_index("paragraph"), "paragraph", pa.array(paragraphs))
     write_shards(big, tmp_path / "in", rows_per_shard=8)
     cfg = base_config.override(adapters={"a": base_config.adapters["a"]})
     run(cfg, tmp_path / "in", tmp_path / "reference", engine=local_engine, progress=False)
