@@ -233,6 +233,9 @@ class EngineConfig:
 
         self.check()
         c = dataclasses.replace(self, adapters=dict(self.adapters))
+        if c.model is None and c.server is not None:
+            raise ConfigError("server: give --model too, the served model's folder (at least its tokenizer and "
+                              "config.json): the prompts are rendered and tokenised here")
         if c.model is None:
             c.model = str(ensure_demo_model())
         c.model = str(Path(c.model).expanduser().resolve())

@@ -146,6 +146,10 @@ class ServerEngine(Engine):
         if len(bases) != 1:
             raise ConfigError(f"server {self.url}: cannot tell which served model is {c.model} (serves {sorted(served)})")
         base = bases[0]
+        served_as = os.path.basename(str(base.get("root") or base["id"]).rstrip("/"))
+        if served_as != os.path.basename(str(c.model).rstrip("/")):
+            log.warning("server %s serves %s, the run's model folder is %s: the prompts are tokenised with the "
+                        "latter, so it must be the same model", self.url, base.get("root") or base["id"], c.model)
         missing = [n for n in c.adapters if n not in served or served[n].get("parent") != base["id"]]
         if missing:
             raise ConfigError(

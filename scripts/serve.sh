@@ -5,6 +5,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 Usage: scripts/serve.sh MODEL [NAME=ADAPTER_DIR ...] [-- EXTRA_VLLM_SERVE_ARGS ...]
+       MODEL=... ADAPTER="NAME=ADAPTER_DIR ..." scripts/serve.sh     (the same from the environment: images)
 
 Starts an OpenAI-compatible vLLM server for `engine run --server URL` with the settings the engine uses
 when it starts vLLM itself: LoRA on (each adapter served under NAME, which becomes the request's `model`),
@@ -14,7 +15,9 @@ compact JSON (no free whitespace, as the trainer writes answers), prefix caching
 `--generation-config vllm` (the model's generation_config.json must not change sampling). Binds
 127.0.0.1 unless HOST says otherwise. Runs in the foreground (exec); stop it with Ctrl-C or SIGTERM.
 
-Environment (all optional):
+Environment (all optional; MODEL and ADAPTER are read only when no MODEL argument is given):
+  MODEL             model folder or hub id (a hub id needs HF_HUB_OFFLINE=0)
+  ADAPTER           NAME=ADAPTER_DIR, or several separated by spaces (ADAPTERS is read too)
   HOST              address to bind (default 127.0.0.1; 0.0.0.0 to serve other machines)
   PORT              default 8000
   MAX_MODEL_LEN     default 4096 (the engine's default for models that allow it; must be >= the run's)
@@ -40,12 +43,18 @@ Examples:
 EOF
 }
 
-if [ $# -lt 1 ]; then usage >&2; exit 2; fi
-if [ "$1" = "-h" ] || [ "$1" = "--help" ]; then usage; exit 0; fi
+if [ $# -ge 1 ] && { [ "$1" = "-h" ] || [ "$1" = "--help" ]; }; then usage; exit 0; fi
+adapters=(); extra=()
+if [ $# -ge 1 ] && [ "$1" != "--" ]; then
+  model="$1"; shift
+elif [ -n "${MODEL:-}" ]; then
+  model="$MODEL"
+  read -r -a adapters <<< "${ADAPTER:-} ${ADAPTERS:-}"
+else
+  usage >&2; exit 2
+fi
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-model="$1"; shift
-adapters=(); extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; extra=("$@"); break ;;
@@ -54,7 +63,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-[ -f "$model/config.json" ] || { echo "serve.sh: $model is not a model folder (no config.json)" >&2; exit 2; }
+if [ -d "$model" ] && [ ! -f "$model/config.json" ]; then
+  echo "serve.sh: $model is not a model folder (no config.json)" >&2; exit 2
+fi
+if [ ! -d "$model" ] && [[ "$model" == /* || "$model" == .* ]]; then
+  echo "serve.sh: $model: no such folder (a hub id looks like Org/Name)" >&2; exit 2
+fi
 if [ -z "${VLLM:-}" ]; then
   if [ -x "$here/.venv/bin/vllm" ]; then VLLM="$here/.venv/bin/vllm"; else VLLM="$(command -v vllm || true)"; fi
 fi
@@ -75,7 +89,8 @@ for spec in sys.argv[1:]:
     try:
         cfg = json.load(open(f"{path}/adapter_config.json"))
     except OSError as e:
-        sys.exit(f"serve.sh: adapter {name}={path}: no adapter_config.json ({e.strerror})")
+        print(f"serve.sh: adapter {name}={path}: no adapter_config.json ({e.strerror})", file=sys.stderr)
+        sys.exit(2)
     ranks += [int(cfg.get("r") or 8)] + [int(v) for v in (cfg.get("rank_pattern") or {}).values()]
 print(next((r for r in (1, 8, 16, 32, 64, 128, 256, 320, 512) if r >= max(ranks)), max(ranks)))
 PY

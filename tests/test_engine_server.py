@@ -235,6 +235,22 @@ def test_5xx_and_dropped_connections_are_retried(server, local_engine, base_conf
     assert [{k: r[k] for k in RESULT} for r in got] == [{k: r[k] for k in RESULT} for r in want]
 
 
+def test_server_settings_are_checked_before_anything_starts(base_config):
+    """No server needed: these refusals come from the settings alone (exit 2)."""
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="give --model too"):
+        dataclasses.replace(base_config, model=None, server="http://127.0.0.1:1").resolve()
+    with pytest.raises(ConfigError, match="expected an http"):
+        base_config.override(server="127.0.0.1:8000").resolve()
+    with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR is not set"):
+        base_config.override(server="http://127.0.0.1:1", server_api_key_env="NO_SUCH_KEY_VAR").resolve()
+    with pytest.raises(ConfigError, match="server_concurrency"):
+        base_config.override(server="http://127.0.0.1:1", server_concurrency=0).resolve()
+    r = base_config.override(server="http://127.0.0.1:1/v1/").resolve()  # no vLLM imported or started for this
+    assert r.max_model_len == 2048 and r.stall_timeout_s == 0.0 and r.max_loras is None
+
+
 def test_refusals_before_any_row_is_sent(server, base_config, tiny_adapter, tmp_path):
     write_parquet(jsonl_to_table(DEMO).slice(0, 2), tmp_path / "in.parquet")
     with pytest.raises(ConfigError, match=r"does not serve adapter\(s\) \['c'\]"):
