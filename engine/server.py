@@ -59,6 +59,9 @@ def check_server_config(c: "EngineConfig") -> None:
     url = c.server or ""
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server: expected an http(s) URL such as http://127.0.0.1:8000, got {url!r}")
+    if c.backend != "local":
+        raise ConfigError(f"backend {c.backend}: not with server (the server does the generation; the ray "
+                          "backend starts its own engines): give one of them")
     if c.merge_adapter:
         raise ConfigError("merge_adapter: not with server: the server serves the weights it was started with "
                           "(serve a merged model there instead)")

@@ -245,6 +245,8 @@ def test_server_settings_are_checked_before_anything_starts(base_config):
         base_config.override(server="127.0.0.1:8000").resolve()
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR is not set"):
         base_config.override(server="http://127.0.0.1:1", server_api_key_env="NO_SUCH_KEY_VAR").resolve()
+    with pytest.raises(ConfigError, match="backend ray: not with server"):
+        base_config.override(server="http://127.0.0.1:1", backend="ray").resolve()
     with pytest.raises(ConfigError, match="server_concurrency"):
         base_config.override(server="http://127.0.0.1:1", server_concurrency=0).resolve()
     r = base_config.override(server="http://127.0.0.1:1/v1/").resolve()  # no vLLM imported or started for this
