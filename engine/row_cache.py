@@ -46,6 +46,7 @@ from reportminer.data.prompt import user_text
 from reportminer.data.schema import OK
 
 from .rows import RowResult
+from .shards import fsync_dir
 
 log = logging.getLogger("engine")
 
@@ -302,7 +303,7 @@ class RowCache:
                 writer.write_table(table)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return path
 
     def close(self) -> CacheStats:
@@ -318,16 +319,3 @@ def _unique_first(keys: list[bytes]) -> tuple[set[bytes], list[int]]:
             seen.add(k)
             first.append(i)
     return seen, first
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

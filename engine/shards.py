@@ -224,7 +224,7 @@ class ShardWriter:
         assert self._atomic is not None
         self._guard(lambda: self._atomic.__exit__(None, None, None))  # type: ignore[union-attr]
         self._done = True
-        _fsync_dir(self.path.parent)  # type: ignore[arg-type]
+        fsync_dir(self.path.parent)  # type: ignore[arg-type]
         return self.path
 
     def discard(self) -> None:
@@ -247,7 +247,7 @@ class ShardWriter:
                 self._atomic.__exit__(RuntimeError, RuntimeError("discarded"), None)
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_dir(d: Path) -> None:
     try:
         fd = os.open(d, os.O_RDONLY)
     except OSError:

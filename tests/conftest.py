@@ -6,6 +6,9 @@ second test run starts in seconds; a fresh CI machine builds them once.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,23 @@ def demo_model() -> Path:
     from reportminer.data.models.demo import ensure_demo_model
 
     return ensure_demo_model()
+
+
+@pytest.fixture
+def wait_for_a_recorded_shard() -> Callable[..., None]:
+    """`wait(proc, recorded, timeout_s, output)`: block until `recorded()` is true (a run's manifest lists a
+    committed shard), failing the test if `proc` ends first (with the tail of `output()`) or time runs out.
+
+    The kill-and-rerun tests of every backend (local, Ray, S3, server) kill at this moment, so a kill lands
+    after at least one shard is committed and, with six shards, before the last.
+    """
+    def wait(proc: subprocess.Popen, recorded: Callable[[], object], timeout_s: float, output: Callable[[], str]) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if recorded():
+                return
+            if proc.poll() is not None:
+                pytest.fail("engine run ended before it could be killed:\n" + output()[-3000:])
+            time.sleep(0.05)
+        pytest.fail(f"no shard finished within {timeout_s:.0f} s")
+    return wait

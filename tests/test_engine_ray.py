@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -129,7 +128,8 @@ def test_ray_backend_writes_what_the_local_backend_writes(cfg, shards, reference
     assert again.status == "nothing_to_do" and again.shards_skipped == SHARDS
 
 
-def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shards, reference, ray_address, tmp_path):
+def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shards, reference, ray_address, tmp_path,
+                                                                     wait_for_a_recorded_shard):
     """SIGKILL `engine run --backend ray` (attached to this module's Ray, as under `ray job submit`) once a
     shard is committed; the rerun leaves finished shards untouched and writes the rest once."""
     out = tmp_path / "out"
@@ -141,16 +141,9 @@ def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shar
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     manifest = out / MANIFEST_NAME
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline:
-            if manifest.exists() and json.loads(manifest.read_text()).get("shards"):
-                break
-            if proc.poll() is not None:
-                pytest.fail("engine run ended before it could be killed:\n" + proc.stdout.read().decode()[-3000:])
-            time.sleep(0.05)
-        else:
-            pytest.fail("no shard finished within 300 s")
+        wait_for_a_recorded_shard(proc, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"),
+                                  300, lambda: proc.stdout.read().decode())
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -296,7 +296,7 @@ def test_extract_one_paragraph(eng, base_config):
 # ---- a real crash -----------------------------------------------------------------------------------
 
 
-def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config, tmp_path):
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config, tmp_path, wait_for_a_recorded_shard):
     """SIGKILL the real console script once its first shard is committed, rerun with scripts/nightly.sh, and
     compare with one uninterrupted run."""
     table = jsonl_to_table(DEMO)
@@ -318,16 +318,9 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     manifest = out / MANIFEST_NAME
-    deadline = time.time() + 240
     try:
-        while time.time() < deadline:
-            if manifest.exists() and json.loads(manifest.read_text()).get("shards"):
-                break
-            if proc.poll() is not None:
-                pytest.fail("engine run ended before it could be killed:\n" + proc.stdout.read().decode()[-3000:])
-            time.sleep(0.05)
-        else:
-            pytest.fail("no shard finished within 240 s")
+        wait_for_a_recorded_shard(proc, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"),
+                                  240, lambda: proc.stdout.read().decode())
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

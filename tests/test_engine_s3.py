@@ -255,7 +255,8 @@ def _key(r: dict) -> tuple:
 
 
 @pytest.mark.engine
-def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, eng, cfg, tmp_path):
+def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, eng, cfg, tmp_path,
+                                                                  wait_for_a_recorded_shard):
     from reportminer.engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME
     from reportminer.engine.runner import run
     from reportminer.engine.summary import EXIT_ROW_ERRORS
@@ -285,17 +286,9 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
         except s3.exceptions.NoSuchKey:
             return None
 
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline:
-            m = manifest()
-            if m and m.get("shards"):
-                break
-            if proc.poll() is not None:
-                pytest.fail("engine run ended before it could be killed:\n" + engine_log.read_text(errors="replace")[-3000:])
-            time.sleep(0.05)
-        else:
-            pytest.fail("no shard finished within 300 s")
+        wait_for_a_recorded_shard(proc, lambda: (manifest() or {}).get("shards"), 300,
+                                  lambda: engine_log.read_text(errors="replace"))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -272,7 +272,8 @@ def test_refusals_before_any_row_is_sent(server, base_config, tiny_adapter, tmp_
         assert not list((tmp_path / out).rglob("*.parquet"))
 
 
-def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, local_engine, base_config, tmp_path):
+def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, local_engine, base_config, tmp_path,
+                                                                    wait_for_a_recorded_shard):
     """SIGKILL the server once the client's first shard is committed: the rows it can no longer answer become
     server_error rows (run exit 1); after a restart, a rerun redoes exactly the shards holding them."""
     table = jsonl_to_table(DEMO)
@@ -292,16 +293,9 @@ def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, loc
            "--set", "server_concurrency=2", "--set", "server_retries=2", "--set", "server_backoff_s=0.2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     manifest = out / MANIFEST_NAME
-    deadline = time.time() + 300
     try:
-        while time.time() < deadline:
-            if manifest.exists() and json.loads(manifest.read_text()).get("shards"):
-                break
-            if proc.poll() is not None:
-                pytest.fail("engine run ended before the server could be killed:\n" + proc.stdout.read().decode()[-3000:])
-            time.sleep(0.05)
-        else:
-            pytest.fail("no shard finished within 300 s")
+        wait_for_a_recorded_shard(proc, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"),
+                                  300, lambda: proc.stdout.read().decode())
         server.kill()
         log = proc.communicate(timeout=300)[0].decode()
     finally:
