@@ -7,6 +7,7 @@
 #   python scripts/build_dev_benchmark.py --out .stage/bench
 #
 #   scripts/gpu_experiment.sh stage SET DIR   # carry DIR (e.g. .carry-vllm/p03): its files into /tmp/stage/SET
+#                                          # SET ray: .carry-ray/p01..p03 (ray[data] 2.60.0 wheels, for bench_gpu.py's Ray phases)
 #   scripts/gpu_experiment.sh setup           # carry .whl .stage: rebuild + check every set, install, convert models
 #   scripts/gpu_experiment.sh train NAME MODEL [--set k=v ...]   # detached; MODEL = m05 | m15
 #   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
@@ -43,6 +44,10 @@ setup)
   if [ -d "$STAGE/vllm" ]; then  # a training-only lease stages no vLLM (and must not stop here for it)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/vllm/*.whl
     PYTHONPATH=$SITE_V:$SRC python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)' 2>&1 | tail -1
+  fi
+  if [ -d "$STAGE/ray" ]; then  # ray[data]==2.60.0 + msgpack for Python 3.12 (the other deps are in the vLLM set)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/ray/*.whl
+    PYTHONPATH=$SITE_V python3 -c 'import ray; print("ray", ray.__version__)' 2>&1 | tail -1
   fi
   cp -r .stage/bench "$EXP/bench"
   for m in m05 m15; do
