@@ -36,11 +36,22 @@ from reportminer.data.errors import ConfigError, RunFailed
 
 from .adapters import Adapter
 from .config import EAGER_BELOW_ROWS, EngineConfig
+from .preflight import check_out
 from .run_manifest import OutLock, RunManifest, now
-from .runner import _plan, _prepare_out, _record, _select, _Shard, _summarise, process_shards
+from .runner import (
+    _finish,
+    _input_paths,
+    _new_summary,
+    _plan,
+    _prepare_out,
+    _select,
+    _Shard,
+    _summarise,
+    process_shards,
+)
 from .shards import InputShard
 from .storage import ObjectPath, is_remote, write_json
-from .summary import EXIT_OK, RowStats, RunSummary
+from .summary import RowStats, RunSummary
 
 log = logging.getLogger("engine")
 
@@ -272,7 +283,7 @@ def _execute(config: EngineConfig, adapters: list[Adapter], merged: Path | None,
 
 
 def run_ray(config: EngineConfig, input_path: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            progress: bool = True) -> RunSummary:
+            progress: bool = True, prune: bool = False, strict_ids: bool = False) -> RunSummary:
     """`runner.run` with the rows mapped over Ray actors; same refusals, files, manifest, summary, exit codes."""
     t0 = time.perf_counter()
     started_at = now()
@@ -280,19 +291,16 @@ def run_ray(config: EngineConfig, input_path: str | Path, out_dir: str | Path, *
         if is_remote(str(where)):  # the markers and the tests cover shared folders only, so far
             raise ConfigError(f"backend ray: {where}: s3:// and gs:// are not supported with the ray backend yet; "
                               "use a folder every node mounts, or backend local")
-    plan = _plan(config, Path(input_path), Path(out_dir), None)
+    plan = _plan(config, Path(input_path), Path(out_dir), None, strict_ids)
     config, out = plan.config, plan.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(
-        status="ok", exit_code=EXIT_OK, input=str(plan.input_path), out=str(out), model=str(config.model),
-        adapters=[a.describe() for a in plan.adapters], adapter_columns=config.adapter_names,
-        shards_total=len(plan.shards), warnings=list(plan.warnings), settings=config.to_dict(),
-        started_at=started_at,
-    )
+    check_out(out)  # as the local backend: a folder we can write in, else refused (exit 2)
+    summary = _new_summary(plan, started_at)
     with OutLock(out):
-        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite)
+        # the local backend's steps (runner.run): overwrite deletes only outputs inside --out, never an input
+        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite, _input_paths(plan),
+                                summary.warnings)
         _adopt_markers(out, manifest, discard=overwrite)
-        todo, failed_early = _select(plan, manifest, summary)
+        todo, failed_early = _select(plan, manifest, summary, prune)
         results = _Results(config.adapter_names, out)
         gen_s, interrupted = 0.0, False
         if todo:
@@ -304,12 +312,7 @@ def run_ray(config: EngineConfig, input_path: str | Path, out_dir: str | Path, *
                 config, plan.adapters, plan.merged, out, todo, manifest, results, progress)
         # _Results carries the attributes of runner._Pipeline that _summarise reads.
         _summarise(summary, cast(Any, results), failed_early, manifest, todo, gen_s, interrupted)
-        summary.wall_s = time.perf_counter() - t0
-        summary.finished_at = now()
-        _record(out, summary)
-    if interrupted:
-        raise KeyboardInterrupt(summary.render())
-    return summary
+        return _finish(out, summary, t0, interrupted)
 
 
 __all__ = ["MARKER_DIR", "ShardWorker", "actor_env", "run_ray"]

@@ -550,6 +550,29 @@ def _input_paths(plan: _Plan) -> set[Path | ObjectPath]:
     return {s.path.resolve() for s in plan.shards}
 
 
+def _new_summary(plan: _Plan, started_at: str) -> RunSummary:
+    """The summary every backend starts from (local here, Ray in engine/ray_backend.py)."""
+    c = plan.config
+    summary = RunSummary(
+        status="ok", exit_code=EXIT_OK, input=str(plan.input_path), out=str(plan.out_dir), model=str(c.model),
+        adapters=[a.describe() for a in plan.adapters], adapter_columns=c.adapter_names,
+        shards_total=len(plan.shards), warnings=list(plan.warnings), settings=c.to_dict(), started_at=started_at,
+    )
+    if plan.ids is not None and plan.ids.rows:
+        summary.ids = plan.ids.as_dict()
+    return summary
+
+
+def _finish(out: Path, summary: RunSummary, t0: float, interrupted: bool) -> RunSummary:
+    """Every backend ends the same way: times, the summary and run log on disk, Ctrl-C re-raised with it."""
+    summary.wall_s = time.perf_counter() - t0
+    summary.finished_at = now()
+    _record(out, summary)
+    if interrupted:
+        raise KeyboardInterrupt(summary.render())
+    return summary
+
+
 def run(
     config: EngineConfig,
     input_path: str | Path,
@@ -574,9 +597,8 @@ def run(
     if config.backend == "ray" and engine is None:  # Ray Data over an actor pool, same files (engine/ray_backend.py)
         from .ray_backend import run_ray
 
-        if prune or strict_ids:  # not wired into the Ray backend yet: refuse rather than ignore them silently
-            raise ConfigError("backend ray: --prune and --strict-ids are not supported yet; run them with backend local")
-        return run_ray(config, input_path, out_dir, overwrite=overwrite, progress=progress)
+        return run_ray(config, input_path, out_dir, overwrite=overwrite, progress=progress, prune=prune,
+                       strict_ids=strict_ids)
     t0 = time.perf_counter()
     started_at = now()
     # s3:// and gs:// become storage.ObjectPath, which has the Path methods the run uses (engine/storage.py)
@@ -584,14 +606,7 @@ def run(
     config, out = plan.config, plan.out_dir
     check_out(out)  # a folder we can write in (created if missing), else refused (exit 2)
 
-    summary = RunSummary(
-        status="ok", exit_code=EXIT_OK, input=str(plan.input_path), out=str(out), model=str(config.model),
-        adapters=[a.describe() for a in plan.adapters], adapter_columns=config.adapter_names,
-        shards_total=len(plan.shards), warnings=list(plan.warnings), settings=config.to_dict(),
-        started_at=started_at,
-    )
-    if plan.ids is not None and plan.ids.rows:
-        summary.ids = plan.ids.as_dict()
+    summary = _new_summary(plan, started_at)
     with OutLock(out):
         manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite, _input_paths(plan), summary.warnings)
         todo, failed_early = _select(plan, manifest, summary, prune)
@@ -605,12 +620,7 @@ def run(
         elif (out / MANIFEST_NAME).exists():  # nothing to run: keep fingerprints and prunes
             manifest.write(out)
         _summarise(summary, pipeline, failed_early, manifest, todo, gen_s, interrupted)
-        summary.wall_s = time.perf_counter() - t0
-        summary.finished_at = now()
-        _record(out, summary)
-    if interrupted:
-        raise KeyboardInterrupt(summary.render())
-    return summary
+        return _finish(out, summary, t0, interrupted)  # recorded under the lock; Ctrl-C re-raised after it
 
 
 __all__ = ["run", "ConfigMismatch"]
