@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from .schema import MAX_METRICS, Extraction, to_json
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 
 # Version 2: the rules alone, no worked example. Version 1 ended with an example answering exactly two
 # metrics; the adapter trained on it answered three metrics where one was labelled (hidden benchmark:
@@ -19,12 +19,17 @@ PROMPT_VERSION = "2"
 # 40 % instead of 30 % there (single-metric 9/10). An example in the system text is a count anchor the
 # LoRA copies; the labels teach the format anyway. Also 2.3x shorter (about 260 tokens instead of 600 for
 # Qwen's tokenizer), which every served row pays for in prefill.
+# Version 3: rule 3 names the statement-derived families the v2 adapters typed `business` although the
+# seed labels them `financial` (bank asset quality 24:3, leverage 10:0, cash flow 11:0, turnover 13:1,
+# expense ratios 26:0 in the 700 rows): 13 of the 1.5B adapter's 16 type errors on the dev benchmark
+# (docs/RESULTS.md, round 2). Unit costs stay unnamed: the seed labels them both ways (24 business, 22
+# financial). 369 system tokens instead of 296 (Qwen2.5 tokenizer).
 SYSTEM_PROMPT = f"""你是卖方研究报告的指标抽取助手。给定研报的章节标题和一个段落，找出该段落深入分析的核心指标。
 
 规则：
 1. 核心指标是段落围绕其展开论证的对象：给出数值并解释其变化、原因或影响。只作为背景、原因、子项拆分、行业或宏观数据、历史参照、规模铺垫出现的数字不是核心指标。数字多不等于核心指标多。
 2. 每段 0 到 {MAX_METRICS} 个核心指标，只列段落真正深入分析的；纯背景或定性描述的段落 metrics 为空列表。
-3. metric_type：来自财务报表或由报表计算的指标（收入、利润、毛利率、净息差、现金流等）为 financial；经营、运营、市场类指标（出货量、用户数、市占率、产能利用率等）为 business。
+3. metric_type：来自财务报表或由报表数据计算的指标为 financial，包括收入、利润及其增速，毛利率、净利率、费用率，ROE、资产负债率、净负债率、融资成本，经营性现金流，存货或应收账款周转天数，银行的净息差、不良贷款率、拨备覆盖率、资本充足率，保险的新业务价值率、综合成本率，股息率等；经营、运营、市场类指标（出货量、销量、用户数、客户数、市占率、渗透率、产能利用率、单价、复购率等）为 business。
 4. score 为 0 到 1 的置信度；metric_name 用段落中的简洁指标名，不带数值；reason 一句话说明为何是核心指标。
 5. analysis 先说明段落的分析主线，再逐一说明被排除的数字及原因。
 

@@ -9,6 +9,9 @@
 #   scripts/gpu_experiment.sh stage SET DIR   # carry DIR (e.g. .carry-vllm/p03): its files into /tmp/stage/SET
 #                                          # SET ray: .carry-ray/p01..p03 (ray[data] 2.60.0 wheels, for bench_gpu.py's Ray phases)
 #   scripts/gpu_experiment.sh setup           # carry .whl .stage: rebuild + check every set, install, convert models
+#   scripts/gpu_experiment.sh setup-vllm      # later, once vllm (and ray) are staged: rebuild + check, install them
+#   GPU=1 scripts/gpu_experiment.sh train|serve ...  # pin one GPU of a several-GPU machine (CUDA_VISIBLE_DEVICES)
+#   scripts/gpu_experiment.sh bench [bench_gpu.py flags]  # detached bench_gpu.py (14B shape) -> /tmp/bench.json
 #   scripts/gpu_experiment.sh train NAME MODEL [--set k=v ...]   # detached; MODEL = m05 | m15
 #   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
 #   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
@@ -23,6 +26,8 @@ export REPORTMINER_CACHE=/tmp/rmcache VLLM_ENABLE_V1_MULTIPROCESSING=0
 # before the first row (2026-11-30); vLLM's own sampler needs no compile.
 export VLLM_USE_FLASHINFER_SAMPLER=0
 mkdir -p "$STAGE" "$EXP" "$OUT"
+# GPU=N pins a detached job to one GPU of a several-GPU machine (two trainings or serves side by side).
+PIN=${GPU:+CUDA_VISIBLE_DEVICES=$GPU}
 declare -A MODEL_DIR=([m05]=/tmp/models/qwen2.5-coder-0.5b-instruct [m15]=/tmp/models/qwen2.5-coder-1.5b-instruct)
 declare -A RECIPE=([m05]=qwen2.5-0.5b-lora [m15]=qwen2.5-1.5b-lora)
 declare -A PKG=([m05]=DEMO [m15]=CODER_1_5B)
@@ -30,6 +35,17 @@ declare -A PKG=([m05]=DEMO [m15]=CODER_1_5B)
 rebuild() {  # $1 = set folder: join chunk files, check the MANIFEST of whole-file sha256s
   (cd "$1" && for f in *.chunk000; do [ -e "$f" ] || continue; b=${f%.chunk000}; cat "$b".chunk* > "$b" && rm "$b".chunk*; done \
     && sha256sum -c --quiet MANIFEST)
+}
+
+install_serving() {  # vLLM (and Ray) beside the training wheels, where staged and not installed yet
+  if [ -d "$STAGE/vllm" ] && [ ! -d "$SITE_V/vllm" ]; then  # a training-only lease stages no vLLM
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/vllm/*.whl
+    PYTHONPATH=$SITE_V:$SRC python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)' 2>&1 | tail -1
+  fi
+  if [ -d "$STAGE/ray" ] && [ ! -d "$SITE_V/ray" ]; then  # ray[data]==2.60.0 + msgpack for Python 3.12
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/ray/*.whl
+    PYTHONPATH=$SITE_V python3 -c 'import ray; print("ray", ray.__version__)' 2>&1 | tail -1
+  fi
 }
 
 case "${1:-}" in
@@ -41,14 +57,7 @@ setup)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   for s in "$STAGE"/*/; do rebuild "$s" && echo "ok: $s"; done
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" .whl/*.whl
-  if [ -d "$STAGE/vllm" ]; then  # a training-only lease stages no vLLM (and must not stop here for it)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/vllm/*.whl
-    PYTHONPATH=$SITE_V:$SRC python3 -c 'import vllm, torch; print("vllm", vllm.__version__, "torch", torch.__version__)' 2>&1 | tail -1
-  fi
-  if [ -d "$STAGE/ray" ]; then  # ray[data]==2.60.0 + msgpack for Python 3.12 (the other deps are in the vLLM set)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_V" "$STAGE"/ray/*.whl
-    PYTHONPATH=$SITE_V python3 -c 'import ray; print("ray", ray.__version__)' 2>&1 | tail -1
-  fi
+  install_serving
   cp -r .stage/bench "$EXP/bench"
   for m in m05 m15; do
     g=$(ls "$STAGE/$m"/*.gguf 2>/dev/null | head -1) || true
@@ -59,15 +68,39 @@ setup)
   done
   echo "setup done; conversions started"
   ;;
+setup-vllm)
+  set -e
+  for s in "$STAGE"/vllm/ "$STAGE"/ray/; do [ -d "$s" ] && rebuild "$s" && echo "ok: $s"; done
+  install_serving
+  ;;
+bench)
+  # bench_gpu.py detached (each phase starts vLLM; a call lasts 10 minutes at most); `bench-wait` polls it
+  shift
+  setsid nohup env PYTHONPATH=$SITE_V:$SRC python3 scripts/bench_gpu.py "$@" > /tmp/bench.json 2> /tmp/bench.err < /dev/null &
+  echo "bench started"
+  ;;
+bench-wait)
+  end=$(( $(date +%s) + ${2:-0} ))
+  while :; do
+    for l in /tmp/bench-gpu/phase-*.log; do [ -e "$l" ] && echo "$(basename "$l"): $(tail -c 200 "$l" | tr '\n\r' '  ')"; done
+    if [ -s /tmp/bench.json ] && ! pgrep -f bench_gpu.py > /dev/null; then echo done; break; fi
+    [ "$(date +%s)" -ge "$end" ] && break
+    sleep 15; echo ---
+  done
+  nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+  cp /tmp/bench.json /tmp/bench.err "$OUT"/ 2>/dev/null
+  [ -d /tmp/bench-gpu ] && tar czf "$OUT/bench-logs.tar.gz" -C /tmp/bench-gpu plan.json $(cd /tmp/bench-gpu && ls phase-*.log 2>/dev/null)
+  ls -la "$OUT"
+  ;;
 train)
   name=$2 m=$3; shift 3
   model=${MODEL_DIR[$m]}
   # waits for its model's conversion, then trains; detached so a call's 10-minute limit cannot kill it
   setsid nohup bash -c "while [ ! -f '$model/SOURCE.json' ]; do sleep 2; done; \
-    PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP train --name $name \
+    $PIN PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP train --name $name \
       --model $model --recipe ${RECIPE[$m]} ${*:+$(printf '%q ' "$@")}; echo \"exit \$?\" >> $EXP/$name.done" \
     > "$EXP/$name.log" 2>&1 < /dev/null &
-  echo "started $name on $m"
+  echo "started $name on $m${GPU:+ (GPU $GPU)}"
   ;;
 wait)
   end=$(( $(date +%s) + ${2:-0} ))
@@ -90,11 +123,11 @@ serve)
   args=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=(--adapter "$1=$EXP/$1/best"); shift; done
   [ "${1:-}" = "--" ] && shift
-  setsid nohup bash -c "PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP serve \
+  setsid nohup bash -c "$PIN PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP serve \
       --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda --enforce-eager \
       --gpu-memory-utilization ${GPU_MEM:-0.40} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
-  echo "serving $tag on $m"
+  echo "serving $tag on $m${GPU:+ (GPU $GPU)}"
   ;;
 pack)
   cd "$EXP" && tar czf "$OUT/results.tar.gz" serve-*/ */experiment.json */best/reportminer_adapter.json */metrics.json *.log 2>/dev/null
