@@ -19,6 +19,12 @@ shards, output columns, run manifest, resume, per-row errors.
   Connection errors, timeouts and 5xx / 429 answers are retried with exponential backoff; a request that
   still fails becomes a `server_error` row, and the run manifest records it per shard so that a rerun
   redoes those shards (runner._select). A 4xx answer is the server refusing that request: a `rejected` row.
+- 401 / 403 is the server refusing the API key, not a row: a configuration error (ServerAuthRefused, exit 2),
+  never retried. At start (the /v1/models check) nothing is written; mid-run (a key revoked or rotated
+  under a running job) the run stops at the first such answer: shards already committed are kept, the
+  shards in progress leave no file (runner.process_shards removes their temporary files), so a rerun with
+  the right key does the rest. Rows are not turned into error rows one by one: every row would fail the
+  same way, and a run "finished with row errors" would hide that the key is wrong.
 """
 from __future__ import annotations
 
@@ -48,10 +54,28 @@ log = logging.getLogger("engine")
 
 MAX_BACKOFF_S = 60.0
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+AUTH_STATUS = frozenset({401, 403})
 
 
 class ServerUnavailable(RunFailed):
     """The server did not answer at start (exit 4): nothing ran, the output folder is unchanged."""
+
+
+class ServerAuthRefused(ConfigError):
+    """The server answered 401/403: the API key is missing, wrong or revoked (exit 2, never retried)."""
+
+
+def auth_refused(c: "EngineConfig", url: str, r: "httpx.Response", mid_run: bool = False) -> ServerAuthRefused:
+    """One line naming the variable the key came from (never the key), and what to do."""
+    status = f"server {url}: {r.status_code} {r.reason_phrase}"
+    if c.server_api_key_env:
+        what = (f"the API key in ${c.server_api_key_env} was refused (wrong or revoked key? the server's is "
+                "vllm serve --api-key / VLLM_API_KEY)")
+    else:
+        what = "the server wants an API key: put it in an environment variable and pass --api-key-env NAME"
+    if mid_run:
+        what += "; stopped mid-run: shards committed before are kept, rerun with the right key to do the rest"
+    return ServerAuthRefused(f"{status}: {what}")
 
 
 def check_server_config(c: "EngineConfig") -> None:
@@ -127,9 +151,8 @@ class ServerEngine(Engine):
             except httpx.TransportError as e:
                 last = f"{type(e).__name__}: {e}"
             else:
-                if r.status_code in (401, 403):
-                    raise ConfigError(f"server {self.url}: {r.status_code} {r.reason_phrase}: the API key "
-                                      f"({c.server_api_key_env or 'none given: --api-key-env'}) was refused")
+                if r.status_code in AUTH_STATUS:
+                    raise auth_refused(c, self.url, r)
                 if r.status_code == 200:
                     break
                 last = f"HTTP {r.status_code} {r.text[:200]}"
@@ -244,7 +267,8 @@ class ServerFeeder(Feeder):
         return self._client
 
     async def _one(self, req: Request) -> Completion:
-        """One row's request, retried on connection errors, timeouts and 5xx; never raises for those."""
+        """One row's request, retried on connection errors, timeouts and 5xx; never raises for those.
+        Raises ServerAuthRefused on 401/403."""
         import httpx
 
         c = self.config
@@ -266,6 +290,8 @@ class ServerFeeder(Feeder):
                 except ValueError as e:  # not JSON: a proxy's page, a cut answer; try again
                     last = f"unreadable answer: {e}"
                     continue
+            if r.status_code in AUTH_STATUS:  # the key, not this row: stop the run (fut.result() raises it)
+                raise auth_refused(c, self.server.url, r, mid_run=True)
             last = f"HTTP {r.status_code}: {_message(r)}"
             if r.status_code not in RETRY_STATUS:  # the server refuses this request: retrying will not help
                 return Completion(req.key, None, None, n_prompt, 0, rejected=last)
@@ -321,7 +347,7 @@ class ServerFeeder(Feeder):
             if entry is None:  # aborted meanwhile
                 continue
             _req, fut = entry
-            yield fut.result()  # _one returns a Completion for every failure it expects
+            yield fut.result()  # a Completion for every failure of the row; ServerAuthRefused stops the run
 
     def abort(self, predicate: Callable[[Any], bool]) -> int:
         """Cancel unfinished requests whose key matches; the closed connection makes vLLM abort them too."""
@@ -355,4 +381,5 @@ def _message(r: "httpx.Response") -> str:
     return r.text[:500]
 
 
-__all__ = ["ServerEngine", "ServerFeeder", "ServerUnavailable", "base_url", "check_server_config"]
+__all__ = ["ServerAuthRefused", "ServerEngine", "ServerFeeder", "ServerUnavailable", "base_url",
+           "check_server_config"]

@@ -28,7 +28,9 @@ Environment (all optional; MODEL and ADAPTER are read only when no MODEL argumen
   DTYPE             auto (default), bfloat16, float16, float32
   BACKEND           guided-decoding backend (default guidance)
   EAGER             1: --enforce-eager (starts faster; compiled kernels can round differently)
-  VLLM_API_KEY      when set, vLLM requires it as a Bearer token (engine run --api-key-env VLLM_API_KEY)
+  VLLM_API_KEY      when set, vLLM (which reads it itself) requires it as a Bearer token on /v1/* (not on
+                    /health); clients: engine run --api-key-env VLLM_API_KEY. `-- --api-key KEY` works too
+                    (the key is not echoed), but puts the key in the process list: prefer the variable.
   VLLM              the vllm command (default: vllm next to this repo's .venv/bin/python, else on PATH)
 
 Examples:
@@ -124,5 +126,15 @@ if [ "$is_cpu" = 1 ]; then
 else
   cmd=("$VLLM" serve "$model")
 fi
-echo "[serve] ${cmd[*]} ${args[*]}" >&2
+shown=(); hide=0  # the command line as run, any --api-key value masked
+for a in "${cmd[@]}" "${args[@]}"; do
+  if [ "$hide" = 1 ]; then shown+=("***"); hide=0
+  elif [[ "$a" == --api-key=* ]]; then shown+=("--api-key=***")
+  else shown+=("$a"); [ "$a" = --api-key ] && hide=1
+  fi
+done
+echo "[serve] ${shown[*]}" >&2
+if [ -n "${VLLM_API_KEY:-}" ]; then
+  echo "[serve] API key required (VLLM_API_KEY); clients: engine run --api-key-env NAME_OF_THE_VARIABLE" >&2
+fi
 exec "${cmd[@]}" "${args[@]}"

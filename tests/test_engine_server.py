@@ -1,7 +1,9 @@
 """Server mode (`engine run --server`) against a real `vllm serve` (CPU build), started by scripts/serve.sh.
 
 One server for the module (started on 127.0.0.1 on a free port; about 1-2 min on 2 cores), one restart
-in the kill test, and one in-process local engine for the reference outputs. Both sides run eager with
+in the kill test, and one in-process local engine for the reference outputs. The server wants an API key
+(VLLM_API_KEY, passed through by scripts/serve.sh), so every run here sends one (`server_api_key_env`,
+`--api-key-env`), and the missing / wrong / revoked key cases run against the same server. Both sides run eager with
 the same batch size: eager and compiled kernels round differently, and the random tiny model's near-tied
 logits turn that into different text (tests/test_engine_run.py says the same of its SIGKILL test).
 """
@@ -26,7 +28,8 @@ from reportminer.data.io import jsonl_to_table, read_table, write_parquet, write
 from reportminer.engine import Engine, EngineConfig
 from reportminer.engine.run_manifest import MANIFEST_NAME
 from reportminer.engine.runner import run
-from reportminer.engine.server import ServerUnavailable
+from reportminer.engine.server import ServerAuthRefused, ServerUnavailable
+from reportminer.engine.shards import stale_temp_files
 from reportminer.engine.summary import EXIT_ROW_ERRORS
 
 pytestmark = pytest.mark.engine
@@ -35,6 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo" / "demo.jsonl"
 MAX_TOKENS = 32
 MAX_NUM_SEQS = 16
+KEY_ENV = "RM_TEST_SERVER_KEY"  # the variable the runs name with --api-key-env
+API_KEY = f"rm-test-{os.getpid()}-{time.time_ns()}"
+WRONG_KEY_ENV = "RM_TEST_WRONG_KEY"
 # Columns the server must reproduce exactly: everything the engine derives from the model's answer.
 RESULT = ("adapter", "analysis", "metrics", "raw", "status", "error", "finish_reason", "prompt_tokens",
           "output_tokens", "samples", "dropped_metrics")
@@ -59,7 +65,8 @@ class Server:
     def start(self, wait: bool = True) -> None:
         self.starts += 1
         env = {**os.environ, "PORT": str(self.port), "KV_CACHE": "512MiB", "MAX_MODEL_LEN": "2048",
-               "MAX_NUM_SEQS": str(MAX_NUM_SEQS), "EAGER": "1", "VLLM": str(Path(sys.executable).parent / "vllm")}
+               "MAX_NUM_SEQS": str(MAX_NUM_SEQS), "EAGER": "1", "VLLM": str(Path(sys.executable).parent / "vllm"),
+               "VLLM_API_KEY": API_KEY}
         self.log = self.log_dir / f"server-{self.starts}.log"
         cmd = [str(REPO / "scripts" / "serve.sh"), str(self.model), *(f"{n}={p}" for n, p in self.adapters.items())]
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=env,
@@ -74,7 +81,7 @@ class Server:
             if self.proc.poll() is not None:
                 pytest.fail(f"vllm serve exited with {self.proc.returncode}:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/v1/models", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}/v1/models", headers=AUTH, timeout=5).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -90,12 +97,17 @@ class Server:
         return self.log.read_text(errors="replace")[-3000:]
 
 
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model, tiny_adapter, tiny_adapter_b, tmp_path_factory):
     s = Server(tiny_model, {"a": tiny_adapter, "b": tiny_adapter_b}, tmp_path_factory.mktemp("server"))
-    s.start()
-    yield s
-    s.kill()
+    with pytest.MonkeyPatch.context() as mp:  # the key where the runs (and their subprocesses) read it
+        mp.setenv(KEY_ENV, API_KEY)
+        s.start()
+        yield s
+        s.kill()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +126,7 @@ def local_engine(base_config):
 
 
 def _server_config(cfg: EngineConfig, server: Server, **kw) -> EngineConfig:
-    return cfg.override(server=server.url, **kw)
+    return cfg.override(server=server.url, server_api_key_env=KEY_ENV, **kw)
 
 
 def _rows(out: Path) -> list[dict]:
@@ -163,26 +175,26 @@ def test_samples_vote_over_the_server(server, base_config, tmp_path):
         assert r["status"] == ("ok" if r["samples"]["valid"] else "error")
 
 
-class FlakyProxy:
-    """A fault injector in front of the real server: each distinct request fails once (503 for every other
-    one, a dropped connection for the rest) and is forwarded on its retry."""
+class Proxy:
+    """A forwarding proxy in front of the real server (client headers, the API key among them, passed on);
+    subclasses inject faults in `post`, every answer they do not make up comes from the real server."""
 
     def __init__(self, upstream: str):
-        import hashlib
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        seen: set[str] = set()
-        self.faults = Counter()
+        self.faults: Counter[str] = Counter()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # keep the test output clean
                 pass
 
-            def _forward(self, method: str, body: bytes | None) -> None:
-                r = httpx.request(method, upstream + self.path, content=body, timeout=300,
-                                  headers={"Content-Type": "application/json"})
+            def forward(self, method: str, body: bytes | None, auth: str | None = None) -> None:
+                headers = {"Content-Type": "application/json"}
+                if auth or self.headers.get("Authorization"):
+                    headers["Authorization"] = auth or self.headers["Authorization"]
+                r = httpx.request(method, upstream + self.path, content=body, timeout=300, headers=headers)
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
                 self.send_header("Content-Length", str(len(r.content)))
@@ -190,33 +202,65 @@ class FlakyProxy:
                 self.wfile.write(r.content)
 
             def do_GET(self):
-                self._forward("GET", None)
+                self.forward("GET", None)
 
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                key = hashlib.sha256(body).hexdigest()
-                if key not in seen:
-                    seen.add(key)
-                    if len(seen) % 2:
-                        proxy.faults["503"] += 1
-                        msg = b'{"error": {"message": "injected overload"}}'
-                        self.send_response(503)
-                        self.send_header("Content-Length", str(len(msg)))
-                        self.end_headers()
-                        self.wfile.write(msg)
-                    else:
-                        proxy.faults["dropped"] += 1
-                        self.close_connection = True  # no answer at all: the client sees the connection end
-                    return
-                self._forward("POST", body)
+                proxy.post(self, self.rfile.read(int(self.headers["Content-Length"])))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def post(self, handler, body: bytes) -> None:
+        handler.forward("POST", body)
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class FlakyProxy(Proxy):
+    """Each distinct request fails once (503 for every other one, a dropped connection for the rest) and is
+    forwarded on its retry."""
+
+    def __init__(self, upstream: str):
+        self.seen: set[str] = set()
+        super().__init__(upstream)
+
+    def post(self, handler, body: bytes) -> None:
+        import hashlib
+
+        key = hashlib.sha256(body).hexdigest()
+        if key in self.seen:
+            return handler.forward("POST", body)
+        self.seen.add(key)
+        if len(self.seen) % 2:
+            self.faults["503"] += 1
+            msg = b'{"error": {"message": "injected overload"}}'
+            handler.send_response(503)
+            handler.send_header("Content-Length", str(len(msg)))
+            handler.end_headers()
+            handler.wfile.write(msg)
+        else:
+            self.faults["dropped"] += 1
+            handler.close_connection = True  # no answer at all: the client sees the connection end
+
+
+class KeyRevokingProxy(Proxy):
+    """The key is revoked after `keep` completions: later requests reach the real server with another key,
+    and the server's own 401 comes back (as when a deployment rotates its key under a running job)."""
+
+    def __init__(self, upstream: str, keep: int):
+        import threading
+
+        self.keep, self.lock = keep, threading.Lock()
+        super().__init__(upstream)
+
+    def post(self, handler, body: bytes) -> None:
+        with self.lock:
+            self.faults["posts"] += 1
+            revoked = self.faults["posts"] > self.keep
+        handler.forward("POST", body, auth="Bearer revoked" if revoked else None)
 
 
 def test_5xx_and_dropped_connections_are_retried(server, local_engine, base_config, tmp_path):
@@ -225,8 +269,8 @@ def test_5xx_and_dropped_connections_are_retried(server, local_engine, base_conf
     run(cfg, tmp_path / "in.parquet", tmp_path / "local", engine=local_engine, progress=False)
     proxy = FlakyProxy(server.url)
     try:
-        s = run(cfg.override(server=proxy.url, server_retries=1, server_backoff_s=0.05), tmp_path / "in.parquet",
-                tmp_path / "out", progress=False)
+        s = run(cfg.override(server=proxy.url, server_api_key_env=KEY_ENV, server_retries=1, server_backoff_s=0.05),
+                tmp_path / "in.parquet", tmp_path / "out", progress=False)
     finally:
         proxy.close()
     assert proxy.faults["503"] == 3 and proxy.faults["dropped"] == 3  # every row failed once
@@ -272,6 +316,75 @@ def test_refusals_before_any_row_is_sent(server, base_config, tiny_adapter, tmp_
         assert not list((tmp_path / out).rglob("*.parquet"))
 
 
+def _nothing_written(out: Path) -> bool:
+    return not list(out.rglob("*.parquet")) and not stale_temp_files(out) and not (out / MANIFEST_NAME).exists()
+
+
+# Settings under which one retry of a refused key would take 30 s: the refusals below must come at once.
+SLOW_RETRIES = ("server_retries=3", "server_backoff_s=30")
+
+
+def test_a_missing_or_wrong_api_key_is_refused_at_once(server, base_config, tmp_path, monkeypatch):
+    """The server wants its key (serve.sh passed VLLM_API_KEY on); without it, or with a wrong one, the run stops
+    at the /v1/models check: exit 2, one line naming the variable (never the key), no retry, nothing in --out."""
+    assert httpx.get(f"{server.url}/v1/models", timeout=10).status_code == 401
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200  # the image's health check needs no key
+    write_parquet(jsonl_to_table(DEMO).slice(0, 2), tmp_path / "in.parquet")
+    slow = dict(s.split("=") for s in SLOW_RETRIES)
+    t0 = time.perf_counter()
+    with pytest.raises(ServerAuthRefused, match=r"401 Unauthorized: the server wants an API key: .*--api-key-env NAME") as e:
+        run(base_config.override(server=server.url, server_retries=int(slow["server_retries"]),
+                                 server_backoff_s=float(slow["server_backoff_s"])),
+            tmp_path / "in.parquet", tmp_path / "nokey", progress=False)
+    assert e.value.exit_code == 2 and time.perf_counter() - t0 < 25
+    assert _nothing_written(tmp_path / "nokey")
+
+    monkeypatch.setenv(WRONG_KEY_ENV, "not-the-key")
+    out = tmp_path / "wrongkey"
+    cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(tmp_path / "in.parquet"),
+           "--out", str(out), "--model", base_config.model, "--adapter", f"a={base_config.adapters['a']}",
+           "--server", server.url, "--api-key-env", WRONG_KEY_ENV, "-q", "--max-model-len", "2048",
+           *(a for s in SLOW_RETRIES for a in ("--set", s))]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    refusals = [line for line in p.stderr.splitlines() if "ServerAuthRefused" in line]
+    assert refusals == [f"engine: refused, nothing ran: ServerAuthRefused: server {server.url}: 401 Unauthorized: the "
+                        f"API key in ${WRONG_KEY_ENV} was refused (wrong or revoked key? the server's is vllm serve "
+                        "--api-key / VLLM_API_KEY)"], p.stderr[-3000:]
+    assert "Traceback" not in p.stderr and "retry" not in p.stderr and "not-the-key" not in p.stderr
+    assert _nothing_written(out)
+
+
+def test_a_key_revoked_mid_run_stops_the_run_and_a_rerun_finishes(server, base_config, tmp_path):
+    """The key stops working after the first shard (the server's own 401 from then on): the run stops at the
+    first refused request instead of turning every later row into an error row. The committed shard is
+    kept, the shard in progress leaves no file, and a rerun with a good key does the other two, each row once."""
+    write_shards(jsonl_to_table(DEMO), tmp_path / "in", rows_per_shard=4)  # 12 distinct paragraphs, 3 shards
+    cfg = _server_config(base_config.override(adapters={"a": base_config.adapters["a"]}), server,
+                         server_concurrency=1, server_retries=3, server_backoff_s=30.0)
+    out = tmp_path / "out"
+    proxy = KeyRevokingProxy(server.url, keep=4)  # one request in flight at a time: the first shard's 4 rows pass
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ServerAuthRefused, match=rf"401 Unauthorized: the API key in \${KEY_ENV} was refused .*"
+                                                    "stopped mid-run: shards committed before are kept") as e:
+            run(cfg.override(server=proxy.url), tmp_path / "in", out, progress=False)
+    finally:
+        proxy.close()
+    assert e.value.exit_code == 2 and time.perf_counter() - t0 < 120
+    assert proxy.faults["posts"] == 5  # the refused request was not retried, and nothing was sent after it
+    first = json.loads((out / MANIFEST_NAME).read_text())["shards"]
+    assert len(first) == 1 and sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == \
+        [e["output"] for e in first.values()]
+    assert not stale_temp_files(out)  # the shard in progress left nothing behind
+    assert all(e["errors_by_reason"].get("server_error", 0) == 0 and e["rows"] == 4 for e in first.values())
+
+    s = run(cfg, tmp_path / "in", out, progress=False)  # the right key again: the other two shards
+    assert (s.shards_skipped, s.shards_done, s.output_rows) == (1, 2, 8)
+    assert "server_error" not in s.errors_by_reason and "rejected" not in s.errors_by_reason
+    assert Counter(r["id"] for r in _rows(out)) == Counter(jsonl_to_table(DEMO).column("id").to_pylist())
+
+
 def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, local_engine, base_config, tmp_path,
                                                                     wait_for_a_recorded_shard):
     """SIGKILL the server once the client's first shard is committed: the rows it can no longer answer become
@@ -289,6 +402,7 @@ def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, loc
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
            "--model", cfg.model, "--adapter", f"a={cfg.adapters['a']}", "--server", server.url, "-q",
+           "--api-key-env", KEY_ENV,
            "--max-tokens", str(MAX_TOKENS), "--max-model-len", "2048", "--batch-rows", "4",
            "--set", "server_concurrency=2", "--set", "server_retries=2", "--set", "server_backoff_s=0.2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -2,17 +2,20 @@
 
 What an image must hold (issue 8, item 5): the versions the H200 runs used, every package pinned, a non-root
 user, no model inside, a health check on the server; and each lock must still carry every pin of its .in file
-(a hand edit of one without rerunning scripts/lock_images.py fails here).
+(a hand edit of one without rerunning scripts/lock_images.py fails here). The serve image also carries
+pyproject's `ray` extra, so `engine run --backend ray` runs in it and it can join a Ray cluster as a worker.
 """
 from __future__ import annotations
 
 import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s#;]+)")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s#;]+)")  # name[extras]==version
 
 
 def _norm(name: str) -> str:
@@ -46,7 +49,7 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("name, expected", [
     ("serve", {"vllm": "0.27.1", "torch": "2.11.0", "transformers": "5.17.0", "xgrammar": "0.2.9",
-               "flashinfer-python": "0.6.16.post3", "llguidance": "1.7.6"}),
+               "flashinfer-python": "0.6.16.post3", "llguidance": "1.7.6", "ray": "2.60.0"}),
     ("train", {"torch": "2.11.0", "transformers": "5.17.0", "peft": "0.21.0", "accelerate": "1.15.0",
                "trl": "1.16.0", "bitsandbytes": "0.50.2", "datasets": "5.2.0"}),
 ])
@@ -99,3 +102,36 @@ def test_serve_image_serves_with_a_health_check() -> None:
     assert "/app/scripts/serve.sh" in ins["CMD"]
     env = " ".join(a for i, a in instructions("Dockerfile.serve") if i == "ENV")
     assert "HOST=0.0.0.0" in env and "PORT=8000" in env and "MODEL=/model" in env
+
+
+def test_serve_image_carries_the_ray_extra() -> None:
+    """Every pin of pyproject's `ray` extra is in the serve lock at that version, with what its extras
+    (ray[data]) require; and Dockerfile.serve checks at build time the versions the lock says."""
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
+    ray_extra = [Requirement(r) for r in
+                 tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]]
+    pins = lock_pins("serve")
+    assert ray_extra and all(r.specifier and len(r.specifier) == 1 for r in ray_extra), ray_extra
+    assert {_norm(r.name): pins.get(_norm(r.name)) for r in ray_extra} == \
+        {_norm(r.name): next(iter(r.specifier)).version for r in ray_extra}
+    ray = next(r for r in ray_extra if _norm(r.name) == "ray")
+    assert ray.extras == {"data"}
+    # What ray[data] pulls in (pandas, pyarrow, numpy, fsspec), read from the installed ray's own metadata
+    # when it is that version (the `ray` extra installed here), else the four names ray 2.60.0 declares.
+    try:
+        installed = metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed == pins.get("ray"):
+        reqs = [Requirement(r) for r in metadata.requires("ray") or []]
+        needs = {_norm(r.name) for r in reqs
+                 if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in ray.extras)}
+    else:
+        needs = {"numpy", "pandas", "pyarrow", "fsspec", "msgpack", "click", "filelock", "jsonschema"}
+    assert {"pandas", "pyarrow", "numpy", "fsspec"} <= needs
+    assert not needs - pins.keys(), f"docker/serve.lock lacks ray[data]'s {sorted(needs - pins.keys())}"
+    # The build-time assertion of Dockerfile.serve names the lock's versions, ray's among them.
+    runs = " ".join(a for i, a in instructions("Dockerfile.serve") if i == "RUN")
+    asserted = dict(re.findall(r"got\['([\w.-]+)'\] == '([^']+)'", runs))
+    assert asserted.get("ray") == pins["ray"] and "import ray.data" in runs
+    assert {k: pins.get(_norm(k)) for k in asserted} == asserted
