@@ -123,6 +123,8 @@ def engine_options(f):
                                                            "a metric (default 0.5)."),
         click.option("--score-threshold", type=float, help="Drop metrics whose score (agreement with --samples > 1) "
                                                             "is below it; default: the adapter manifest's, else off; 0 = off."),
+        click.option("--type-prior/--no-type-prior", "type_prior", default=None,
+                     help="Retype metrics by each adapter's learned type prior (type_prior.json; default on)."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -123,6 +123,9 @@ class EngineConfig:
         default=None)
     merge_adapter: bool = h("Fold the one adapter into the base weights (cached) and serve without LoRA.",
                             default=False)
+    type_prior: bool = h("Retype each answer's metrics by its adapter's learned type prior (type_prior.json, "
+                         "written by the trainer from its labels); false: the types as the model answered.",
+                         default=True)
 
     # Pipeline.
     chunk_size: int | None = h("Requests kept queued in vLLM ahead of the scheduler; none: 8 x max_num_seqs.",

@@ -13,6 +13,10 @@ of samples that name a metric does not). The dropped metrics stay in the row's `
 the config leaves it unset, each adapter's manifest may supply it (`decoding.score_threshold`,
 calibrated by scripts/calibrate_threshold.py for a given sample count); `score_threshold: 0` turns a
 manifest's threshold off.
+
+`type_prior` (on by default) retypes the answer's metrics by the adapter's learned type prior
+(`data/type_prior.py`: how the training labels typed each name ending; the trainer writes it beside the
+adapter) where the labels are unanimous enough; the model's own types stay in `raw`.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import AGREEMENT, Extraction
+from reportminer.data.type_prior import TypePrior
 
 from .config import BASE, ConfigError
 from .rows import OK, RowResult, result_from_text
@@ -92,17 +97,32 @@ def manifest_threshold(adapter_dir: str | Path, samples: int) -> tuple[float | N
     return t, None
 
 
+def adapter_type_priors(c: "EngineConfig", adapters: list["Adapter"]) -> dict[str, TypePrior | None]:
+    """The type prior per output `adapter` value: its adapter's type_prior.json when `type_prior` is on."""
+    by_name = {a.name: a for a in adapters}
+    out: dict[str, TypePrior | None] = {}
+    for name in c.adapter_names:
+        a = by_name.get(name)
+        out[name] = TypePrior.read(a.path) if c.type_prior and a is not None and name != BASE else None
+    return out
+
+
 def decoding_identity(c: "EngineConfig", adapters: list["Adapter"]) -> dict[str, Any]:
     """The decoding settings that decide a row's output, for the run identity."""
     thresholds, _ = adapter_thresholds(c, adapters)
     ident: dict[str, Any] = {"samples": c.samples, "score_threshold": thresholds, "merge_adapter": c.merge_adapter}
+    priors = adapter_type_priors(c, adapters)
+    if any(priors.values()):  # absent when none applies: runs from before the prior keep their identity
+        ident["type_prior"] = {n: p.sha256() if p else None for n, p in priors.items()}
     if c.samples > 1:
         ident.update(temperature=sampling_temperature(c), vote_threshold=c.vote_threshold)
     return ident
 
 
-def row_from_completion(name: str, comp: "Completion", c: "EngineConfig", threshold: float | None) -> RowResult:
-    """The output row of one finished request: one answer, or the vote over its samples; then the threshold."""
+def row_from_completion(name: str, comp: "Completion", c: "EngineConfig", threshold: float | None,
+                        prior: TypePrior | None = None) -> RowResult:
+    """The output row of one finished request: one answer, or the vote over its samples; then the threshold
+    and the type prior."""
     if comp.samples is None:
         r = result_from_text(name, comp.text, comp.finish_reason, comp.prompt_tokens, comp.output_tokens, c.max_tokens)
         r.samples = {"valid": int(r.status == OK), "total": 1}
@@ -112,6 +132,8 @@ def row_from_completion(name: str, comp: "Completion", c: "EngineConfig", thresh
         r = _voted_row(name, comp, c)
     if r.status == OK and threshold is not None:
         r.metrics, r.dropped_metrics = split_by_threshold(r.metrics or [], threshold, threshold_key(c))
+    if r.status == OK and prior is not None and r.metrics:
+        r.metrics, _ = prior.apply(r.metrics)
     return r
 
 

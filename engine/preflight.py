@@ -31,6 +31,7 @@ from reportminer.data.io import require_input_columns
 from reportminer.data.manifest import MANIFEST_NAME as ADAPTER_MANIFEST
 from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import ID, INPUT_COLUMNS
+from reportminer.data.type_prior import TypePrior
 
 from .inputs import read_jsonl_shard
 from .storage import ObjectPath, parquet_source
@@ -111,6 +112,10 @@ def check_adapters(adapters: dict[str, str], max_lora_rank: int | None) -> None:
                 AdapterManifest.read(d)
             except (OSError, ValueError, TypeError) as e:
                 raise ConfigError(f"{where}: {man}: cannot parse the adapter manifest: {e}") from None
+        try:
+            TypePrior.read(d)
+        except DataError as e:
+            raise ConfigError(f"{where}: {e}") from None
         if max_lora_rank is not None and rank > max_lora_rank:
             raise ConfigError(
                 f"{where}: LoRA rank {rank} exceeds max_lora_rank {max_lora_rank}; raise --max-lora-rank "

@@ -27,7 +27,7 @@ from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH, SERVER_ERROR
 
 from .adapters import Adapter, load_adapters
 from .config import EAGER_BELOW_ROWS, EngineConfig
-from .decoding import adapter_thresholds, row_from_completion
+from .decoding import adapter_thresholds, adapter_type_priors, row_from_completion
 from .generate import Completion, Engine, Request
 from .merge import merged_model, serving_config
 from .preflight import (
@@ -121,6 +121,7 @@ class _Pipeline:
         self.width = len(names)
         self.cache = cache or RowCache.open(out_dir, [], enabled=False)  # engine/row_cache.py
         self.thresholds, _ = adapter_thresholds(config, adapters)  # score_threshold per adapter (decoding.py)
+        self.priors = adapter_type_priors(config, adapters)  # learned metric types per adapter (decoding.py)
         self.queue: deque[_Batch] = deque()
         self.open: deque[_Shard] = deque()
         self.buffered = 0
@@ -210,7 +211,7 @@ class _Pipeline:
         if c.rejected is not None:
             r = error_row(name, c.reason or REJECTED, c.rejected, c.prompt_tokens)
         else:
-            r = row_from_completion(name, c, self.config, self.thresholds[name])
+            r = row_from_completion(name, c, self.config, self.thresholds[name], self.priors[name])
             if r.status == OK:
                 i = slot // self.width
                 self.cache.put(slot % self.width, b.batch.column(CHAPTER_TITLE)[i].as_py(),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .adapters import load_adapters
 from .config import ConfigError, EngineConfig
-from .decoding import adapter_thresholds, row_from_completion
+from .decoding import adapter_thresholds, adapter_type_priors, row_from_completion
 from .generate import Engine, Request
 from .preflight import check_adapters
 from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
@@ -39,5 +39,6 @@ def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, e
     for c in feeder.run(iter([Request(None, ids, adapter)])):
         if c.rejected is not None:
             return error_row(name, REJECTED, c.rejected, c.prompt_tokens)
-        return row_from_completion(name, c, config, adapter_thresholds(config, adapters)[0][name])
+        return row_from_completion(name, c, config, adapter_thresholds(config, adapters)[0][name],
+                                   adapter_type_priors(config, adapters)[name])
     raise RuntimeError("the engine returned no completion")  # pragma: no cover

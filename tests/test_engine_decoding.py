@@ -26,14 +26,15 @@ pytestmark = pytest.mark.engine
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo" / "demo.jsonl"
-# Long enough that the random model finishes answers with metrics: with prompt v2, adapter a finishes 11
-# of the 12 demo rows greedily at 256 tokens, 5 of them with metrics (at 128: 5 and 1; adapter b: 11 and 2).
+# Long enough that the random model finishes answers with metrics: with prompt v3, adapter b finishes all 12
+# demo rows greedily at 256 tokens, 4 of them with metrics (adapter a: 9 and none; at 512, 11 and 2). Under
+# prompt v2 adapter a did better (11 and 5): the random answers change with every prompt change.
 MAX_TOKENS = 256
 
 
 @pytest.fixture(scope="module")
-def cfg(tiny_model, tiny_adapter) -> EngineConfig:
-    return EngineConfig(model=str(tiny_model), adapters={"lora": str(tiny_adapter)}, max_model_len=2048,
+def cfg(tiny_model, tiny_adapter_b) -> EngineConfig:
+    return EngineConfig(model=str(tiny_model), adapters={"lora": str(tiny_adapter_b)}, max_model_len=2048,
                         kv_cache_memory_bytes="512MiB", max_num_seqs=64, max_tokens=MAX_TOKENS, max_loras=2)
 
 
@@ -150,11 +151,11 @@ def test_score_threshold_drops_and_records(eng, cfg, six, greedy, tmp_path):
     assert sum(len(r["dropped_metrics"] or []) for r in rows) >= 1
 
 
-def test_manifest_threshold_is_the_default_and_config_overrides_it(eng, cfg, six, greedy, tiny_model, tiny_adapter,
+def test_manifest_threshold_is_the_default_and_config_overrides_it(eng, cfg, six, greedy, tiny_model, tiny_adapter_b,
                                                                     tmp_path):
     t = _threshold(greedy)
     ad = tmp_path / "calibrated"
-    shutil.copytree(tiny_adapter, ad)
+    shutil.copytree(tiny_adapter_b, ad)
     AdapterManifest(base_model=base_model_fingerprint(tiny_model),
                     decoding={"score_threshold": t, "samples": 1, "calibrated_on": "test"}).write(ad)
     c = cfg.override(adapters={"lora": str(ad)})
@@ -165,6 +166,45 @@ def test_manifest_threshold_is_the_default_and_config_overrides_it(eng, cfg, six
     assert m["identity"]["decoding"]["score_threshold"] == {"lora": t}
     run(c.override(score_threshold=0.0), six, tmp_path / "off", engine=eng, progress=False)
     _check_split(read_table(tmp_path / "off").to_pylist(), greedy, 0.0, applied=False)
+
+
+def test_the_adapters_type_prior_retypes_its_answers_and_can_be_turned_off(eng, cfg, six, greedy, tiny_adapter_b,
+                                                                            tmp_path):
+    """A type_prior.json beside the adapter retypes the metrics it is sure of (the engine's answers, not the
+    prior's own test data: the prior is made to contradict the greedy run's types for every name it answered)."""
+    from reportminer.data.type_prior import PRIOR_NAME, TypePrior, build_type_prior
+
+    flip = {"financial": "business", "business": "financial"}
+    answered = [(m["metric_name"], m["metric_type"]) for r in greedy.values() for m in (r["metrics"] or [])]
+    assert answered, "the greedy run answered no metric to retype"
+    prior = build_type_prior([(n, flip[t]) for n, t in answered for _ in range(3)])
+    ad = tmp_path / "with-prior"
+    shutil.copytree(tiny_adapter_b, ad)
+    prior.write(ad)
+    assert TypePrior.read(ad) is not None and (ad / PRIOR_NAME).exists()
+    c = cfg.override(adapters={"lora": str(ad)})
+
+    run(c, six, tmp_path / "p", engine=eng, progress=False)
+    rows = {r["id"]: r for r in read_table(tmp_path / "p").to_pylist()}
+    retyped = 0
+    for rid, g in greedy.items():
+        r = rows[rid]
+        assert r["raw"] == g["raw"] and r["status"] == g["status"]  # the same answers, the model's text kept
+        for m, gm in zip(r["metrics"] or [], g["metrics"] or []):
+            assert m["metric_name"] == gm["metric_name"] and m["score"] == gm["score"]
+            want = prior.type_of(gm["metric_name"]) or gm["metric_type"]
+            assert m["metric_type"] == want
+            retyped += m["metric_type"] != gm["metric_type"]
+    assert retyped >= 1
+    ident = json.loads((tmp_path / "p" / "_engine_manifest.json").read_text())["identity"]["decoding"]
+    assert ident["type_prior"] == {"lora": prior.sha256()}
+
+    run(c.override(type_prior=False), six, tmp_path / "off", engine=eng, progress=False)
+    off = {r["id"]: r for r in read_table(tmp_path / "off").to_pylist()}
+    assert {k: _plain(v["metrics"] or []) for k, v in off.items()} == {k: _plain(v["metrics"] or [])
+                                                                        for k, v in greedy.items()}
+    ident = json.loads((tmp_path / "off" / "_engine_manifest.json").read_text())["identity"]["decoding"]
+    assert "type_prior" not in ident
 
 
 def test_merged_adapter_equals_lora_and_the_merge_is_cached(eng, cfg, tmp_path, monkeypatch):
@@ -228,3 +268,4 @@ def test_merge_matches_peft(tiny_model, tiny_adapter_b, tmp_path):
     ref = peft.PeftModel.from_pretrained(base, str(tiny_adapter_b)).merge_and_unload().state_dict()
     for k, v in mine.items():
         assert torch.allclose(ref[k].float(), v.float(), atol=1e-5), k
+

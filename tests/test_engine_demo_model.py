@@ -42,7 +42,7 @@ def test_engine_run_on_demo_paragraphs(demo_model, tmp_path):
     rows = read_table(out).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) >= 2, [(r["id"], r["error"]) for r in rows]
-    # The untuned base model under prompt v2 (no worked example) mostly answers an empty metric list; the
+    # The untuned base model under prompt v2 and v3 (no worked example) mostly answers an empty metric list; the
     # adapter is what extracts (docs/RESULTS.md). What the real model must do here: a contract-valid
     # answer with an analysis, and no invented metric names.
     for r in ok:

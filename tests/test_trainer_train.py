@@ -116,6 +116,14 @@ def test_manifest_records_what_the_adapter_was_trained_on(learned, learnable_mod
     assert final.extra["adapter"] == "final" and best.extra["adapter"] == "best"
     assert final.extra["plan"]["device"] == "cpu" and final.extra["train_rows"] == 4
     assert check_adapter(res.final_adapter, learnable_model) == []
+    # the type prior of the training split's labels beside both adapters, recorded in their manifests
+    from reportminer.data.type_prior import TypePrior, build_type_prior, label_pairs
+
+    want = build_type_prior(label_pairs(json.loads(x)["output"] for x in tr.read_text(encoding="utf-8").splitlines()))
+    for d, man in ((res.final_adapter, final), (res.best_adapter, best)):
+        assert TypePrior.read(d) == want
+        assert man.extra["type_prior"] == {"sha256": want.sha256(), "keys": len(want.counts),
+                                           "labelled_metrics": want.labelled_metrics}
 
 
 def test_manifest_mismatch_is_refused(learned, learnable_model, tmp_path):

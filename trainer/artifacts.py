@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reportminer.data.manifest import MANIFEST_NAME, AdapterManifest, base_model_fingerprint
+from reportminer.data.type_prior import TypePrior
 
 CURVES_NAME = "loss_curves.png"
 
@@ -137,8 +138,9 @@ def cast_adapter(adapter_dir: str | os.PathLike, dtype: str) -> None:
 
 
 def save_adapter_dir(model: Any, target: str | os.PathLike, manifest: AdapterManifest, log_history: list[dict[str, Any]],
-                     title: str, best_epoch: float | None = None, adapter_dtype: str | None = None) -> Path:
-    """Adapter weights + manifest + loss curves into `target`, replacing it atomically."""
+                     title: str, best_epoch: float | None = None, adapter_dtype: str | None = None,
+                     type_prior: TypePrior | None = None) -> Path:
+    """Adapter weights + manifest + type prior + loss curves into `target`, replacing it atomically."""
     target = Path(target)
     tmp = target.with_name(f".{target.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -147,6 +149,8 @@ def save_adapter_dir(model: Any, target: str | os.PathLike, manifest: AdapterMan
     if adapter_dtype:
         cast_adapter(tmp, adapter_dtype)
     manifest.write(tmp)
+    if type_prior is not None:
+        type_prior.write(tmp)
     plot_loss_curves(log_history, tmp / CURVES_NAME, title=title, best_epoch=best_epoch)
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)

@@ -141,6 +141,37 @@ def recipes(name: str | None) -> None:
         click.echo(f"{stem:22s} {load_recipe(stem).description}")
 
 
+@main.command("type-prior")
+@click.argument("adapter_dir", type=click.Path(file_okay=False, path_type=str))
+@click.option("--data", required=True, help="The labels the adapter was trained on (seed-format JSONL, a folder, or Parquet).")
+@click.option("--min-support", type=int, default=None, help="Labelled names an ending needs to decide (default 3).")
+@click.option("--min-purity", type=float, default=None, help="Share of one type it needs (default 0.9).")
+@click.option("--no-seed-rules", is_flag=True, help="Do not apply the seed's label rules when validating.")
+@json_option("what was written; default: stdout")
+@exit_on_error("trainer")
+def type_prior(adapter_dir, data, min_support, min_purity, no_seed_rules, json_out) -> None:
+    """Write the learned metric-type prior (type_prior.json) into an adapter folder.
+
+    `trainer train` writes it beside every adapter; use this for adapters trained before it did, or
+    elsewhere. The engine applies it by default (`--no-type-prior` turns it off).
+
+    \b
+    Examples:
+      trainer type-prior runs/demo/best --data ../shared/seed/data
+      trainer type-prior runs/q14/best --data labels/ --min-support 5
+    """
+    from reportminer.data.type_prior import MIN_PURITY, MIN_SUPPORT
+
+    from .prior import write_type_prior
+
+    prior, path = write_type_prior(adapter_dir, data, seed_rules=not no_seed_rules,
+                                   min_support=MIN_SUPPORT if min_support is None else min_support,
+                                   min_purity=MIN_PURITY if min_purity is None else min_purity)
+    write_json_out({"type_prior": str(path), "sha256": prior.sha256(), "keys": len(prior.counts),
+                    "labelled_metrics": prior.labelled_metrics, "min_support": prior.min_support,
+                    "min_purity": prior.min_purity}, json_out or STDOUT)
+
+
 @main.command("config")
 @_common
 @click.option("--keys", is_flag=True, help="List every key with its type, default and help, and exit.")

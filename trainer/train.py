@@ -30,6 +30,7 @@ from typing import Any
 
 from reportminer.data.errors import ConfigError, DataError, RunExists, TrainingDiverged
 from reportminer.data.io import write_json_atomic as write_json
+from reportminer.data.type_prior import build_type_prior, label_pairs
 
 from .artifacts import (
     EpochStats,
@@ -344,6 +345,9 @@ class LoraRecipe:
         if len(self.loaded.warnings) > 20:
             log.warning("data: ... and %d more warnings", len(self.loaded.warnings) - 20)
         self.files = [f.to_dict() for f in self.loaded.files]
+        # How the training split's labels type each name ending, before the mix re-weights rows: written
+        # beside every saved adapter, applied by the engine (data/type_prior.py says why).
+        self.type_prior = build_type_prior(label_pairs(r.output for r in self.loaded.train))
         if cfg.count_weights or cfg.type_weights:  # the training mix (trainer/mix.py); dev keeps its own
             before = describe_mix(self.loaded.train)
             self.loaded.train = mix_rows(self.loaded.train, cfg.count_weights, cfg.type_weights, cfg.seed)
@@ -436,7 +440,8 @@ class LoraRecipe:
             self.best_loss, self.best_epoch = loss, state.epoch
             history = state.log_history + [{"eval_loss": loss, "epoch": state.epoch, "step": state.global_step}]
             save_adapter_dir(model, self.out / BEST, self.manifest_for("best", history, state.epoch, state.global_step),
-                             history, self.title, best_epoch=state.epoch, adapter_dtype=self.adapter_dtype)
+                             history, self.title, best_epoch=state.epoch, adapter_dtype=self.adapter_dtype,
+                             type_prior=self.type_prior)
             log.info("epoch %g: dev loss %.4f, new best -> %s", state.epoch, loss, self.out / BEST)
         else:
             log.info("epoch %g: dev loss %.4f (best %.4f)", state.epoch, loss, best)
@@ -467,6 +472,8 @@ class LoraRecipe:
                 "skipped_rows": self.skipped, "plan": self.plan.to_dict(),
                 "nonfinite_steps_skipped": list(self.guard.skipped),
                 "first_loss": next((h["loss"] for h in history if "loss" in h), None),
+                "type_prior": {"sha256": self.type_prior.sha256(), "keys": len(self.type_prior.counts),
+                               "labelled_metrics": self.type_prior.labelled_metrics},
             },
         )
 
@@ -478,7 +485,8 @@ class LoraRecipe:
         stats = epoch_stats(history, self.seconds)
         final_epoch = float(state.epoch or cfg.epochs)
         save_adapter_dir(self.trainer.model, out / FINAL, self.manifest_for("final", history, final_epoch, state.global_step),
-                         history, self.title, best_epoch=self.best_epoch, adapter_dtype=self.adapter_dtype)
+                         history, self.title, best_epoch=self.best_epoch, adapter_dtype=self.adapter_dtype,
+                         type_prior=self.type_prior)
         best_dir = out / BEST if (out / BEST).exists() else None
         if best_dir is not None:  # the full curves, not the ones up to the best epoch
             plot_loss_curves(history, best_dir / "loss_curves.png", title=self.title, best_epoch=self.best_epoch)
