@@ -133,7 +133,7 @@ def row_from_completion(name: str, comp: "Completion", c: "EngineConfig", thresh
     if r.status == OK and threshold is not None:
         r.metrics, r.dropped_metrics = split_by_threshold(r.metrics or [], threshold, threshold_key(c))
     if r.status == OK and prior is not None and r.metrics:
-        r.metrics, _ = prior.apply(r.metrics)
+        r.metrics, r.retyped = prior.apply(r.metrics)
     return r
 
 

@@ -166,6 +166,7 @@ class _Results:
         into.errors_by_reason.update(s.errors_by_reason)
         into.prompt_tokens += s.prompt_tokens
         into.output_tokens += s.output_tokens
+        into.retyped_metrics += s.retyped_metrics
 
 
 def actor_env(device: str) -> dict[str, str]:

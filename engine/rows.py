@@ -59,6 +59,7 @@ class RowResult:
     samples: dict[str, int] | None = None  # {"valid", "total"} of the sampled answers; None when never submitted
     dropped_metrics: list[dict[str, Any]] | None = None  # below score_threshold; None when no threshold applies
     raw_samples: list[str | None] | None = None  # every sample's text (samples > 1)
+    retyped: int = 0  # metric types the type prior changed; counted in the summary, not stored
 
     @property
     def error(self) -> str | None:

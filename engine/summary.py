@@ -36,9 +36,11 @@ class RowStats:
     errors_by_reason: Counter = field(default_factory=Counter)
     prompt_tokens: int = 0  # tokens of prompts the engine ran (rows refused before submission add none)
     output_tokens: int = 0
+    retyped_metrics: int = 0  # metric types the adapter's type prior changed (rows computed in this run)
 
     def add(self, r: RowResult, submitted: bool) -> None:
         self.output_rows += 1
+        self.retyped_metrics += r.retyped
         if r.status == OK:
             self.ok += 1
         else:
@@ -112,7 +114,9 @@ class RunSummary:
                                                      if c["ignored_segments"] else ""))
         if len(self.by_adapter) > 1:
             for name, s in self.by_adapter.items():
-                lines.append(f"  adapter {name}: ok {s['ok']}, error {s['error']}, output tokens {s['output_tokens']}")
+                retyped = f", metric types retyped by its type prior {s['retyped_metrics']}" if s.get("retyped_metrics") else ""
+                lines.append(f"  adapter {name}: ok {s['ok']}, error {s['error']}, output tokens {s['output_tokens']}"
+                             f"{retyped}")
         for f in self.shards_failed:
             lines.append(f"  FAILED {f['shard']}: {f['error']}")
         if self.ids.get("null") or self.ids.get("duplicate"):

@@ -184,7 +184,7 @@ def test_the_adapters_type_prior_retypes_its_answers_and_can_be_turned_off(eng, 
     assert TypePrior.read(ad) is not None and (ad / PRIOR_NAME).exists()
     c = cfg.override(adapters={"lora": str(ad)})
 
-    run(c, six, tmp_path / "p", engine=eng, progress=False)
+    summary = run(c, six, tmp_path / "p", engine=eng, progress=False)
     rows = {r["id"]: r for r in read_table(tmp_path / "p").to_pylist()}
     retyped = 0
     for rid, g in greedy.items():
@@ -195,7 +195,7 @@ def test_the_adapters_type_prior_retypes_its_answers_and_can_be_turned_off(eng, 
             want = prior.type_of(gm["metric_name"]) or gm["metric_type"]
             assert m["metric_type"] == want
             retyped += m["metric_type"] != gm["metric_type"]
-    assert retyped >= 1
+    assert retyped >= 1 and summary.by_adapter["lora"]["retyped_metrics"] == retyped
     ident = json.loads((tmp_path / "p" / "_engine_manifest.json").read_text())["identity"]["decoding"]
     assert ident["type_prior"] == {"lora": prior.sha256()}
 
