@@ -130,7 +130,7 @@ serve)
   echo "serving $tag on $m${GPU:+ (GPU $GPU)}"
   ;;
 pack)
-  cd "$EXP" && tar czf "$OUT/results.tar.gz" serve-*/ */experiment.json */best/reportminer_adapter.json */metrics.json *.log 2>/dev/null
+  cd "$EXP" && tar czf "$OUT/results.tar.gz" serve-*/ */experiment.json */best/reportminer_adapter.json */best/type_prior.json */metrics.json *.log 2>/dev/null
   for k in ${KEEP:-}; do
     split -b 15M -d -a 1 "$EXP/$k/best/adapter_model.safetensors" "$OUT/$k.best.safetensors.part"
     tar czf "$OUT/$k.best.tar.gz" --exclude=adapter_model.safetensors -C "$EXP/$k" best
