@@ -18,7 +18,6 @@ Measured at 200,000 rows on the 2-core sandbox (CPU s, one process): gold (320 M
 (228 MB, 1,843 rows through `data.parse`) 1.3; before, with the same msgspec structs but a line check of
 three `bytes.count` calls (0.73 s on the gold alone) and rows built one append at a time, 1.8 and 2.3.
 """
-from __future__ import annotations
 
 import array
 import gc
@@ -31,20 +30,28 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from reportminer.data import check
-from reportminer.data.schema import (
-    MAX_ANALYSIS_CHARS,
-    MAX_METRICS,
-    MAX_NAME_CHARS,
-    MAX_REASON_CHARS,
-    METRIC_TYPES,
-    OUTPUT_JSON_SCHEMA,
-)
-
 BOM = b"\xef\xbb\xbf"
-_SCORE = OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"]["score"]
-# The prediction fast path is on only while data.check's quick check knows every keyword of the schema.
-PRED_FAST_PATH: bool = check._FAST_PATH and tuple(METRIC_TYPES) == ("financial", "business")
+
+
+def contract_of_schema() -> dict[str, Any]:
+    """The output contract's numbers, from `data.schema` (the main process passes them to its workers,
+    which so never import `reportminer.data` and jsonschema unless a row needs `data.parse`).
+    `fast`: the prediction fast path is on only while data.check's quick check knows every keyword of
+    the schema and the metric types are the two the structs below spell out."""
+    from reportminer.data import check
+    from reportminer.data.schema import (
+        MAX_ANALYSIS_CHARS,
+        MAX_METRICS,
+        MAX_NAME_CHARS,
+        MAX_REASON_CHARS,
+        METRIC_TYPES,
+        OUTPUT_JSON_SCHEMA,
+    )
+
+    score = OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"]["score"]
+    return {"fast": bool(check._FAST_PATH and tuple(METRIC_TYPES) == ("financial", "business")),
+            "max_metrics": MAX_METRICS, "max_name": MAX_NAME_CHARS, "max_reason": MAX_REASON_CHARS,
+            "max_analysis": MAX_ANALYSIS_CHARS, "score_min": score["minimum"], "score_max": score["maximum"]}
 
 
 # ---------------------------------------------------------------------------------------- structs
@@ -84,40 +91,9 @@ class _GoldRowAny(msgspec.Struct, gc=False):
     type: Any = None
 
 
-# Predictions: the contract per metric and for the analysis; the metric count, blank and repeated names
-# are checked per row after the one call (a row breaking them is common in model output and must not
-# send its whole range the slow way).
-
-
-class _PredMetric(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    metric_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
-    metric_type: Literal["financial", "business"]
-    score: Annotated[float, msgspec.Meta(ge=_SCORE["minimum"], le=_SCORE["maximum"])]
-    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
-
-
-class _PredOutputAnyCount(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    analysis: Annotated[str, msgspec.Meta(max_length=MAX_ANALYSIS_CHARS)]
-    metrics: list[_PredMetric]
-
-
-class _PredRowAnyCount(msgspec.Struct, gc=False):
-    output: _PredOutputAnyCount
-    id: Any = None
-    scenario: Any = None
-    type: Any = None
-
-
-class _PredOutput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    analysis: Annotated[str, msgspec.Meta(max_length=MAX_ANALYSIS_CHARS)]
-    metrics: Annotated[list[_PredMetric], msgspec.Meta(max_length=MAX_METRICS)]
-
-
-class _PredRow(msgspec.Struct, gc=False):
-    output: _PredOutput
-    id: Any = None
-    scenario: Any = None
-    type: Any = None
+_GOLD = msgspec.json.Decoder(_GoldRow)
+_GOLD_ANY = msgspec.json.Decoder(_GoldRowAny)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 class _PredLine(msgspec.Struct, gc=False):
@@ -127,13 +103,52 @@ class _PredLine(msgspec.Struct, gc=False):
     type: Any = None
 
 
-_GOLD = msgspec.json.Decoder(_GoldRow)
-_GOLD_ANY = msgspec.json.Decoder(_GoldRowAny)
-_PRED_BULK = msgspec.json.Decoder(_PredRowAnyCount)
-_PRED = msgspec.json.Decoder(_PredRow)
 _PRED_LINE = msgspec.json.Decoder(_PredLine)
-_PRED_OUTPUT = msgspec.json.Decoder(_PredOutput)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# Set by `use` (the contract's numbers): the prediction decoders and MAX_METRICS.
+PRED_FAST_PATH = False
+MAX_METRICS = 0
+_PRED_BULK: msgspec.json.Decoder = _PRED_LINE
+_PRED: msgspec.json.Decoder = _PRED_LINE
+_PRED_OUTPUT: msgspec.json.Decoder = _PRED_LINE
+
+
+def use(c: dict[str, Any]) -> None:
+    """Build the prediction structs for contract `c` (`contract_of_schema`)."""
+    global PRED_FAST_PATH, MAX_METRICS, _PRED_BULK, _PRED, _PRED_OUTPUT
+
+    # The contract per metric and for the analysis. In the bulk type the metric count, blank and repeated
+    # names are checked per row after the one call (a row breaking them is common in model output and
+    # must not send its whole range the slow way); the per-line type checks the count too.
+    class _PredMetric(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        metric_name: Annotated[str, msgspec.Meta(min_length=1, max_length=c["max_name"])]
+        metric_type: Literal["financial", "business"]
+        score: Annotated[float, msgspec.Meta(ge=c["score_min"], le=c["score_max"])]
+        reason: Annotated[str, msgspec.Meta(max_length=c["max_reason"])]
+
+    class _PredOutputAnyCount(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        analysis: Annotated[str, msgspec.Meta(max_length=c["max_analysis"])]
+        metrics: list[_PredMetric]
+
+    class _PredRowAnyCount(msgspec.Struct, gc=False):
+        output: _PredOutputAnyCount
+        id: Any = None
+        scenario: Any = None
+        type: Any = None
+
+    class _PredOutput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+        analysis: Annotated[str, msgspec.Meta(max_length=c["max_analysis"])]
+        metrics: Annotated[list[_PredMetric], msgspec.Meta(max_length=c["max_metrics"])]
+
+    class _PredRow(msgspec.Struct, gc=False):
+        output: _PredOutput
+        id: Any = None
+        scenario: Any = None
+        type: Any = None
+
+    PRED_FAST_PATH, MAX_METRICS = c["fast"], c["max_metrics"]
+    _PRED_BULK = msgspec.json.Decoder(_PredRowAnyCount)
+    _PRED = msgspec.json.Decoder(_PredRow)
+    _PRED_OUTPUT = msgspec.json.Decoder(_PredOutput)
 
 
 # ---------------------------------------------------------------------------------- line structure
@@ -166,17 +181,6 @@ def line_count(buf: Any, start: int, end: int) -> int | None:
             return None
         n += 1
     return n
-
-
-def line_starts(buf: Any, start: int, end: int) -> list[int]:
-    """Offsets of the lines of a range that `line_count` accepted (for the few rows decoded again)."""
-    out = [start]
-    find = buf.find
-    i = find(b"\n", start, end)
-    while i >= 0 and i + 1 < end:
-        out.append(i + 1)
-        i = find(b"\n", i + 1, end)
-    return out
 
 
 def _decode(decoder: msgspec.json.Decoder, buf: Any, start: int, end: int, n_lines: int) -> list[Any] | None:
@@ -249,6 +253,22 @@ def _plain(names: list[str]) -> bool:
     return len(set(names)) == len(names) and all(nm.strip() for nm in names)
 
 
+def breach(names: list[str], types: list[str]) -> tuple[list[str], list[str], bool, str | None]:
+    """`parsed_row` of an answer whose analysis and every metric meet the contract, with exact keys (the
+    bulk types below), whatever its metric count and names: then the schema's one possible complaint is
+    maxItems (more than MAX_METRICS metrics), the check's the repeated names, and blank names are
+    dropped. Through `data.parse` these rows cost 0.25 ms each in jsonschema (839 of the 200k benchmark)
+    and the import of `reportminer.data` in every worker; the tests hold this to `parse_output`."""
+    errs = []
+    if len(names) > MAX_METRICS:
+        errs.append(f"metrics: {len(names)} metrics; the contract allows 0-{MAX_METRICS}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        errs.append(f"metrics: duplicate metric_name, repeated in one row: {', '.join(dup)}")
+    keep = [i for i, n in enumerate(names) if n.strip()]
+    return [names[i] for i in keep], [types[i] for i in keep], True, "; ".join(errs) or None
+
+
 def pred_output(raw: bytes | msgspec.Raw) -> tuple[list[str], list[str]] | None:
     """(names, types) of an `output` that plainly meets the contract (see the module docstring), else None."""
     if not PRED_FAST_PATH:
@@ -290,7 +310,7 @@ def pred_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
     rows = _decode(_PRED_BULK, buf, start, end, n_lines) if PRED_FAST_PATH else None
     if rows is not None:
         # One call for the range; rows with more than MAX_METRICS metrics or a blank or repeated name
-        # are decoded again on their own and go through data.parse.
+        # get what data.parse would say of them (`breach`).
         name_rows = [[m.metric_name for m in r.output.metrics] for r in rows]
         type_rows = [[m.metric_type for m in r.output.metrics] for r in rows]
         counts = [len(x) for x in name_rows]
@@ -299,14 +319,9 @@ def pred_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
         bad = [k for k, (c, nm) in enumerate(zip(counts, name_rows)) if c > MAX_METRICS or (c > 1 and len(set(nm)) != c)]
         if not all(map(str.strip, itertools.chain.from_iterable(name_rows))):
             bad = sorted(set(bad) | {k for k, nm in enumerate(name_rows) if not all(x.strip() for x in nm)})
-        if bad:
-            starts = line_starts(buf, start, end)
-            for k in bad:
-                lo = starts[k]
-                hi = starts[k + 1] if k + 1 < len(starts) else end
-                raw = _PRED_LINE.decode(memoryview(buf)[lo:hi]).output
-                name_rows[k], type_rows[k], valid[k], errors[k] = parsed_row(json.loads(bytes(raw)))
-                counts[k] = len(name_rows[k])
+        for k in bad:
+            name_rows[k], type_rows[k], valid[k], errors[k] = breach(name_rows[k], type_rows[k])
+            counts[k] = len(name_rows[k])
         ids = [r.id for r in rows]
         groups = [group(r.scenario, r.type) for r in rows]
     else:
@@ -376,11 +391,12 @@ def run_job(kind: str, path: str, start: int, end: int) -> dict[str, Any] | None
 
 
 def _worker() -> None:
-    """Worker loop: read one msgpack list of (kind, path, start, end) jobs on stdin; answer each job as
+    """Worker loop: read one msgpack [contract, list of (kind, path, start, end) jobs] on stdin; answer each job as
     soon as it is done (gold first: the caller builds the gold frame while predictions decode), as an
     8-byte little-endian length and a msgpack message (None where a range needs the slow path)."""
     gc.disable()  # nothing here forms a cycle; the collector's passes over ~1M new containers cost ~40 %
-    jobs = msgspec.msgpack.decode(sys.stdin.buffer.read())
+    contract, jobs = msgspec.msgpack.decode(sys.stdin.buffer.read())
+    use(contract)
     out = sys.stdout.buffer
     for job in jobs:
         msg = msgspec.msgpack.encode(run_job(*job))
@@ -389,5 +405,7 @@ def _worker() -> None:
         out.flush()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # a worker (`pardecode` runs this file by its path: no package import)
     _worker()
+else:
+    use(contract_of_schema())

@@ -116,14 +116,20 @@ class Prefetch:
         # install's finder answers, as in this process).
         pkg_parent = str(Path(sys.modules["reportminer"].__file__ or ".").parents[1])
         env["PYTHONPATH"] = os.pathsep.join(x for x in (pkg_parent, env.get("PYTHONPATH", "")) if x)
+        # The worker runs jsonl_chunks.py by its path, not `-m reportminer.evalkit.jsonl_chunks`: importing
+        # the package (its version lookup) and `reportminer.data` (jsonschema) took 0.12 s of each worker's
+        # start; it gets the contract's numbers in its first message and imports `data.parse` only for a
+        # row that needs it. (Its own folder is taken off its path: evalkit's modules are no top-level names.)
+        code = f"import sys; sys.path.pop(0); import runpy; runpy.run_path({jsonl_chunks.__file__!r}, run_name='__main__')"
+        contract = jsonl_chunks.contract_of_schema()
         for share in shares:
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "reportminer.evalkit.jsonl_chunks"],
+                    [sys.executable, "-c", code],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                 )
                 assert proc.stdin is not None
-                proc.stdin.write(msgspec.msgpack.encode([self._jobs[j] for j in share]))
+                proc.stdin.write(msgspec.msgpack.encode([contract, [self._jobs[j] for j in share]]))
                 proc.stdin.close()
             except OSError:  # no worker: the jobs it would have had run here, at `get`
                 continue
