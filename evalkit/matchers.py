@@ -191,11 +191,19 @@ class FuzzyMatcher(Matcher):
 # ------------------------------------------------------------------------------------------- difflib
 
 
+def _sequence_matcher() -> Any:
+    """cydifflib's SequenceMatcher (difflib's algorithm compiled: the same ratios, ~4x faster on these
+    names; the tests compare the two), else the standard library's."""
+    try:
+        from cydifflib import SequenceMatcher
+    except ImportError:  # pragma: no cover - the eval extra pins it
+        from difflib import SequenceMatcher
+    return SequenceMatcher
+
+
 def difflib_ratio(a: str, b: str) -> float:
     """`difflib.SequenceMatcher(None, gold, pred).ratio()`, the seed script's similarity (not symmetric)."""
-    from difflib import SequenceMatcher
-
-    return SequenceMatcher(None, a, b).ratio()
+    return _sequence_matcher()(None, a, b).ratio()
 
 
 @dataclass
@@ -240,8 +248,9 @@ class DifflibMatcher(Matcher):
         todo = np.flatnonzero(
             (~equal & ~contained & (bound >= self.threshold - 1e-6)) | (contained & (np.maximum(la, lb) >= 200))
         )
+        sm = _sequence_matcher()
         for i in todo.tolist():
-            score[i] = difflib_ratio(gs[i], ps[i])
+            score[i] = sm(None, gs[i], ps[i]).ratio()
         eligible = equal | g_in | p_in | (score >= self.threshold)
         # An empty name is contained in every name (ratio 0): still a hit, as in the seed's script.
         return np.where(eligible, np.maximum(score, 1e-6), score), eligible
@@ -419,9 +428,12 @@ def match(cases: pl.DataFrame, matcher: Matcher, stats: MatchStats | None = None
         # of a case want the same prediction, the greedy pass in gold order takes exactly these.
         # A first-eligible matcher ranks every candidate the same, so "best" is the first.
         e = e.with_columns((pl.lit(1.0) if matcher.first_eligible else pl.col("score")).alias("rank"))
-        best = e.sort(["row", "gi", "rank", "pi"], descending=[False, False, True, False]).unique(
-            ["row", "gi"], keep="first", maintain_order=True
-        ).drop("rank")
+        if matcher.first_eligible:  # `e` is sorted by row, gi, pi: the first of each gold is its best
+            best = e.unique(["row", "gi"], keep="first", maintain_order=True).drop("rank")
+        else:
+            best = e.sort(["row", "gi", "rank", "pi"], descending=[False, False, True, False]).unique(
+                ["row", "gi"], keep="first", maintain_order=True
+            ).drop("rank")
         clash = best.filter((row_key + pl.col("pi")).is_duplicated())["row"].unique()
         simple = best.filter(~pl.col("row").is_in(clash.implode()))
         looped = _greedy_loop(e.filter(pl.col("row").is_in(clash.implode())), rank="rank")
