@@ -229,7 +229,9 @@ class DifflibMatcher(Matcher):
         from rapidfuzz.process import cpdist
 
         s = pl.Series(names, dtype=pl.String)
-        gs, ps = s[g].to_list(), s[p].to_list()
+        # The pairs' names by indexing the vocabulary list (the same str objects, 0.01 s), not through
+        # polars (`s[g].to_list()` made 456k new strings: 0.08 s).
+        gs, ps = [names[i] for i in g.tolist()], [names[i] for i in p.tolist()]
         equal = g == p
         g_in, p_in = _contains(names, g, p)
         bound = (

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from reportminer.data.io import DataError, jsonl_files, relative_name
+from reportminer.data.errors import DataError
 
 from . import jsonl_chunks
 
@@ -64,6 +64,28 @@ def _ranges(f: Path, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(start, start)]
 
 
+def _folder_files(p: Path) -> list[Path]:
+    """The JSONL files of a folder as `data.io.jsonl_files` lists them (imported here only: data.io
+    imports pyarrow, which a file given by name does not need before the workers start)."""
+    if not p.is_dir():
+        return []
+    from reportminer.data.io import jsonl_files
+
+    try:
+        return jsonl_files(p)
+    except DataError:
+        return []
+
+
+def _rel(root: Path, f: Path) -> str:
+    """`data.io.relative_name`: a file given by name is named by its name (no data.io import for it)."""
+    if not root.is_dir():
+        return f.name
+    from reportminer.data.io import relative_name
+
+    return relative_name(root, f)
+
+
 class Prefetch:
     """Decoding of JSONL inputs begun at construction; `get(kind, path)` waits for and returns one input.
 
@@ -82,10 +104,7 @@ class Prefetch:
         plan = []
         for kind, path in specs:
             p = Path(path)
-            try:
-                files = jsonl_files(p) if p.is_dir() or p.suffix == ".jsonl" else []
-            except DataError:
-                files = []
+            files = [p] if p.is_file() and p.suffix == ".jsonl" else _folder_files(p)
             if files:
                 plan.append(((kind, str(p)), p, files))
         total = sum(f.stat().st_size for _, _, files in plan for f in files)
@@ -93,7 +112,7 @@ class Prefetch:
         if total < min_bytes:
             self.workers = 1
         for key, root, files in plan:
-            self._files[key] = [FileChunks(f, relative_name(root, f)) for f in files]
+            self._files[key] = [FileChunks(f, _rel(root, f)) for f in files]
             for i, f in enumerate(files):
                 for a, b in _ranges(f, self.workers):
                     self._jobs.append((key[0], str(f), a, b))
@@ -163,6 +182,10 @@ class Prefetch:
                 for j in share:
                     self._results.setdefault(j, None)
                 self._cond.notify_all()
+
+    def covers(self, kind: str, path: str | os.PathLike) -> bool:
+        """Whether `path` is being decoded here as `kind`."""
+        return (kind, str(Path(path))) in self._files
 
     def get(self, kind: str, path: str | os.PathLike) -> list[FileChunks] | None:
         """Every file of the input `path` with its decoded ranges, or None (not prefetched, or some range

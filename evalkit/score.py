@@ -53,12 +53,17 @@ class ScoreResult:
 
 def build_cases(gold: pl.DataFrame, preds: pl.DataFrame, where: str = "predictions") -> pl.DataFrame:
     """Gold left-joined with predictions on `id`; a prediction whose id is not in gold is an error."""
-    unknown = preds.join(gold.select("id"), on="id", how="anti")
-    if unknown.height:
-        shown = ", ".join(f"{i!r} ({s})" for i, s in unknown.select("id", "source").head(5).iter_rows())
-        more = f" and {unknown.height - 5} more" if unknown.height > 5 else ""
-        raise DataError(f"{where}: prediction id(s) with no gold case: {shown}{more}")
-    joined = gold.join(preds.drop("source").with_columns(pl.lit(True).alias("_has")), on="id", how="left")
+    if preds.height == gold.height and preds["id"].equals(gold["id"]):
+        # Predictions in gold order, one a case (the usual file): the join is the two side by side
+        # (gold ids are unique; 0.01 s instead of 0.1 s for a hash join on 200k string ids).
+        joined = pl.concat([gold, preds.drop("id", "source").with_columns(pl.lit(True).alias("_has"))], how="horizontal")
+    else:
+        unknown = preds.join(gold.select("id"), on="id", how="anti")
+        if unknown.height:
+            shown = ", ".join(f"{i!r} ({s})" for i, s in unknown.select("id", "source").head(5).iter_rows())
+            more = f" and {unknown.height - 5} more" if unknown.height > 5 else ""
+            raise DataError(f"{where}: prediction id(s) with no gold case: {shown}{more}")
+        joined = gold.join(preds.drop("source").with_columns(pl.lit(True).alias("_has")), on="id", how="left")
     missing = pl.col("_has").is_null()
     return joined.select(
         pl.int_range(0, pl.len(), dtype=pl.UInt32).alias("row"),
@@ -257,13 +262,20 @@ def score_paths(
     adapter: str | None = None,
     name: str | None = None,
     gold: pl.DataFrame | None = None,
+    prefetch: Prefetch | None = None,
 ) -> list[ScoreResult]:
     """Score predictions at `pred_path` against gold; one result per adapter found (or the one asked).
 
     JSONL gold and predictions are decoded at the same time, in worker processes when large
-    (`pardecode.Prefetch`: on 2 cores the 200k-case benchmark pair reads in about half the wall time)."""
+    (`pardecode.Prefetch`: on 2 cores the 200k-case benchmark pair reads in about half the wall time);
+    `prefetch`: such decoding already started for these paths (else it is stopped and started anew)."""
     specs = [("pred", pred_path)] if gold is not None else [("gold", gold_path), ("pred", pred_path)]
-    with Prefetch(specs) as pre:
+    pre = prefetch
+    if pre is None or not all(pre.covers(k, p) for k, p in specs):
+        if pre is not None:
+            pre.close()  # started for other paths (`prefetch`: what the CLI began from its command line)
+        pre = Prefetch(specs)
+    with pre:
         gold_df = gold if gold is not None else load_gold(gold_path, pre=pre)
         sets = load_predictions(pred_path, gold_df, adapter=adapter, name=name, pre=pre)
     results = []
