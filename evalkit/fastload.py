@@ -96,6 +96,8 @@ def arrow_strings(col: dict[str, Any], n: int) -> pa.Array | pl.Series:
     """The column of `jsonl_chunks.strings`: NUL-joined text split by polars, or Arrow buffers wrapped
     without a copy; nulls where `valid` says so."""
     valid = col["valid"]
+    if "nulls" in col:
+        return pl.Series([None] * n, dtype=pl.String)
     if "text" in col:
         s = pl.Series([col["text"]], dtype=pl.Binary).cast(pl.String)
         out = s.str.split("\x00").explode() if n else pl.Series([], dtype=pl.String)
@@ -104,6 +106,15 @@ def arrow_strings(col: dict[str, Any], n: int) -> pa.Array | pl.Series:
         return out
     bitmap = None if valid is None else pa.py_buffer(np.packbits(np.frombuffer(valid, np.uint8), bitorder="little"))
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(col["offsets"]), pa.py_buffer(col["data"]), bitmap)
+
+
+def _nulls(col: dict[str, Any], n: int) -> np.ndarray:
+    """Positions of the null values of a `jsonl_chunks.strings` column."""
+    if "nulls" in col:
+        return np.arange(n)
+    if col["valid"] is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.frombuffer(col["valid"], np.uint8) == 0)
 
 
 def list_column(values: dict[str, Any], counts: bytes, rows: int) -> pa.Array:
@@ -161,8 +172,8 @@ def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) 
     def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
         n = c["n"]
         ids = pl.Series("id", arrow_strings(c["ids"], n))
-        if c["ids"]["valid"] is not None:  # rows without an id: `name:LINE` (data.io.generated_id)
-            at = np.flatnonzero(np.frombuffer(c["ids"]["valid"], np.uint8) == 0)
+        at = _nulls(c["ids"], n)
+        if len(at):  # rows without an id: `name:LINE` (data.io.generated_id)
             ids = ids.scatter(at, [generated_id(fc.rel, line0 + int(k) + 1) for k in at])
         return pl.DataFrame([
             ids, pl.Series("scenario", arrow_strings(c["scenario"], n)),
