@@ -34,7 +34,10 @@ DEFAULT_EMBEDDING_THRESHOLD = 0.8
 
 @dataclass
 class MatchStats:
-    """How the assignment was done (the benchmark reports it; a large `looped` share is a red flag)."""
+    """How the assignment was done (the benchmark reports it; a large `looped` share is a red flag).
+
+    Cases scored in parts (`score.score_set` on large runs) add their parts' stats: `unique_pairs` and
+    `unique_names` are then sums over the parts, not over the run."""
 
     cases: int = 0
     pairs: int = 0
@@ -47,6 +50,9 @@ class Matcher(ABC):
     name: str = ""
     optimal: bool = True  # False: greedy in gold order, first best candidate (the seed's protocol)
     first_eligible: bool = False  # greedy only: take the first eligible prediction, whatever its score
+    # Per-case results whatever the other cases, and `pair_scores` safe to run in two threads at once:
+    # large runs may be scored in parts, in threads (score.score_set).
+    parts_ok: bool = True
 
     @abstractmethod
     def pair_scores(self, names: list[str], g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,6 +287,7 @@ class EmbeddingMatcher(Matcher):
     """Cosine similarity of sentence embeddings >= `threshold` (or equal names), optimal assignment."""
 
     name = "embedding"
+    parts_ok = False  # the embedder's model and vector cache are not shared between threads
 
     def __init__(self, embedder: Any = None, threshold: float = DEFAULT_EMBEDDING_THRESHOLD):
         from .embed import default_embedder

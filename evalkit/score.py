@@ -245,9 +245,34 @@ def summarize(cases: pl.DataFrame) -> dict[str, Any]:
     }
 
 
+# Runs of at least this many cases are scored in parts, one thread a CPU (at most 4): polars runs the
+# parts' frame operations while the other part is in Python (difflib, the greedy loop). 200k cases, 2
+# cores: 0.62 -> 0.45 s, the same cases frame (the tests compare).
+PARTS_MIN_CASES = 50_000
+
+
+def score_in_parts(cases: pl.DataFrame, matcher: Matcher, run: str, stats: MatchStats, parts: int | None = None) -> pl.DataFrame:
+    """`score_cases` of `cases` split in row order into `parts` (default one a CPU, at most 4, when the
+    run is large and the matcher allows it), scored in threads and put back in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .pardecode import cpu_count
+
+    k = parts if parts is not None else (min(cpu_count(), 4) if cases.height >= PARTS_MIN_CASES else 1)
+    if k <= 1 or not matcher.parts_ok or cases.height < k:
+        return score_cases(cases, matcher, run=run, stats=stats)
+    cuts = [cases.height * i // k for i in range(k + 1)]
+    part_stats = [MatchStats() for _ in range(k)]
+    with ThreadPoolExecutor(k) as pool:
+        outs = list(pool.map(lambda i: score_cases(cases[cuts[i] : cuts[i + 1]], matcher, run=run, stats=part_stats[i]), range(k)))
+    for f in ("cases", "pairs", "unique_pairs", "unique_names", "looped_cases"):
+        setattr(stats, f, sum(getattr(st, f) for st in part_stats))
+    return pl.concat(outs)
+
+
 def score_set(gold: pl.DataFrame, preds: PredictionSet, matcher: Matcher) -> ScoreResult:
     stats = MatchStats()
-    cases = score_cases(build_cases(gold, preds.frame, preds.path), matcher, run=preds.name, stats=stats)
+    cases = score_in_parts(build_cases(gold, preds.frame, preds.path), matcher, run=preds.name, stats=stats)
     summary = summarize(cases)
     summary.update(
         {"predictions": preds.path, "format": preds.format, "matcher_config": matcher.describe()}
