@@ -191,7 +191,7 @@ def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) 
     ) if "case" not in gold.columns else gold
 
 
-def pred_frame(path: Path, gold_ids: list[str], schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
+def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
     """The predictions frame of JSONL at `path`, or None when some line needs the slow path or the rows
     break a rule that `loaders` states with a message (ids on some rows only, more rows than gold)."""
 
@@ -216,5 +216,5 @@ def pred_frame(path: Path, gold_ids: list[str], schema: dict[str, Any], pre: Pre
         return None  # ids on some rows only, or more rows than gold: the slow path says which row
     preds = _concat(_chunk_frames(files, build), schema)
     if with_ids == 0 and n:  # no ids: row k is gold case k
-        preds = preds.with_columns(pl.Series("id", gold_ids[:n], dtype=pl.String))
+        preds = preds.with_columns(gold_ids.head(n).alias("id"))
     return preds
