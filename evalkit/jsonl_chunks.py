@@ -385,7 +385,7 @@ def _pred_columns(ids: list[Any], groups: list[str | None], names: list[str], ty
 # ------------------------------------------------------------------------------------------- jobs
 
 
-def strings(col: list[str | None]) -> dict[str, Any]:
+def strings(col: list[Any]) -> dict[str, Any]:
     """A string column for the pipe: its values joined by NUL into one UTF-8 `text` (the caller splits
     it in polars: `fastload.split_strings`), or, when a value holds a NUL itself, Arrow's buffers (`data`
     and int64 `offsets`); `valid` is a byte a row, None when no value is null. No Python object a value
@@ -398,10 +398,10 @@ def strings(col: list[str | None]) -> dict[str, Any]:
     if nulls:
         valid = bytes(x is not None for x in col)
         col = ["" if x is None else x for x in col]
-    text = "\x00".join(col)  # type: ignore[arg-type]
+    text = "\x00".join(col)
     if text.count("\x00") == len(col) - 1:
         return {"text": text.encode(), "valid": valid}
-    enc = list(map(str.encode, col))  # type: ignore[arg-type]
+    enc = list(map(str.encode, col))
     return {"data": b"".join(enc), "offsets": int64s(itertools.accumulate(map(len, enc), initial=0)), "valid": valid}
 
 

@@ -201,7 +201,7 @@ def _sequence_matcher() -> Any:
     """cydifflib's SequenceMatcher (difflib's algorithm compiled: the same ratios, ~4x faster on these
     names; the tests compare the two), else the standard library's."""
     try:
-        from cydifflib import SequenceMatcher
+        from cydifflib import SequenceMatcher  # type: ignore[import-untyped]  # (no type information)
     except ImportError:  # pragma: no cover - the eval extra pins it
         from difflib import SequenceMatcher
     return SequenceMatcher
