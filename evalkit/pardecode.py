@@ -101,6 +101,7 @@ class Prefetch:
         self._cond = threading.Condition()
         self._procs: list[subprocess.Popen] = []
         self._readers: list[threading.Thread] = []
+        self._assigned: set[int] = set()  # jobs given to a running worker (the others run here)
         plan = []
         for kind, path in specs:
             p = Path(path)
@@ -147,11 +148,17 @@ class Prefetch:
                     [sys.executable, "-c", code],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                 )
+            except OSError:  # no worker: the jobs it would have had run here, at `get`
+                continue
+            try:
                 assert proc.stdin is not None
                 proc.stdin.write(msgspec.msgpack.encode([contract, [self._jobs[j] for j in share]]))
                 proc.stdin.close()
-            except OSError:  # no worker: the jobs it would have had run here, at `get`
+            except OSError:  # it died at once (a broken pipe): its jobs run here, at `get`
+                proc.kill()
+                proc.wait()
                 continue
+            self._assigned.update(share)
             self._procs.append(proc)
             # A reader a worker, so none waits on a full pipe while this process is busy elsewhere.
             reader = threading.Thread(target=self._read, args=(proc, share), daemon=True)
@@ -194,9 +201,8 @@ class Prefetch:
         if key not in self._files:
             return None
         mine = [j for j, (k, _) in enumerate(self._where) if k == key]
-        if self._procs:
-            with self._cond:
-                self._cond.wait_for(lambda: all(j in self._results for j in mine))
+        with self._cond:  # a reader answers every job of its worker, None where the worker died
+            self._cond.wait_for(lambda: all(j in self._results for j in mine if j in self._assigned))
         for j in mine:
             if j not in self._results:  # in process (one worker, or none could start)
                 self._results[j] = jsonl_chunks.run_job(*self._jobs[j])

@@ -168,10 +168,15 @@ def test_mixed_ids_and_too_many_rows_keep_the_slow_paths_messages(tmp_path: Path
         assert msgs[0] == msgs[1] and text in msgs[0]
 
 
-def test_a_worker_that_cannot_start_or_dies_costs_time_not_results(pair, monkeypatch):
+@pytest.mark.parametrize("worker", ["missing", "reads then dies", "dies at once"])
+def test_a_worker_that_cannot_start_or_dies_costs_time_not_results(pair, worker: str, monkeypatch, tmp_path: Path):
     gold, pred = pair
     slow = frames(gold, pred, None, monkeypatch, enabled=False)
-    monkeypatch.setattr(sys, "executable", "/bin/false")  # each worker exits 1 without answering
+    exe = {"missing": tmp_path / "no-python", "dies at once": Path("/bin/false"),
+           "reads then dies": tmp_path / "dies.sh"}[worker]
+    (tmp_path / "dies.sh").write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
+    (tmp_path / "dies.sh").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(exe))  # no worker answers: every range is read here
     fast = frames(gold, pred, 2, monkeypatch)
     assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
 
