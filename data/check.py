@@ -7,10 +7,9 @@ the schema certainly accepts first (`_plainly_valid`), and only the others go th
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
-
-from jsonschema import Draft202012Validator
 
 from .schema import (
     MAX_ANALYSIS_CHARS,
@@ -21,7 +20,20 @@ from .schema import (
     OUTPUT_JSON_SCHEMA,
 )
 
-_VALIDATOR = Draft202012Validator(OUTPUT_JSON_SCHEMA)
+
+@functools.cache
+def _validator() -> Any:
+    """The schema's validator, built on first use: importing jsonschema took 50-65 ms of every start of
+    a CLI (evalkit score, whose answers mostly pass `_plainly_valid`, and its decode workers)."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(OUTPUT_JSON_SCHEMA)
+
+
+def __getattr__(name: str) -> Any:  # `_VALIDATOR`, as data.validate and the tests still name it
+    if name == "_VALIDATOR":
+        return _validator()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,7 @@ def answer_problems(output: Any) -> list[Problem]:
     """Every way `output` (a parsed answer) breaks the output contract, in document order."""
     out: list[Problem] = []
     if not (isinstance(output, dict) and _plainly_valid(output)):
-        for e in sorted(_VALIDATOR.iter_errors(output), key=lambda e: [str(p) for p in e.absolute_path]):
+        for e in sorted(_validator().iter_errors(output), key=lambda e: [str(p) for p in e.absolute_path]):
             out.append(Problem(tuple(e.absolute_path), _schema_message(e)))
     metrics = output.get("metrics") if isinstance(output, dict) else None
     if isinstance(metrics, list):

@@ -2,23 +2,17 @@
 
 `evalkit score` on 200,000 JSONL cases spent its time reading (profile of a 20k-case run, cProfile:
 `json.loads` of every gold and prediction line, then per prediction `json.dumps` + `data.parse.parse_output`
-+ the contract check + `Extraction`, and polars building list columns from Python lists: ~8 of 11 s). Here
-each line is decoded once by msgspec into a typed struct that skips the fields scoring does not read
-(paragraphs, analyses, reasons are parsed, not built).
++ the contract check + `Extraction`, and polars building list columns from Python lists: ~8 of 11 s). Now
+each file is decoded in byte ranges by `jsonl_chunks` (in worker processes, `pardecode`, for large
+inputs), each range in one msgspec call into typed structs that skip the fields scoring does not read
+(paragraphs are skipped, analyses and reasons checked against the contract), and the frames are built
+here from flat columns.
 
-Exactness is by construction, not by imitation: a line takes the fast path only when its typed decode
-succeeds, and the types accept only what the slow path would turn into the same row:
-
-- gold: an object with `output` an object holding `metrics` (null or a list of objects with a string
-  `metric_name`); anything else (an `output` kept as JSON text, a malformed row) sends the whole file to
-  `loaders._gold_from_jsonl`, which reads it as before and raises its error naming the line;
-- predictions: `output` an object that meets the whole output contract as `data.check._plainly_valid`
-  states it (exact keys, types, lengths, enum, score range), with no blank and no repeated name: exactly
-  the answers for which `parse_output` returns `json_valid`, no error and every metric. Any other line
-  (raw text, a contract breach, bad JSON) goes through `loaders` row by row as before, so messages and
-  `error` texts are unchanged.
-
-The tests compare both paths frame for frame (tests/test_evalkit_loaders.py).
+Exactness is by construction, not by imitation (`jsonl_chunks` says how): a file takes the fast path only
+when every line is one `{...}` object of the common shape; any other file is read line by line as before
+(`loaders`), a prediction line that plainly meets the contract still through msgspec (`pred_row`), any
+other the slow way, so messages and `error` texts are unchanged. The tests compare the paths frame for
+frame (tests/test_evalkit_loaders.py, tests/test_evalkit_pardecode.py).
 """
 from __future__ import annotations
 
@@ -26,77 +20,21 @@ import contextlib
 import gc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import msgspec
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from reportminer.data import check
 from reportminer.data.io import DataError, generated_id, jsonl_files, not_utf8_message, relative_name
-from reportminer.data.schema import (
-    MAX_ANALYSIS_CHARS,
-    MAX_METRICS,
-    MAX_NAME_CHARS,
-    MAX_REASON_CHARS,
-    METRIC_TYPES,
-    OUTPUT_JSON_SCHEMA,
-)
 
-_BOM = b"\xef\xbb\xbf"
-_SCORE = OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"]["score"]
-# The prediction fast path is on only while data.check's quick check knows every keyword of the schema.
-PRED_FAST_PATH: bool = check._FAST_PATH and tuple(METRIC_TYPES) == ("financial", "business")
+from . import jsonl_chunks
+from .jsonl_chunks import PRED_FAST_PATH, group, pred_output, pred_row  # noqa: F401  (the loaders' API)
+from .pardecode import FileChunks, Prefetch
+
+_BOM = jsonl_chunks.BOM
 # False: every line the slow way (the tests compare both paths frame for frame).
 ENABLED = True
-
-
-class _GoldMetric(msgspec.Struct, gc=False):
-    metric_name: str
-    metric_type: Any = None
-
-
-class _GoldOutput(msgspec.Struct, gc=False):
-    metrics: list[_GoldMetric] | None
-
-
-class _GoldRow(msgspec.Struct, gc=False):
-    output: _GoldOutput
-    id: Any = None
-    scenario: Any = None
-    type: Any = None
-
-
-class _PredMetric(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    metric_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
-    metric_type: Literal["financial", "business"]
-    score: Annotated[float, msgspec.Meta(ge=_SCORE["minimum"], le=_SCORE["maximum"])]
-    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
-
-
-class _PredOutput(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    analysis: Annotated[str, msgspec.Meta(max_length=MAX_ANALYSIS_CHARS)]
-    metrics: Annotated[list[_PredMetric], msgspec.Meta(max_length=MAX_METRICS)]
-
-
-class _PredRow(msgspec.Struct, gc=False):
-    output: _PredOutput
-    id: Any = None
-    scenario: Any = None
-    type: Any = None
-
-
-class _PredLine(msgspec.Struct, gc=False):
-    output: msgspec.Raw  # any JSON value, kept as its bytes: decoded strictly (or the slow way) per row
-    id: Any = None
-    scenario: Any = None
-    type: Any = None
-
-
-_GOLD = msgspec.json.Decoder(_GoldRow)
-_PRED = msgspec.json.Decoder(_PredRow)
-_PRED_LINE = msgspec.json.Decoder(_PredLine)
-_PRED_OUTPUT = msgspec.json.Decoder(_PredOutput)
 
 
 @contextlib.contextmanager
@@ -126,132 +64,6 @@ def jsonl_lines(path: Path) -> Iterator[tuple[Path, str, int, bytes]]:
                 yield f, rel, n, line
 
 
-def group(obj_scenario: Any, obj_type: Any) -> str | None:
-    """`loaders._group` on decoded fields: the scenario when set, else the type, as text."""
-    if obj_scenario is not None:
-        return str(obj_scenario)
-    return None if obj_type is None else str(obj_type)
-
-
-def _clean_lines(data: bytes) -> int | None:
-    """The number of lines when every line starts with `{` and ends with `}` (no blank line, no \r, no
-    padding: the usual file), else None.
-
-    msgspec's `decode_lines` reads an object across a newline and two objects on one line, both errors
-    for `json.loads` per line; with every line opening with `{` and closing with `}`, no object can span
-    two lines (after a `}` a continued object needs `,` or `}`, never `{`), so when the object count
-    equals the line count, object k is line k and each line holds exactly one object."""
-    if not data.startswith(b"{") or not (data.endswith(b"}") or data.endswith(b"}\n")):
-        return None
-    newlines = data.count(b"\n")
-    if data.count(b"}\n") != newlines or data.count(b"\n{") != newlines - data.endswith(b"\n"):
-        return None
-    return newlines + (not data.endswith(b"\n"))
-
-
-def gold_rows(path: Path) -> dict[str, list[Any]] | None:
-    """The gold frame's columns, or None when some line needs the slow path (then read the file that way)."""
-    if not ENABLED:
-        return None
-    with no_gc():
-        return _gold_rows(path)
-
-
-def _gold_rows(path: Path) -> dict[str, list[Any]] | None:
-    cols: dict[str, list[Any]] = {"id": [], "case": [], "scenario": [], "gold_names": [], "gold_types": [], "source": []}
-    for f in jsonl_files(path):
-        rel = relative_name(path, f)
-        data = f.read_bytes()
-        if data.startswith(_BOM):
-            data = data[len(_BOM) :]
-        n_lines = _clean_lines(data)
-        try:
-            if n_lines is not None:  # one call for the whole file: 0.84 s CPU for 200k seed rows (320 MB)
-                rows = _GOLD.decode_lines(data)
-                if len(rows) != n_lines:  # a whitespace-only line: number the lines one by one
-                    return None
-                numbers: Any = range(1, n_lines + 1)
-            else:
-                pairs = [(n, _GOLD.decode(line)) for n, line in enumerate(data.splitlines(), 1) if line.strip()]
-                numbers, rows = [n for n, _ in pairs], [r for _, r in pairs]
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        start = len(cols["case"])
-        cols["case"].extend(range(start + 1, start + len(rows) + 1))
-        ids, scen, names, types, src = cols["id"], cols["scenario"], cols["gold_names"], cols["gold_types"], cols["source"]
-        prefix = f"{f}:"
-        # One pass, plain appends: the per-row Python here cost as much as the decoding (1.1 s of 2.2 s at 200k).
-        for r, n in zip(rows, numbers):
-            i = r.id
-            ids.append(i if type(i) is str else (str(i) if i is not None else generated_id(rel, n)))
-            sc = r.scenario if r.scenario is not None else r.type
-            scen.append(sc if sc is None or type(sc) is str else str(sc))
-            ms = r.output.metrics
-            if ms:
-                names.append([m.metric_name for m in ms])
-                types.append([t if type(t) is str else str(t or "") for t in (m.metric_type for m in ms)])
-            else:
-                names.append([])
-                types.append([])
-            src.append(prefix + str(n))
-    return cols
-
-
-def pred_row(line: bytes) -> tuple[Any, Any, Any, list[str], list[str]] | None:
-    """(id, scenario, type, names, types) of a prediction line whose `output` plainly meets the contract,
-    else None (the caller reads the line the slow way)."""
-    if not (PRED_FAST_PATH and ENABLED):
-        return None
-    try:
-        row = _PRED.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    ms = row.output.metrics
-    names = [m.metric_name for m in ms]
-    if len(set(names)) != len(names) or not all(nm.strip() for nm in names):
-        return None  # a repeated name is a contract error; a blank one is dropped by parse_output
-    return row.id, row.scenario, row.type, names, [m.metric_type for m in ms]
-
-
-def pred_lines(path: Path) -> list[tuple[Path, int, Any]] | None:
-    """(file, line, decoded line) of every prediction line, each file decoded in one call, when every
-    line is a JSON object with an `output` (then `output` is raw bytes for `pred_output`); else None and
-    the caller reads line by line."""
-    if not ENABLED:
-        return None
-    out: list[tuple[Path, int, Any]] = []
-    for f in jsonl_files(path):
-        data = f.read_bytes()
-        if data.startswith(_BOM):
-            data = data[len(_BOM) :]
-        n_lines = _clean_lines(data)
-        if n_lines is None:
-            return None
-        try:
-            rows = _PRED_LINE.decode_lines(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        if len(rows) != n_lines:
-            return None
-        out.extend(zip([f] * n_lines, range(1, n_lines + 1), rows))
-    return out
-
-
-def pred_output(raw: bytes | msgspec.Raw) -> tuple[list[str], list[str]] | None:
-    """(names, types) of an `output` that plainly meets the contract (see the module docstring), else None."""
-    if not PRED_FAST_PATH:
-        return None
-    try:
-        out = _PRED_OUTPUT.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    ms = out.metrics
-    names = [m.metric_name for m in ms]
-    if len(set(names)) != len(names) or not all(nm.strip() for nm in names):
-        return None
-    return names, [m.metric_type for m in ms]
-
-
 def decode_line(f: Path, n: int, line: bytes) -> dict[str, Any]:
     """A line the slow way: `json.loads`, with `data.io.iter_jsonl`'s messages."""
     import json
@@ -278,3 +90,131 @@ def string_lists(lists: list[list[str]]) -> pa.Array:
         offsets.append(len(flat))
     values = pl.Series(flat, dtype=pl.String).to_arrow()
     return pa.LargeListArray.from_arrays(pl.Series(offsets, dtype=pl.Int64).to_arrow(), values)
+
+
+def arrow_strings(col: dict[str, Any], n: int) -> pa.Array | pl.Series:
+    """The column of `jsonl_chunks.strings`: NUL-joined text split by polars, or Arrow buffers wrapped
+    without a copy; nulls where `valid` says so."""
+    valid = col["valid"]
+    if "nulls" in col:
+        return pl.Series([None] * n, dtype=pl.String)
+    if "text" in col:
+        s = pl.Series([col["text"]], dtype=pl.Binary).cast(pl.String)
+        out = s.str.split("\x00").explode() if n else pl.Series([], dtype=pl.String)
+        if valid is not None:
+            out = pl.select(pl.when(pl.Series(np.frombuffer(valid, np.uint8).astype(bool))).then(out)).to_series()
+        return out
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(np.frombuffer(valid, np.uint8), bitorder="little"))
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(col["offsets"]), pa.py_buffer(col["data"]), bitmap)
+
+
+def _nulls(col: dict[str, Any], n: int) -> np.ndarray:
+    """Positions of the null values of a `jsonl_chunks.strings` column."""
+    if "nulls" in col:
+        return np.arange(n)
+    if col["valid"] is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.frombuffer(col["valid"], np.uint8) == 0)
+
+
+def list_column(values: dict[str, Any], counts: bytes, rows: int) -> pa.Array:
+    """A list<string> array: the flattened values and an int64 count a row."""
+    c = np.frombuffer(counts, np.int64)
+    offsets = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(c, out=offsets[1:])
+    # (`pa.array` would import pandas, ~0.25 s of a cold start; polars wraps the numpy array as it is.)
+    flat = arrow_strings(values, int(offsets[-1]))
+    if isinstance(flat, pl.Series):
+        flat = flat.to_arrow()
+    return pa.LargeListArray.from_arrays(pl.Series(offsets).to_arrow(), flat)
+
+
+def _lines(n: int, line0: int) -> pl.Expr:
+    return pl.int_range(line0 + 1, line0 + n + 1, dtype=pl.Int64).cast(pl.String)
+
+
+def _chunk_frames(files: list[FileChunks], build: Any) -> list[pl.DataFrame]:
+    """`build(chunk, file, first line - 1)` for each range in order (line k of an accepted file is its
+    k-th row: one object a line)."""
+    out = []
+    for fc in files:
+        line0 = 0
+        for c in fc.chunks:
+            assert c is not None
+            if c["n"]:
+                out.append(build(c, fc, line0))
+            line0 += c["n"]
+    return out
+
+
+def _chunks(kind: str, path: Path, pre: Prefetch | None) -> list[FileChunks] | None:
+    """Every file of `path` decoded in ranges: prefetched by workers, else here in one range a file."""
+    if not ENABLED:
+        return None
+    if pre is not None:
+        got = pre.get(kind, path)
+        if got is not None:
+            return got
+    with Prefetch([(kind, path)], workers=1) as here:
+        return here.get(kind, path)
+
+
+def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    df = pl.concat(frames)
+    return df.cast({k: v for k, v in schema.items() if k in df.columns})
+
+
+def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
+    """The gold frame of JSONL at `path`, or None when some line needs the slow path."""
+
+    def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
+        n = c["n"]
+        ids = pl.Series("id", arrow_strings(c["ids"], n))
+        at = _nulls(c["ids"], n)
+        if len(at):  # rows without an id: `name:LINE` (data.io.generated_id)
+            ids = ids.scatter(at, [generated_id(fc.rel, line0 + int(k) + 1) for k in at])
+        return pl.DataFrame([
+            ids, pl.Series("scenario", arrow_strings(c["scenario"], n)),
+            pl.Series("gold_names", list_column(c["names"], c["counts"], n)),
+            pl.Series("gold_types", list_column(c["types"], c["counts"], n)),
+        ]).with_columns((pl.lit(f"{fc.file}:") + _lines(n, line0)).alias("source"))
+
+    files = _chunks("gold", path, pre)
+    if files is None:
+        return None
+    gold = _concat(_chunk_frames(files, build), schema)
+    return gold.select(
+        "id", pl.int_range(1, gold.height + 1, dtype=pl.Int64).alias("case"), "scenario", "gold_names",
+        "gold_types", "source",
+    ) if "case" not in gold.columns else gold
+
+
+def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
+    """The predictions frame of JSONL at `path`, or None when some line needs the slow path or the rows
+    break a rule that `loaders` states with a message (ids on some rows only, more rows than gold)."""
+
+    def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
+        n = c["n"]
+        return pl.DataFrame([
+            pl.Series("id", arrow_strings(c["ids"], n)),
+            pl.Series("pred_names", list_column(c["names"], c["counts"], n)),
+            pl.Series("pred_types", list_column(c["types"], c["counts"], n)),
+            pl.Series("json_valid", np.frombuffer(c["valid"], np.uint8).astype(bool)),
+            pl.Series("error", arrow_strings(c["error"], n)),
+            pl.Series("pred_scenario", arrow_strings(c["group"], n)),
+        ]).with_columns((pl.lit(f"{fc.file}:") + _lines(n, line0)).alias("source"))
+
+    files = _chunks("pred", path, pre)
+    if files is None:
+        return None
+    chunks = [c for fc in files for c in fc.chunks if c is not None]
+    n = sum(c["n"] for c in chunks)
+    with_ids = sum(c["has_ids"] for c in chunks)
+    if with_ids not in (0, n) or (with_ids == 0 and n > len(gold_ids)):
+        return None  # ids on some rows only, or more rows than gold: the slow path says which row
+    preds = _concat(_chunk_frames(files, build), schema)
+    if with_ids == 0 and n:  # no ids: row k is gold case k
+        preds = preds.with_columns(gold_ids.head(n).alias("id"))
+    return preds

@@ -31,10 +31,11 @@ from typing import Any
 import polars as pl
 
 from reportminer.data.io import DataError, data_kind, iter_jsonl, read_table
-from reportminer.data.parse import parse_output
 from reportminer.data.schema import ADAPTER, BASE_ADAPTER, ERROR, GOLD_METRICS, ID, METRICS, OK, RAW, SCENARIO, STATUS
 
 from . import fastload
+from .jsonl_chunks import parsed_row
+from .pardecode import Prefetch
 
 # BASE_ADAPTER (data.schema) also labels engine rows whose `adapter` is null/empty.
 # A row's group: its `scenario` field when present (test-case files), else its `type` (data.schema.SCENARIO).
@@ -94,10 +95,10 @@ def _group(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _gold_from_jsonl(path: Path) -> pl.DataFrame:
-    fast = fastload.gold_rows(path)  # None: some line is not the common shape; read the file as below
+def _gold_from_jsonl(path: Path, pre: Prefetch | None = None) -> pl.DataFrame:
+    fast = fastload.gold_frame(path, GOLD_SCHEMA, pre)  # None: some line is not the common shape
     if fast is not None:
-        return _columns_frame(fast, GOLD_SCHEMA, ("gold_names", "gold_types"))
+        return fast
     rows: dict[str, list[Any]] = {k: [] for k in GOLD_SCHEMA}
     for case, row in enumerate(iter_jsonl(path), 1):
         obj = row.obj
@@ -161,8 +162,11 @@ GOLD_FORMATS = (
 _NOT_JSONL = (": invalid JSON:", ": expected a JSON object", ": not UTF-8 text")
 
 
-def load_gold(path: str | os.PathLike) -> pl.DataFrame:
-    """Gold cases from seed-format JSONL (file or folder) or Parquet with `id` + `gold_metrics` columns."""
+def load_gold(path: str | os.PathLike, pre: Prefetch | None = None) -> pl.DataFrame:
+    """Gold cases from seed-format JSONL (file or folder) or Parquet with `id` + `gold_metrics` columns.
+
+    `pre`: JSONL decoding already under way in worker processes (`pardecode.Prefetch`, as `score_paths`
+    starts it for gold and predictions together); the frame is the same with or without."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such gold file or folder")
@@ -170,7 +174,7 @@ def load_gold(path: str | os.PathLike) -> pl.DataFrame:
         gold = _gold_from_parquet(p)
     else:
         try:
-            gold = _gold_from_jsonl(p)
+            gold = _gold_from_jsonl(p, pre)
         except DataError as e:
             if any(k in str(e) for k in _NOT_JSONL):  # e.g. a CSV: say what gold may be, not only "invalid JSON"
                 raise DataError(f"{e}; {GOLD_FORMATS}") from None
@@ -193,17 +197,8 @@ def _is_parquet(p: Path) -> bool:
 # -------------------------------------------------------------------------------------- predictions
 
 
-def _parsed_row(text: Any) -> tuple[list[str], list[str], bool, str | None]:
-    """Names, types, json_valid, error of one raw prediction (str, dict or None)."""
-    if isinstance(text, (dict, list)):
-        text = json.dumps(text, ensure_ascii=False)
-    elif text is not None and not isinstance(text, str):
-        text = str(text)
-    parsed = parse_output(text)
-    if parsed.extraction is None:
-        return [], [], parsed.json_valid, parsed.error
-    ms = parsed.extraction.metrics
-    return [m.metric_name for m in ms], [m.metric_type for m in ms], parsed.json_valid, parsed.error
+# Names, types, json_valid, error of one raw prediction (str, dict or None), through `data.parse`.
+_parsed_row = parsed_row
 
 
 def _case_to_id(gold: pl.DataFrame) -> list[str]:
@@ -268,27 +263,21 @@ def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
     return _frame(rows)
 
 
-def _preds_from_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
+def _preds_from_jsonl(path: Path, gold: pl.DataFrame, pre: Prefetch | None = None) -> pl.DataFrame:
     """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line.
 
-    A line whose `output` plainly meets the contract is decoded by `fastload.pred_row`; any other is
-    read with `json.loads` and `data.parse` as always (the same names, types, validity and error)."""
+    Files of one `{...}` object a line are decoded in ranges (`fastload.pred_frame`); in any other file a
+    line whose `output` plainly meets the contract is decoded by `fastload.pred_row`, any other read with
+    `json.loads` and `data.parse` as always (the same names, types, validity and error)."""
+    fast = fastload.pred_frame(path, gold["id"], PRED_SCHEMA, pre)
+    if fast is not None:
+        return fast
     with fastload.no_gc():
         return _read_preds_jsonl(path, gold)
 
 
 def _pred_rows(path: Path):
     """(where, id, names, types, json_valid, error, group) per prediction line, or a DataError naming it."""
-    bulk = fastload.pred_lines(path)
-    if bulk is not None:  # every line an object with an `output`: one msgspec call a file
-        for f, n, row in bulk:
-            fast = fastload.pred_output(row.output)
-            if fast is not None:
-                names, types, valid, err = fast[0], fast[1], True, None
-            else:
-                names, types, valid, err = _parsed_row(json.loads(bytes(row.output)))
-            yield f"{f}:{n}", row.id, names, types, valid, err, fastload.group(row.scenario, row.type), True
-        return
     for f, _rel, n, line in fastload.jsonl_lines(path):
         fast_row = fastload.pred_row(line)
         if fast_row is not None:
@@ -431,9 +420,11 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def load_predictions(
-    path: str | os.PathLike, gold: pl.DataFrame, adapter: str | None = None, name: str | None = None
+    path: str | os.PathLike, gold: pl.DataFrame, adapter: str | None = None, name: str | None = None,
+    pre: Prefetch | None = None,
 ) -> list[PredictionSet]:
-    """Predictions at `path` as one set per adapter (engine Parquet) or a single set (JSONL, batch JSON)."""
+    """Predictions at `path` as one set per adapter (engine Parquet) or a single set (JSONL, batch JSON).
+    `pre`: as for `load_gold`."""
     p = Path(path)
     if p.is_file() and not _has_content(p):
         raise DataError(f"{p}: the predictions file is empty; nothing to score")
@@ -447,10 +438,12 @@ def load_predictions(
         return sets
     if adapter is not None:
         raise DataError(f"{p}: --adapter applies to engine Parquet results only")
-    frame = _preds_from_batch_json(p, gold) if fmt == "batch-json" else _preds_from_jsonl(p, gold)
+    frame = _preds_from_batch_json(p, gold) if fmt == "batch-json" else _preds_from_jsonl(p, gold, pre)
     if frame.height == 0:
         raise DataError(f"{p}: the predictions file is empty (no {'items' if fmt == 'batch-json' else 'rows'}); nothing to score")
-    dup = frame.filter(~pl.col("id").is_first_distinct())
-    if dup.height:
-        raise DataError(f"{dup['source'][0]}: a second prediction for gold id {dup['id'][0]!r}")
+    # (Ids equal to the gold's, in order, are unique as the gold's are: no second look.)
+    if not (frame.height == gold.height and frame["id"].equals(gold["id"])):
+        dup = frame.filter(~pl.col("id").is_first_distinct())
+        if dup.height:
+            raise DataError(f"{dup['source'][0]}: a second prediction for gold id {dup['id'][0]!r}")
     return [PredictionSet(name or p.stem, frame, str(p), fmt)]

@@ -28,6 +28,7 @@ from reportminer.data.io import DataError
 
 from .loaders import PredictionSet, load_gold, load_predictions
 from .matchers import Matcher, MatchStats, match
+from .pardecode import Prefetch
 
 VERDICTS = ("strict", "loose", "fail")
 COUNT_TOP = 4  # gold counts of 4 or more share the last `by_gold_count` bucket, "4+"
@@ -52,12 +53,17 @@ class ScoreResult:
 
 def build_cases(gold: pl.DataFrame, preds: pl.DataFrame, where: str = "predictions") -> pl.DataFrame:
     """Gold left-joined with predictions on `id`; a prediction whose id is not in gold is an error."""
-    unknown = preds.join(gold.select("id"), on="id", how="anti")
-    if unknown.height:
-        shown = ", ".join(f"{i!r} ({s})" for i, s in unknown.select("id", "source").head(5).iter_rows())
-        more = f" and {unknown.height - 5} more" if unknown.height > 5 else ""
-        raise DataError(f"{where}: prediction id(s) with no gold case: {shown}{more}")
-    joined = gold.join(preds.drop("source").with_columns(pl.lit(True).alias("_has")), on="id", how="left")
+    if preds.height == gold.height and preds["id"].equals(gold["id"]):
+        # Predictions in gold order, one a case (the usual file): the join is the two side by side
+        # (gold ids are unique; 0.01 s instead of 0.1 s for a hash join on 200k string ids).
+        joined = pl.concat([gold, preds.drop("id", "source").with_columns(pl.lit(True).alias("_has"))], how="horizontal")
+    else:
+        unknown = preds.join(gold.select("id"), on="id", how="anti")
+        if unknown.height:
+            shown = ", ".join(f"{i!r} ({s})" for i, s in unknown.select("id", "source").head(5).iter_rows())
+            more = f" and {unknown.height - 5} more" if unknown.height > 5 else ""
+            raise DataError(f"{where}: prediction id(s) with no gold case: {shown}{more}")
+        joined = gold.join(preds.drop("source").with_columns(pl.lit(True).alias("_has")), on="id", how="left")
     missing = pl.col("_has").is_null()
     return joined.select(
         pl.int_range(0, pl.len(), dtype=pl.UInt32).alias("row"),
@@ -239,9 +245,34 @@ def summarize(cases: pl.DataFrame) -> dict[str, Any]:
     }
 
 
+# Runs of at least this many cases are scored in parts, one thread a CPU (at most 4): polars runs the
+# parts' frame operations while the other part is in Python (difflib, the greedy loop). 200k cases, 2
+# cores: 0.47 -> 0.41 s in process, 2.20 -> 2.06 s for `evalkit score`; the same cases frame (tests).
+PARTS_MIN_CASES = 50_000
+
+
+def score_in_parts(cases: pl.DataFrame, matcher: Matcher, run: str, stats: MatchStats, parts: int | None = None) -> pl.DataFrame:
+    """`score_cases` of `cases` split in row order into `parts` (default one a CPU, at most 4, when the
+    run is large and the matcher allows it), scored in threads and put back in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .pardecode import cpu_count
+
+    k = parts if parts is not None else (min(cpu_count(), 4) if cases.height >= PARTS_MIN_CASES else 1)
+    if k <= 1 or not matcher.parts_ok or cases.height < k:
+        return score_cases(cases, matcher, run=run, stats=stats)
+    cuts = [cases.height * i // k for i in range(k + 1)]
+    part_stats = [MatchStats() for _ in range(k)]
+    with ThreadPoolExecutor(k) as pool:
+        outs = list(pool.map(lambda i: score_cases(cases[cuts[i] : cuts[i + 1]], matcher, run=run, stats=part_stats[i]), range(k)))
+    for f in ("cases", "pairs", "unique_pairs", "unique_names", "looped_cases"):
+        setattr(stats, f, sum(getattr(st, f) for st in part_stats))
+    return pl.concat(outs)
+
+
 def score_set(gold: pl.DataFrame, preds: PredictionSet, matcher: Matcher) -> ScoreResult:
     stats = MatchStats()
-    cases = score_cases(build_cases(gold, preds.frame, preds.path), matcher, run=preds.name, stats=stats)
+    cases = score_in_parts(build_cases(gold, preds.frame, preds.path), matcher, run=preds.name, stats=stats)
     summary = summarize(cases)
     summary.update(
         {"predictions": preds.path, "format": preds.format, "matcher_config": matcher.describe()}
@@ -256,11 +287,24 @@ def score_paths(
     adapter: str | None = None,
     name: str | None = None,
     gold: pl.DataFrame | None = None,
+    prefetch: Prefetch | None = None,
 ) -> list[ScoreResult]:
-    """Score predictions at `pred_path` against gold; one result per adapter found (or the one asked)."""
-    gold_df = gold if gold is not None else load_gold(gold_path)
+    """Score predictions at `pred_path` against gold; one result per adapter found (or the one asked).
+
+    JSONL gold and predictions are decoded at the same time, in worker processes when large
+    (`pardecode.Prefetch`: on 2 cores the 200k-case benchmark pair reads in about half the wall time);
+    `prefetch`: such decoding already started for these paths (else it is stopped and started anew)."""
+    specs = [("pred", pred_path)] if gold is not None else [("gold", gold_path), ("pred", pred_path)]
+    pre = prefetch
+    if pre is None or not all(pre.covers(k, p) for k, p in specs):
+        if pre is not None:
+            pre.close()  # started for other paths (`prefetch`: what the CLI began from its command line)
+        pre = Prefetch(specs)
+    with pre:
+        gold_df = gold if gold is not None else load_gold(gold_path, pre=pre)
+        sets = load_predictions(pred_path, gold_df, adapter=adapter, name=name, pre=pre)
     results = []
-    for ps in load_predictions(pred_path, gold_df, adapter=adapter, name=name):
+    for ps in sets:
         r = score_set(gold_df, ps, matcher)
         r.summary["gold"] = str(gold_path)
         results.append(r)

@@ -13,11 +13,21 @@ and `evalkit`, and a user's own `data.py` beside a notebook would shadow `import
 """
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
-try:
-    __version__ = _metadata.version("reportminer")
-except _metadata.PackageNotFoundError:  # run from a source tree without an install (the GPU machine)
-    __version__ = "0+source"
+from typing import Any
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """`__version__`, looked up on first use: importing importlib.metadata took 30-50 ms of every start,
+    before `evalkit score` could start its decode workers."""
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import metadata
+
+    try:
+        version = metadata.version("reportminer")
+    except metadata.PackageNotFoundError:  # run from a source tree without an install (the GPU machine)
+        version = "0+source"
+    globals()["__version__"] = version
+    return version

@@ -151,6 +151,9 @@ def main() -> None:
                     "(upstream,fuzzy,difflib,embedding), as in the first version of this benchmark")
     ap.add_argument("--no-files", action="store_true", help="skip the end-to-end runs from files")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--files", type=Path, default=None, metavar="DIR",
+                    help="keep the JSONL pair in DIR and reuse it on the next run with the same --cases and "
+                         "--seed (writing 548 MB takes ~10 s); default: a temporary folder")
     args = ap.parse_args()
 
     gold_seed, where = seed_gold()
@@ -159,7 +162,7 @@ def main() -> None:
           f"names in {dt:.1f} s; python {platform.python_version()}, {platform.machine()}", flush=True)
     rows = []
     if not args.no_files:
-        rows.extend(bench_end_to_end(gold_seed, gold, preds))
+        rows.extend(bench_end_to_end(gold_seed, gold, preds, args.files and args.files / f"{args.cases}-{args.seed}"))
     if args.matchers:
         # Warm-up on a small slice: imports, polars' thread pool, first-call costs are not scoring.
         for m in ("upstream", "fuzzy"):
@@ -249,9 +252,10 @@ def write_pair(gold_seed_rows: list[dict], gold: pl.DataFrame, preds: pl.DataFra
     return gold_path, pred_path
 
 
-def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.DataFrame) -> list[dict]:
+def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.DataFrame, keep: Path | None = None) -> list[dict]:
     """`evalkit score` as a subprocess (interpreter start and imports included) against the seed's way,
-    on the same JSONL pair; then engine Parquet results of the same predictions."""
+    on the same JSONL pair; then engine Parquet results of the same predictions. `keep`: the folder for the
+    pair, reused when it holds one (else a temporary folder)."""
     import subprocess
 
     import pyarrow as pa
@@ -263,7 +267,14 @@ def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.Data
     out = []
     with tempfile.TemporaryDirectory() as d:
         dd = Path(d)
-        gold_path, pred_path = write_pair(seed_rows, gold, preds, dd)
+        if keep is not None and (keep / "gold.jsonl").is_file() and (keep / "predictions.jsonl").is_file():
+            gold_path, pred_path = keep / "gold.jsonl", keep / "predictions.jsonl"
+            print(f"reusing the JSONL pair in {keep}", flush=True)
+        elif keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            gold_path, pred_path = write_pair(seed_rows, gold, preds, keep)
+        else:
+            gold_path, pred_path = write_pair(seed_rows, gold, preds, dd)
         mb = (gold_path.stat().st_size + pred_path.stat().st_size) / 1e6
         print(f"JSONL pair: {gold_path.stat().st_size / 1e6:.0f} MB gold + {pred_path.stat().st_size / 1e6:.0f} MB "
               f"predictions ({mb:.0f} MB)", flush=True)

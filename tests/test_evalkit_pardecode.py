@@ -1,0 +1,282 @@
+"""The fast JSONL paths of `evalkit score` (issue 9 item 7): byte ranges decoded in worker processes
+(pardecode, jsonl_chunks), the contract breaches answered without jsonschema, cydifflib, scoring in
+parts, and the command line read before the CLI's imports. Each must give exactly what the slow path
+gives: the frames are compared whole, the messages word for word."""
+from __future__ import annotations
+
+import difflib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from reportminer.data.io import DataError
+from reportminer.evalkit import fastload, jsonl_chunks
+from reportminer.evalkit.loaders import load_gold, load_predictions
+from reportminer.evalkit.matchers import MatchStats, make_matcher
+from reportminer.evalkit.pardecode import Prefetch
+from reportminer.evalkit.score import build_cases, score_cases, score_in_parts, score_paths
+
+NAMES = ["毛利率", "营业收入", "净利润", "现金流量净额", "营收", "归母净利润", "毛利", "率", "  ", "x"]
+
+
+def metric(name: str, typ: str = "financial") -> dict:
+    return {"metric_name": name, "metric_type": typ, "score": 0.9, "reason": "理由"}
+
+
+def gold_rows(n: int, rng: random.Random, with_ids: bool = True) -> list[dict]:
+    rows = []
+    for i in range(n):
+        names = rng.sample(NAMES[:7], rng.randint(0, 4))
+        row = {"type": rng.choice("ABCD"), "input": {"chapter_title": "章", "paragraph": "段落" * rng.randint(1, 40)},
+               "output": {"analysis": "分析", "metrics": [metric(x, rng.choice(["financial", "business"])) for x in names]}}
+        if rng.random() < 0.1:
+            row["scenario"] = "single_metric"
+        if with_ids:
+            row["id"] = f"c{i}" if rng.random() < 0.9 else i  # some int ids: str() of them
+        rows.append(row)
+    return rows
+
+
+def pred_output(rng: random.Random, plain_only: bool = False) -> object:
+    """Every kind of answer: plainly valid, over the metric count, repeated or blank names, a contract
+    breach per metric, raw text, fenced JSON, prose, null (`plain_only`: the first four only, so that
+    whole ranges decode in one call)."""
+    k = rng.random()
+    names = [rng.choice(NAMES) for _ in range(rng.randint(0, 6))]
+    ok = {"analysis": "分析", "metrics": [metric(x, rng.choice(["financial", "business"])) for x in names]}
+    if k < 0.85 or plain_only:
+        return ok
+    if k < 0.88:
+        return {**ok, "metrics": [{**metric("名" * 25)}]}  # name too long
+    if k < 0.90:
+        return {**ok, "metrics": [{**metric("x"), "score": 1.5}]}
+    if k < 0.92:
+        return json.dumps(ok, ensure_ascii=False)
+    if k < 0.94:
+        return "```json\n" + json.dumps(ok) + "\n```"
+    if k < 0.96:
+        return "no json here"
+    if k < 0.98:
+        return {**ok, "extra": 1}
+    return None
+
+
+def pair_kind(pred: Path) -> str:
+    """"contract" when every answer of `pred` is an object (the fixture's contract-shaped variant)."""
+    rows = [json.loads(line) for line in pred.read_text(encoding="utf-8").splitlines()]
+    return "contract" if all(isinstance(r["output"], dict) and "extra" not in r["output"] and all(
+        len(m["metric_name"]) <= 24 and m["score"] <= 1 for m in r["output"]["metrics"]) for r in rows) else "any"
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def frames(gold: Path, pred: Path, workers: int | None, monkeypatch, enabled: bool = True):
+    """(gold frame, predictions frame): with `workers` processes (None: no prefetch, in process)."""
+    monkeypatch.setattr(fastload, "ENABLED", enabled)
+    if workers is None:
+        g = load_gold(gold)
+        return g, load_predictions(pred, g)[0].frame
+    with Prefetch([("gold", gold), ("pred", pred)], workers=workers, min_bytes=0) as pre:
+        assert pre.workers == workers
+        g = load_gold(gold, pre=pre)
+        return g, load_predictions(pred, g, pre=pre)[0].frame
+
+
+@pytest.fixture(params=["any answer", "contract-shaped answers"])
+def pair(tmp_path: Path, request) -> tuple[Path, Path]:
+    rng = random.Random(7)
+    gold = gold_rows(600, rng)
+    ids = [str(r["id"]) for r in gold]
+    plain = request.param == "contract-shaped answers"
+    preds = [{"id": i, "output": pred_output(rng, plain)} for i in ids if rng.random() < 0.95]
+    rng.shuffle(preds[:100])  # some out of gold order: the hash join, not the side-by-side one
+    for p in preds[::7]:
+        p["scenario"] = rng.choice(["s1", 5])
+    return write_jsonl(tmp_path / "gold.jsonl", gold), write_jsonl(tmp_path / "pred.jsonl", preds)
+
+
+def test_workers_give_the_frames_of_one_process_and_of_the_slow_path(pair, monkeypatch):
+    gold, pred = pair
+    slow_g, slow_p = frames(gold, pred, None, monkeypatch, enabled=False)
+    breached = []
+    breach = jsonl_chunks.breach
+    monkeypatch.setattr(jsonl_chunks, "breach", lambda *a: breached.append(a) or breach(*a))
+    here_g, here_p = frames(gold, pred, None, monkeypatch)
+    # Contract-shaped answers decode a range in one call (breaches answered by `breach`); any other kind
+    # of answer sends the range row by row (`parse_output`).
+    assert bool(breached) == (pair_kind(pred) == "contract")
+    for workers in (2, 3):  # 3 ranges a file: lines numbered across range boundaries
+        g, p = frames(gold, pred, workers, monkeypatch)
+        assert g.equals(slow_g) and g.equals(here_g), workers
+        assert p.equals(slow_p) and p.equals(here_p), workers
+    assert (slow_p["json_valid"].sum() < slow_p.height) == (pair_kind(pred) == "any")  # invalid JSON met
+    assert slow_p["error"].str.contains("metrics; the contract allows").any()
+    assert slow_p["error"].str.contains("duplicate metric_name").any()
+
+
+def test_workers_without_ids_and_over_a_folder(tmp_path: Path, monkeypatch):
+    rng = random.Random(3)
+    folder = tmp_path / "gold"
+    (folder / "sub").mkdir(parents=True)
+    write_jsonl(folder / "a.jsonl", gold_rows(120, rng, with_ids=False))
+    write_jsonl(folder / "sub" / "b.jsonl", gold_rows(90, rng, with_ids=False))
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"output": pred_output(rng)} for _ in range(200)])  # row k: case k
+    slow = frames(folder, pred, None, monkeypatch, enabled=False)
+    fast = frames(folder, pred, 3, monkeypatch)
+    assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
+    assert fast[0]["id"][0] == "a.jsonl:1" and fast[0]["id"][120] == "sub/b.jsonl:1"
+    assert fast[1]["source"][199].endswith("pred.jsonl:200")
+
+
+@pytest.mark.parametrize("where", ["gold", "pred"])
+def test_a_bad_line_late_in_a_file_is_named_as_the_slow_path_names_it(pair, where: str, monkeypatch):
+    """A range that is not the common shape sends the file the slow way: the same message, the right
+    file and line (here in the last range of the file)."""
+    gold, pred = pair
+    path = gold if where == "gold" else pred
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(len(lines) - 3, "{oops\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    msgs = []
+    for workers, enabled in ((None, False), (None, True), (2, True), (3, True)):
+        with pytest.raises(DataError) as e:
+            frames(gold, pred, workers, monkeypatch, enabled)
+        msgs.append(str(e.value))
+    assert len(set(msgs)) == 1, msgs
+    assert f"{path.name}:{len(lines) - 3}: invalid JSON" in msgs[0]
+
+
+def test_mixed_ids_and_too_many_rows_keep_the_slow_paths_messages(tmp_path: Path, monkeypatch):
+    rng = random.Random(5)
+    gold = write_jsonl(tmp_path / "gold.jsonl", gold_rows(50, rng))
+    for rows, text in (([{"id": "c1", "output": None}] + [{"output": None}] * 3, "some rows have an `id` and some do not"),
+                       ([{"output": None}] * 51, "prediction row 51 has no gold case 51")):
+        pred = write_jsonl(tmp_path / "pred.jsonl", rows)
+        msgs = []
+        for workers, enabled in ((None, False), (2, True)):
+            with pytest.raises(DataError) as e:
+                frames(gold, pred, workers, monkeypatch, enabled)
+            msgs.append(str(e.value))
+        assert msgs[0] == msgs[1] and text in msgs[0]
+
+
+@pytest.mark.parametrize("worker", ["missing", "reads then dies", "dies at once"])
+def test_a_worker_that_cannot_start_or_dies_costs_time_not_results(pair, worker: str, monkeypatch, tmp_path: Path):
+    gold, pred = pair
+    slow = frames(gold, pred, None, monkeypatch, enabled=False)
+    exe = {"missing": tmp_path / "no-python", "dies at once": Path("/bin/false"),
+           "reads then dies": tmp_path / "dies.sh"}[worker]
+    (tmp_path / "dies.sh").write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
+    (tmp_path / "dies.sh").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(exe))  # no worker answers: every range is read here
+    fast = frames(gold, pred, 2, monkeypatch)
+    assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
+
+
+def test_line_count_accepts_only_one_object_a_line():
+    lc = jsonl_chunks.line_count
+    ok = b'{"a": 1}\n{"b": {"c": 2}}\n'
+    assert lc(ok, 0, len(ok)) == 2 and lc(ok.rstrip(b"\n"), 0, len(ok) - 1) == 2 and lc(b"", 0, 0) == 0
+    for bad in (b'{"a": 1}\n\n{"b": 2}\n', b'{"a": 1}\r\n', b'{"a":\n 1}\n{"b": 2} {"c": 3}\n', b'{"a": 1} \n',
+                b' {"a": 1}\n', b'[1]\n', b'{"a": 1}\n{"b": 2}\n  '):
+        assert lc(bad, 0, len(bad)) is None, bad
+
+
+def test_breach_is_what_data_parse_says():
+    """Answers whose analysis and metrics meet the contract but not the count, with blank or repeated
+    names: `breach` (no jsonschema) equals `parse_output` row for row."""
+    rng = random.Random(0)
+    pool = ["毛利率", "营业收入", "净利润", "  ", "x", "现金流", "\u3000", "\x1c"]
+    for _ in range(3000):
+        ms = [{"metric_name": rng.choice(pool), "metric_type": rng.choice(["financial", "business"]),
+               "score": rng.random(), "reason": "r"} for _ in range(rng.randint(0, 9))]
+        want = jsonl_chunks.parsed_row({"analysis": "a", "metrics": ms})
+        assert jsonl_chunks.breach([m["metric_name"] for m in ms], [m["metric_type"] for m in ms]) == want
+
+
+def test_cydifflib_ratios_are_difflibs():
+    cydifflib = pytest.importorskip("cydifflib")
+    rng = random.Random(1)
+    alphabet = "ab率利毛润营收入净"  # few letters: many equal blocks, the tie rules matter
+    pairs = [("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))),
+              "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))) for _ in range(20000)]
+    pairs += [("".join(rng.choice("abc") for _ in range(rng.randint(190, 260))),
+               "".join(rng.choice("abc") for _ in range(rng.randint(190, 260)))) for _ in range(200)]  # autojunk
+    for a, b in pairs:
+        assert cydifflib.SequenceMatcher(None, a, b).ratio() == difflib.SequenceMatcher(None, a, b).ratio(), (a, b)
+
+
+@pytest.mark.parametrize("matcher", ["difflib", "upstream", "fuzzy"])
+def test_scoring_in_parts_gives_the_same_cases(pair, matcher: str, monkeypatch):
+    gold, pred = pair
+    g, p = frames(gold, pred, None, monkeypatch)
+    cases = build_cases(g, p)
+    m = make_matcher(matcher)
+    whole_stats, part_stats = MatchStats(), MatchStats()
+    whole = score_cases(cases, m, stats=whole_stats)
+    parts = score_in_parts(cases, m, "run", part_stats, parts=3)
+    assert parts.equals(whole)
+    assert (part_stats.cases, part_stats.pairs, part_stats.looped_cases) == (
+        whole_stats.cases, whole_stats.pairs, whole_stats.looped_cases)
+
+
+def test_the_command_line_is_read_as_click_reads_it():
+    from reportminer.evalkit import argv_prefetch
+    from reportminer.evalkit.cli import score
+
+    takes_value = {o for p in score.params if not getattr(p, "is_flag", False) and p.param_type_name == "option" for o in p.opts}
+    assert takes_value == argv_prefetch.VALUE_OPTIONS  # a new option of `evalkit score` must be added there
+    read = argv_prefetch.score_paths_of
+    assert read(["score", "--gold", "g.jsonl", "p.jsonl", "--matcher", "difflib", "-q"]) == ("g.jsonl", "p.jsonl")
+    assert read(["score", "--json=-", "--gold=g.jsonl", "--pred", "p.jsonl"]) == ("g.jsonl", "p.jsonl")
+    assert read(["score", "--name", "p.jsonl", "--gold", "g.jsonl", "q.jsonl"]) == ("g.jsonl", "q.jsonl")
+    assert read(["score", "p.jsonl"]) is None and read(["compare", "--gold", "g", "a", "b"]) is None
+    assert read(["score", "--gold", "g.jsonl", "a.jsonl", "--pred", "b.jsonl"]) is None  # click refuses it
+
+
+def test_the_command_gives_what_the_api_gives(pair, tmp_path: Path):
+    """`python -m reportminer.evalkit.cli score` (workers started from the command line) writes the
+    summary `score_paths` returns; a prefetch for other paths is stopped and not used."""
+    gold, pred = pair
+    out = tmp_path / "s.json"
+    subprocess.run([sys.executable, "-m", "reportminer.evalkit.cli", "score", "--gold", str(gold), str(pred),
+                    "--matcher", "difflib", "--json", str(out), "-q"], check=True)
+    (want,) = score_paths(gold, pred, make_matcher("difflib"))
+    got = json.loads(out.read_text())
+    assert {k: got[k] for k in ("n", "hits", "f1", "by_scenario")} == json.loads(json.dumps(
+        {k: want.summary[k] for k in ("n", "hits", "f1", "by_scenario")}))
+    other = Prefetch([("gold", gold), ("pred", gold)], workers=2, min_bytes=0)
+    (r,) = score_paths(gold, pred, make_matcher("difflib"), prefetch=other)
+    assert r.cases.equals(want.cases)
+    assert all(proc.poll() is not None for proc in other._procs)
+
+
+def test_a_large_pair_is_split_and_scored_in_parts(tmp_path: Path, monkeypatch):
+    """Above the thresholds (forced low here) the whole `score_paths` runs the parallel paths."""
+    from reportminer.evalkit import pardecode, score
+
+    rng = random.Random(11)
+    gold = write_jsonl(tmp_path / "gold.jsonl", gold_rows(300, rng))
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": str(r["id"]), "output": pred_output(rng)}
+                                                  for r in json.loads("[" + ",".join(gold.read_text().splitlines()) + "]")])
+    (serial,) = score_paths(gold, pred, make_matcher("difflib"))
+    monkeypatch.setattr(pardecode, "MIN_PARALLEL_BYTES", 0)
+    monkeypatch.setattr(pardecode.Prefetch.__init__, "__defaults__", (None, 0))
+    monkeypatch.setattr(score, "PARTS_MIN_CASES", 10)
+    monkeypatch.setattr(pardecode, "cpu_count", lambda: 2)
+    started, parts = [], []
+    popen, orig_parts = pardecode.subprocess.Popen, score.score_cases
+    monkeypatch.setattr(pardecode.subprocess, "Popen", lambda *a, **k: started.append(a) or popen(*a, **k))
+    monkeypatch.setattr(score, "score_cases", lambda cases, *a, **k: parts.append(cases.height) or orig_parts(cases, *a, **k))
+    (par,) = score_paths(gold, pred, make_matcher("difflib"))
+    assert len(started) == 2 and parts == [150, 150]  # two workers decoded, two parts scored
+    assert par.cases.equals(serial.cases) and par.summary == serial.summary
+    assert isinstance(par.cases, pl.DataFrame) and par.cases.height == 300
