@@ -237,8 +237,12 @@ def test_taking_the_lease_aborts_incomplete_uploads_of_a_killed_run(s3, bucket):
 def cfg(tiny_model, tiny_adapter):
     from reportminer.engine import EngineConfig
 
+    # One sequence at a time, here and in the killed CLI run: on CPU a row's text depends on its batch
+    # neighbours where the random model's logits nearly tie (with prompt v3, row r026 of the 48 came out
+    # differently when the rerun's 24 rows were batched without the first 24), and this module compares
+    # a killed-and-resumed run with an uninterrupted one exactly.
     return EngineConfig(model=str(tiny_model), adapters={"a": str(tiny_adapter)}, max_model_len=2048,
-                        kv_cache_memory_bytes="512MiB", max_num_seqs=64, max_tokens=MAX_TOKENS, max_loras=4)
+                        kv_cache_memory_bytes="512MiB", max_num_seqs=1, max_tokens=MAX_TOKENS, max_loras=4)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +275,7 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
 
     # Run 2: the real console script on s3:// in and out, SIGKILLed once its first shard is committed.
     flags = ["--model", cfg.model, "--max-tokens", str(MAX_TOKENS), "--max-model-len", "2048", "--kv-cache", "512MiB",
-             "--max-num-seqs", "8", "--chunk-size", "8", "--max-loras", "4", "--batch-rows", "4", "--compile"]
+             "--max-num-seqs", "1", "--chunk-size", "8", "--max-loras", "4", "--batch-rows", "4", "--compile"]
     src, out = f"s3://{bucket}/in", f"s3://{bucket}/out"
     cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", src, "--out", out,
            "--adapter", f"a={cfg.adapters['a']}", "-q", *flags]
