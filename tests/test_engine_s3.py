@@ -239,7 +239,7 @@ def cfg(tiny_model, tiny_adapter):
 
     # One sequence at a time, here and in the killed CLI run: on CPU a row's text depends on its batch
     # neighbours where the random model's logits nearly tie (with prompt v3, row r026 of the 48 came out
-    # differently when the rerun's 24 rows were batched without the first 24), and this module compares
+    # differently when the rerun batched the remaining shards without the killed run's), and this module compares
     # a killed-and-resumed run with an uninterrupted one exactly.
     return EngineConfig(model=str(tiny_model), adapters={"a": str(tiny_adapter)}, max_model_len=2048,
                         kv_cache_memory_bytes="512MiB", max_num_seqs=1, max_tokens=MAX_TOKENS, max_loras=4)
