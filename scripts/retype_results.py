@@ -23,14 +23,14 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from reportminer.data.io import parquet_files  # noqa: E402
+from reportminer.data.io import iter_jsonl, parquet_files  # noqa: E402
 from reportminer.data.type_prior import TypePrior, build_type_prior, label_pairs  # noqa: E402
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("results", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(exists=True, path_type=Path), help="Seed-format JSONL labels to learn from.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), help="Seed-format JSONL labels (a file or a folder) to learn from.")
 @click.option("--prior", "prior_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="An adapter folder holding type_prior.json.")
 @click.option("--adapter", "only", multiple=True, help="Retype only these adapter columns (default: all but base).")
@@ -43,8 +43,7 @@ def main(results: Path, out: Path, data: Path | None, prior_dir: Path | None, on
             raise click.BadParameter(f"{prior_dir}: no type_prior.json", param_hint="--prior")
     else:
         assert data is not None
-        outputs = [json.loads(line)["output"] for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
-        prior = build_type_prior(label_pairs(outputs))
+        prior = build_type_prior(label_pairs(r.obj.get("output") or {} for r in iter_jsonl(data)))
     files = parquet_files(results) if results.is_dir() else [results]
     out.mkdir(parents=True, exist_ok=True)
     changed: dict[str, int] = {}
