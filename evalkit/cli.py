@@ -12,14 +12,12 @@ from . import argv_prefetch
 _EARLY = argv_prefetch.start(sys.argv[1:]) if __name__ == "__main__" or Path(sys.argv[0]).name == "evalkit" else None
 
 import click  # noqa: E402
-from rich.console import Console  # noqa: E402
 
 from reportminer.data.errors import EXIT_FINDINGS, fail  # noqa: E402
 from reportminer.data.io import DataError, write_json_atomic  # noqa: E402
 from reportminer.data.jsonout import json_option, to_stdout, write_json_out  # noqa: E402
 
 from .compare import DEFAULT_BOOTSTRAP, PRIMARY_METRICS, Run, compare_runs, worse_beyond_noise  # noqa: E402
-from .console import make_console, print_compare, print_summary  # noqa: E402
 from .embed import default_cache_dir  # noqa: E402
 from .matchers import MATCHERS, make_matcher  # noqa: E402
 from .score import ScoreResult, is_cases_file, read_cases, score_paths, summarize, write_cases  # noqa: E402
@@ -124,7 +122,6 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
         _fail(e)
         return
     many = len(results) > 1
-    console = make_console(stderr=to_stdout(json_out))
     for r in results:  # files first: a closed pipe on the terminal side must not lose them
         if json_out and not to_stdout(json_out):
             _write_json(r.summary, _suffixed(Path(json_out), r.name, many))
@@ -132,6 +129,12 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
             write_cases(r.cases, _suffixed(cases_out, r.name, many))
     if to_stdout(json_out):
         write_json_out([r.summary for r in results] if many else results[0].summary, json_out)
+    if quiet and not many:
+        return
+    # rich only here: its import is ~40 ms of a command's start that `-q` (a cron job) does not need.
+    from .console import make_console, print_summary
+
+    console = make_console(stderr=to_stdout(json_out))
     for r in results:
         if not quiet:
             fails = r.cases.filter(r.cases["verdict"] == "fail").head(show_fails).to_dicts() if show_fails else None
@@ -210,6 +213,8 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
         return
     if json_out:
         write_json_out(res, json_out)
+    from .console import make_console, print_compare
+
     print_compare(res, make_console(stderr=to_stdout(json_out)))
     if fail_if_worse:
         worse = worse_beyond_noise(res, primary)
@@ -253,6 +258,8 @@ def report(run, gold, matcher, threshold, model, embed_cache, adapter, out, titl
         return
     s = summarize(rs[0].cases)
     f1 = "–" if s["f1"] is None else f"{s['f1'] * 100:.1f}%"
+    from rich.console import Console
+
     Console().print(f"wrote {path} ({s['n']} cases, pass rate {s['pass_rate'] * 100:.1f}%, F1 {f1})")
 
 

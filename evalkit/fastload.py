@@ -79,6 +79,14 @@ def decode_line(f: Path, n: int, line: bytes) -> dict[str, Any]:
     return obj
 
 
+def series(name: str, values: pa.Array | pl.Series) -> pl.Series:
+    """A polars Series of an Arrow array (or a Series, renamed), through a record batch: `pl.Series(array)`
+    imports pyarrow.compute (with pydoc, ~60 ms of the command's start) for a check these arrays never need."""
+    if isinstance(values, pl.Series):
+        return values.alias(name)
+    return pl.DataFrame(pa.RecordBatch.from_arrays([values], names=[name])).to_series()
+
+
 def string_lists(lists: list[list[str]]) -> pa.Array:
     """A list<string> column from Python lists, through flat values and offsets: polars' own conversion of
     200k nested Python lists took 3.9 s, this 0.4 s. (Through polars, not `pa.array`: that imports pandas,
@@ -171,14 +179,14 @@ def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) 
 
     def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
         n = c["n"]
-        ids = pl.Series("id", arrow_strings(c["ids"], n))
+        ids = series("id", arrow_strings(c["ids"], n))
         at = _nulls(c["ids"], n)
         if len(at):  # rows without an id: `name:LINE` (data.io.generated_id)
             ids = ids.scatter(at, [generated_id(fc.rel, line0 + int(k) + 1) for k in at])
         return pl.DataFrame([
-            ids, pl.Series("scenario", arrow_strings(c["scenario"], n)),
-            pl.Series("gold_names", list_column(c["names"], c["counts"], n)),
-            pl.Series("gold_types", list_column(c["types"], c["counts"], n)),
+            ids, series("scenario", arrow_strings(c["scenario"], n)),
+            series("gold_names", list_column(c["names"], c["counts"], n)),
+            series("gold_types", list_column(c["types"], c["counts"], n)),
         ]).with_columns((pl.lit(f"{fc.file}:") + _lines(n, line0)).alias("source"))
 
     files = _chunks("gold", path, pre)
@@ -198,12 +206,12 @@ def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Pre
     def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
         n = c["n"]
         return pl.DataFrame([
-            pl.Series("id", arrow_strings(c["ids"], n)),
-            pl.Series("pred_names", list_column(c["names"], c["counts"], n)),
-            pl.Series("pred_types", list_column(c["types"], c["counts"], n)),
+            series("id", arrow_strings(c["ids"], n)),
+            series("pred_names", list_column(c["names"], c["counts"], n)),
+            series("pred_types", list_column(c["types"], c["counts"], n)),
             pl.Series("json_valid", np.frombuffer(c["valid"], np.uint8).astype(bool)),
-            pl.Series("error", arrow_strings(c["error"], n)),
-            pl.Series("pred_scenario", arrow_strings(c["group"], n)),
+            series("error", arrow_strings(c["error"], n)),
+            series("pred_scenario", arrow_strings(c["group"], n)),
         ]).with_columns((pl.lit(f"{fc.file}:") + _lines(n, line0)).alias("source"))
 
     files = _chunks("pred", path, pre)

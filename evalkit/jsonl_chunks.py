@@ -16,10 +16,11 @@ Exactness is by construction (the tests compare every path frame for frame):
   else each `output` on its own, one that plainly meets the contract by msgspec, any other through
   `data.parse` as before.
 
-Measured at 200,000 rows on the 2-core sandbox (CPU s, one process, the whole file in one range, rows
-freed): gold (320 MB) 0.72, predictions (228 MB, 1,843 rows breaking the contract) 1.10; before, with the
-same msgspec structs but a line check of three `bytes.count` calls (0.73 s on the gold alone), rows built
-one append at a time and the breaking rows through jsonschema: 1.8 and 2.3.
+Measured at 200,000 rows on the 2-core sandbox (CPU s, user + system, one process, the whole file in one
+range): gold (320 MB) 0.46, predictions (228 MB, 1,843 rows breaking the contract) 0.82, decoded in 512 KB
+batches (`BATCH_BYTES`); 0.73 and 1.16 in one piece, the rows kept to the end; before that, with the same
+msgspec structs but a line check of three `bytes.count` calls (0.73 s on the gold alone), rows built one
+append at a time and the breaking rows through jsonschema: 1.8 and 2.3.
 """
 
 import array
@@ -30,6 +31,7 @@ import json
 import mmap
 import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -94,10 +96,6 @@ class _GoldRowAny(msgspec.Struct, gc=False):
     scenario: Any = None
     type: Any = None
 
-
-# In a worker, the decoded rows are kept until the process ends (`os._exit`): freeing ~1M objects a range
-# took ~0.08 s of a worker's ~1 s. None in any other process.
-_KEEP: list[Any] | None = None
 
 _GOLD = msgspec.json.Decoder(_GoldRow)
 _GOLD_ANY = msgspec.json.Decoder(_GoldRowAny)
@@ -199,6 +197,30 @@ def _decode(decoder: msgspec.json.Decoder, buf: Any, start: int, end: int, n_lin
     return rows if len(rows) == n_lines else None
 
 
+# A range is decoded BATCH_BYTES at a time (cut after a newline), each batch's structs and strings dropped
+# once its columns are joined (`strings`, `merge`): the next batch reuses their memory instead of faulting
+# in fresh pages. Whole ranges at once (the rows kept to the end) faulted ~150k pages for the 200k-case
+# pair. CPU s (user + sys) of one process decoding each whole file, 2-core sandbox, mean of 3-4 runs:
+# gold 0.73 / predictions 1.16 at once; 0.47 / 1.00 in 8 MB batches, 0.47 / 0.90 in 2 MB, 0.46 / 0.82 in
+# 512 KB, 0.47 / 0.81 in 256 KB.
+BATCH_BYTES = 1 << 19
+
+
+def batches(buf: Any, start: int, end: int, size: int | None = None) -> Iterator[tuple[int, int]]:
+    """Sub-ranges of buf[start:end] of about `size` bytes, each ending right after a newline (or at `end`);
+    an empty range is one empty batch."""
+    if start >= end:
+        yield start, end
+        return
+    size = size or BATCH_BYTES
+    a = start
+    while a < end:
+        nl = buf.find(b"\n", min(a + size, end - 1), end)
+        b = end if nl < 0 else nl + 1
+        yield a, b
+        a = b
+
+
 # ------------------------------------------------------------------------------------------- gold
 
 
@@ -206,6 +228,16 @@ def gold_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
     """Columns of the gold rows in buf[start:end]: `n` rows, `ids` (str, or None: the caller makes the
     id from the line), `scenario`, `names` and `types` flattened, `counts` (metrics a row). None when
     the range is not the common shape (the caller reads the file line by line)."""
+    parts = []
+    for a, b in batches(buf, start, end):
+        part = _gold_batch(buf, a, b)
+        if part is None:
+            return None
+        parts.append(part)
+    return merge(parts)
+
+
+def _gold_batch(buf: Any, start: int, end: int) -> dict[str, Any] | None:
     n_lines = line_count(buf, start, end)
     if n_lines is None:
         return None
@@ -215,8 +247,6 @@ def gold_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
         rows = _decode(_GOLD_ANY, buf, start, end, n_lines)
         if rows is None:
             return None
-    if _KEEP is not None:
-        _KEEP.append(rows)
     ids = [r.id for r in rows]
     scen = [r.scenario if r.scenario is not None else r.type for r in rows]
     mss = [r.output.metrics or () for r in rows]
@@ -314,15 +344,25 @@ def pred_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
     """Columns of the prediction rows in buf[start:end]: `n`, `ids` (as decoded: any JSON value, None
     when absent), `group`, `names`/`types` flattened with `counts`, `valid` and `error` a row. None when
     the range is not one object a line, each with an `output` (the caller reads line by line)."""
+    parts = []
+    for a, b in batches(buf, start, end):
+        got = _pred_batch(buf, a, b)
+        if got is None:
+            return None
+        parts.append(_pred_columns(*got))
+    return merge(parts)
+
+
+def _pred_batch(buf: Any, start: int, end: int) -> tuple[Any, ...] | None:
+    """(ids, groups, names, types, counts, valid, errors) of the prediction rows in buf[start:end] (one
+    batch), or None."""
     n_lines = line_count(buf, start, end)
     if n_lines is None:
         return None
     rows = _decode(_PRED_BULK, buf, start, end, n_lines) if PRED_FAST_PATH else None
     if rows is not None:
-        # One call for the range, the columns built flat; rows with more than MAX_METRICS metrics or a
+        # One call for the batch, the columns built flat; rows with more than MAX_METRICS metrics or a
         # blank or repeated name get what data.parse would say of them (`breach`), spliced in.
-        if _KEEP is not None:
-            _KEEP.append(rows)
         ms_rows = [r.output.metrics for r in rows]
         counts = list(map(len, ms_rows))
         names = [m.metric_name for ms in ms_rows for m in ms]
@@ -351,28 +391,26 @@ def pred_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
         scen = [r.scenario for r in rows]
         typ = [r.type for r in rows]
         groups = [group(a, b) for a, b in zip(scen, typ)] if scen.count(None) != len(scen) or typ.count(None) != len(typ) else scen
-        return _pred_columns(ids, groups, names, types, counts, valid, errors)
-    else:
-        # Some output is raw text, or breaks the contract per metric: each row's output on its own.
-        lines = _decode(_PRED_LINE, buf, start, end, n_lines)
-        if lines is None:
-            return None
-        name_rows, type_rows, valid, errors, ids, groups = [], [], [], [], [], []
-        for row in lines:
-            fast = pred_output(row.output)
-            if fast is not None:
-                nm, tp, ok, err = fast[0], fast[1], True, None
-            else:
-                nm, tp, ok, err = parsed_row(json.loads(bytes(row.output)))
-            name_rows.append(nm)
-            type_rows.append(tp)
-            valid.append(ok)
-            errors.append(err)
-            ids.append(row.id)
-            groups.append(group(row.scenario, row.type))
-        counts = [len(x) for x in name_rows]
-    return _pred_columns(ids, groups, list(itertools.chain.from_iterable(name_rows)),
-                         list(itertools.chain.from_iterable(type_rows)), counts, valid, errors)
+        return ids, groups, names, types, counts, valid, errors
+    # Some output is raw text, or breaks the contract per metric: each row's output on its own.
+    lines = _decode(_PRED_LINE, buf, start, end, n_lines)
+    if lines is None:
+        return None
+    name_rows, type_rows, valid, errors, ids, groups = [], [], [], [], [], []
+    for row in lines:
+        fast = pred_output(row.output)
+        if fast is not None:
+            nm, tp, ok, err = fast[0], fast[1], True, None
+        else:
+            nm, tp, ok, err = parsed_row(json.loads(bytes(row.output)))
+        name_rows.append(nm)
+        type_rows.append(tp)
+        valid.append(ok)
+        errors.append(err)
+        ids.append(row.id)
+        groups.append(group(row.scenario, row.type))
+    return (ids, groups, list(itertools.chain.from_iterable(name_rows)), list(itertools.chain.from_iterable(type_rows)),
+            [len(x) for x in name_rows], valid, errors)
 
 
 def _pred_columns(ids: list[Any], groups: list[str | None], names: list[str], types: list[str], counts: list[int],
@@ -395,17 +433,70 @@ def strings(col: list[Any]) -> dict[str, Any]:
     crosses the pipe or gets built again (msgpack lists of 1.3M strings took 0.22 s to decode in the
     main process; encoding each value for Arrow offsets 0.3 s in each worker; one join 0.02 s)."""
     valid = None
+    n = len(col)
     nulls = col.count(None)
-    if nulls == len(col):
-        return {"nulls": True, "valid": None}
+    if nulls == n:
+        return {"nulls": True, "valid": None, "len": n}
     if nulls:
         valid = bytes(x is not None for x in col)
         col = ["" if x is None else x for x in col]
     text = "\x00".join(col)
-    if text.count("\x00") == len(col) - 1:
-        return {"text": text.encode(), "valid": valid}
+    if text.count("\x00") == n - 1:
+        return {"text": text.encode(), "valid": valid, "len": n}
     enc = list(map(str.encode, col))
-    return {"data": b"".join(enc), "offsets": int64s(itertools.accumulate(map(len, enc), initial=0)), "valid": valid}
+    return {"data": b"".join(enc), "offsets": int64s(itertools.accumulate(map(len, enc), initial=0)), "valid": valid,
+            "len": n}
+
+
+def join_strings(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """`strings` of the concatenated columns of `parts` (each a `strings` answer), built from their
+    buffers (a batch's str objects are freed as soon as its answer is made)."""
+    parts = [p for p in parts if p["len"]]
+    if len(parts) <= 1:
+        return parts[0] if parts else strings([])
+    n = sum(p["len"] for p in parts)
+    if all("nulls" in p for p in parts):
+        return {"nulls": True, "valid": None, "len": n}
+    valid = None
+    if any("nulls" in p or p["valid"] is not None for p in parts):
+        valid = b"".join(bytes(p["len"]) if "nulls" in p else p["valid"] or b"\x01" * p["len"] for p in parts)
+    if not any("data" in p for p in parts):  # k values are k - 1 NULs apart, an all-null part k empty values
+        text = b"\x00".join(b"\x00" * (p["len"] - 1) if "nulls" in p else p["text"] for p in parts)
+        return {"text": text, "valid": valid, "len": n}
+    # Some value holds a NUL itself: Arrow buffers for all.
+    datas: list[bytes] = []
+    lens: list[int] = []
+    for p in parts:
+        if "nulls" in p:
+            lens += [0] * p["len"]
+        elif "text" in p:
+            vals = p["text"].split(b"\x00")
+            datas += vals
+            lens += map(len, vals)
+        else:
+            offs = array.array("q", p["offsets"])
+            datas.append(p["data"])
+            lens += (b - a for a, b in zip(offs, offs[1:]))
+    return {"data": b"".join(datas), "offsets": int64s(itertools.accumulate(lens, initial=0)), "valid": valid, "len": n}
+
+
+STRING_COLUMNS = frozenset({"ids", "scenario", "names", "types", "group", "error"})
+
+
+def merge(ps: list[dict[str, Any]]) -> dict[str, Any]:
+    """One answer of the batch answers `ps` of a range, in order: string columns joined, byte columns
+    (counts, valid) concatenated, counts (`n`, `has_ids`) summed."""
+    if len(ps) == 1:
+        return ps[0]
+    out: dict[str, Any] = {}
+    for k in ps[0]:
+        if k in STRING_COLUMNS:
+            out[k] = join_strings([p[k] for p in ps])
+        elif isinstance(ps[0][k], bytes):
+            out[k] = b"".join(p[k] for p in ps)
+        else:
+            out[k] = sum(p[k] for p in ps)
+    return out
 
 
 def int64s(values: Any) -> bytes:
@@ -432,9 +523,7 @@ def _worker() -> None:
     """Worker loop: read one msgpack [contract, list of (kind, path, start, end) jobs] on stdin; answer each job as
     soon as it is done (gold first: the caller builds the gold frame while predictions decode), as an
     8-byte little-endian length and a msgpack message (None where a range needs the slow path)."""
-    global _KEEP
     gc.disable()  # nothing here forms a cycle; the collector's passes over ~1M new containers cost ~40 %
-    _KEEP = []
     contract, jobs = msgspec.msgpack.decode(sys.stdin.buffer.read())
     use(contract)
     out = sys.stdout.buffer

@@ -209,7 +209,7 @@ def _columns_frame(rows: dict[str, list[Any]], schema: dict[str, Any], list_cols
     """A frame from Python columns, the list<str> ones built through Arrow (fastload.string_lists)."""
     return pl.DataFrame(
         [
-            pl.Series(k, fastload.string_lists(v)) if k in list_cols else pl.Series(k, v, dtype=schema[k])
+            fastload.series(k, fastload.string_lists(v)) if k in list_cols else pl.Series(k, v, dtype=schema[k])
             for k, v in rows.items()
         ]
     ).cast(schema)  # type: ignore[arg-type]

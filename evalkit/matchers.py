@@ -437,12 +437,14 @@ def match(cases: pl.DataFrame, matcher: Matcher, stats: MatchStats | None = None
         # of a case want the same prediction, the greedy pass in gold order takes exactly these.
         # A first-eligible matcher ranks every candidate the same, so "best" is the first.
         e = e.with_columns((pl.lit(1.0) if matcher.first_eligible else pl.col("score")).alias("rank"))
+        # The first row of each (row, gi) run of a frame sorted by row and gi: a shift, not a hash `unique`
+        # (358k candidate pairs: 31 -> 2 ms warm; 64 ms in the first, cold call of a command).
+        gold_key = row_key + pl.col("gi")
+        first = gold_key != gold_key.shift(1, fill_value=-1)
         if matcher.first_eligible:  # `e` is sorted by row, gi, pi: the first of each gold is its best
-            best = e.unique(["row", "gi"], keep="first", maintain_order=True).drop("rank")
+            best = e.filter(first).drop("rank")
         else:
-            best = e.sort(["row", "gi", "rank", "pi"], descending=[False, False, True, False]).unique(
-                ["row", "gi"], keep="first", maintain_order=True
-            ).drop("rank")
+            best = e.sort(["row", "gi", "rank", "pi"], descending=[False, False, True, False]).filter(first).drop("rank")
         clash = best.filter((row_key + pl.col("pi")).is_duplicated())["row"].unique()
         simple = best.filter(~pl.col("row").is_in(clash.implode()))
         looped = _greedy_loop(e.filter(pl.col("row").is_in(clash.implode())), rank="rank")

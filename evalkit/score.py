@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from reportminer.data.io import DataError
 
+from .fastload import series
 from .loaders import PredictionSet, load_gold, load_predictions
 from .matchers import Matcher, MatchStats, match
 from .pardecode import Prefetch
@@ -117,36 +120,49 @@ def mix_expr(types: pl.Expr) -> pl.Expr:
 
 
 def score_cases(cases: pl.DataFrame, matcher: Matcher, run: str = "run", stats: MatchStats | None = None) -> pl.DataFrame:
-    """Add hits and verdicts to a frame from `build_cases`; returns the cases frame (CASE_COLUMNS)."""
+    """Add hits and verdicts to a frame from `build_cases` (or a slice of one: `row` increasing); returns
+    the cases frame (CASE_COLUMNS).
+
+    The hits' names and types are gathered by position from the flattened lists and the per-case counts
+    and hit lists laid out by each case's number of hits, instead of joining on (row, position) and
+    back onto the cases: 200k cases, difflib, one thread, 0.54 -> 0.46 s."""
     stats = stats if stats is not None else MatchStats()
-    hits = match(cases, matcher, stats)
-    g = _long(cases, "gold_names", "gold_types", "g", "gt", "gi")
-    p = _long(cases, "pred_names", "pred_types", "p", "pt", "pi")
-    detail = (
-        hits.join(g, on=["row", "gi"]).join(p, on=["row", "pi"]).sort(["row", "gi"])
-        .group_by("row", maintain_order=True)
-        .agg(
-            pl.len().cast(pl.Int64).alias("n_hits"),
-            (pl.col("g") == pl.col("p")).sum().cast(pl.Int64).alias("exact_hits"),
-            (pl.col("gt") == pl.col("pt")).sum().cast(pl.Int64).alias("type_hits"),
-            pl.struct(
-                pl.col("g").alias("gold"), pl.col("p").alias("pred"), "score",
-                pl.col("gt").alias("gold_type"), pl.col("pt").alias("pred_type"),
-            ).alias("hits"),
-        )
-    )
-    out = cases.join(detail, on="row", how="left").with_columns(
-        pl.col("n_hits", "exact_hits", "type_hits").fill_null(0),
-        pl.col("hits").fill_null(pl.lit([], dtype=pl.List(HIT_STRUCT))),
-        pl.col("gold_names").list.len().cast(pl.Int64).alias("n_gold"),
-        pl.col("pred_names").list.len().cast(pl.Int64).alias("n_pred"),
+    hits = match(cases, matcher, stats)  # sorted by row, gi
+    n = cases.height
+    at = np.searchsorted(cases["row"].to_numpy(), hits["row"].to_numpy())  # each hit's case, 0..n-1
+    n_gold = cases["gold_names"].list.len().cast(pl.Int64)
+    n_pred = cases["pred_names"].list.len().cast(pl.Int64)
+
+    def flat(names: str, types: str, n_col: pl.Series, pos: str) -> tuple[pl.Series, pl.Series]:
+        """The hits' names and types: item `pos` of each hit's case's lists, by its flat position."""
+        first = (n_col.cum_sum() - n_col).to_numpy()
+        idx = pl.Series(first[at] + hits[pos].to_numpy())
+        return cases[names].explode(empty_as_null=False).gather(idx), cases[types].explode(empty_as_null=False).gather(idx)
+
+    g, gt = flat("gold_names", "gold_types", n_gold, "gi")
+    p_, pt = flat("pred_names", "pred_types", n_pred, "pi")
+    n_hits = np.bincount(at, minlength=n)
+    exact = np.bincount(at, weights=(g == p_).to_numpy(), minlength=n)
+    typed = np.bincount(at, weights=(gt == pt).to_numpy(), minlength=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(n_hits, out=offsets[1:])
+    hit_structs = pl.DataFrame([g.alias("gold"), p_.alias("pred"), hits["score"], gt.alias("gold_type"),
+                                pt.alias("pred_type")]).to_struct("hits").to_arrow()
+    hit_lists = pa.LargeListArray.from_arrays(pl.Series(offsets).to_arrow(), hit_structs)
+    out = cases.with_columns(
+        pl.Series("n_hits", n_hits, dtype=pl.Int64),
+        pl.Series("exact_hits", exact, dtype=pl.Int64),
+        pl.Series("type_hits", typed, dtype=pl.Int64),
+        series("hits", hit_lists).cast(pl.List(HIT_STRUCT)),
+        n_gold.alias("n_gold"),
+        n_pred.alias("n_pred"),
         pl.lit(run).alias("run"),
         pl.lit(matcher.name).alias("matcher"),
     )
     out = out.with_columns(
         verdict_expr(pl.col("n_gold"), pl.col("n_pred"), pl.col("n_hits")).alias("verdict"),
         mix_expr(pl.col("gold_types")).alias("mix"),
-    ).sort("row")
+    )
     return out.select(CASE_COLUMNS)
 
 
@@ -248,6 +264,7 @@ def summarize(cases: pl.DataFrame) -> dict[str, Any]:
 # Runs of at least this many cases are scored in parts, one thread a CPU (at most 4): polars runs the
 # parts' frame operations while the other part is in Python (difflib, the greedy loop). 200k cases, 2
 # cores: 0.47 -> 0.41 s in process, 2.20 -> 2.06 s for `evalkit score`; the same cases frame (tests).
+# (With `score_cases` gathering instead of joining: 0.45 -> 0.39 s, difflib.)
 PARTS_MIN_CASES = 50_000
 
 

@@ -280,3 +280,41 @@ def test_a_large_pair_is_split_and_scored_in_parts(tmp_path: Path, monkeypatch):
     assert len(started) == 2 and parts == [150, 150]  # two workers decoded, two parts scored
     assert par.cases.equals(serial.cases) and par.summary == serial.summary
     assert isinstance(par.cases, pl.DataFrame) and par.cases.height == 300
+
+
+def test_ranges_decoded_in_many_small_batches_give_the_slow_paths_frames(pair, tmp_path: Path, monkeypatch):
+    """A range is decoded a batch at a time and the batches' columns joined (`jsonl_chunks.merge`): with
+    batches of a few lines, batches of every form meet (all-null, some null, NUL inside a value, no
+    values), and bulk and row-by-row batches in one range."""
+    gold, pred = pair
+    rows = [json.loads(line) for line in gold.read_text(encoding="utf-8").splitlines()]
+    for k, r in enumerate(rows):
+        if k % 50 < 20:
+            r.pop("scenario", None)  # whole batches without a scenario, then some with
+            r.pop("type", None)
+        if k == 333:
+            r["output"]["metrics"] = [metric("毛\x00利率")]  # one value with a NUL: Arrow buffers for all
+        if 100 <= k < 110:
+            r["output"]["metrics"] = []  # a batch without names
+    gold = write_jsonl(tmp_path / "gold2.jsonl", rows)
+    slow_g, slow_p = frames(gold, pred, None, monkeypatch, enabled=False)
+    cuts = []
+    batches = jsonl_chunks.batches
+    monkeypatch.setattr(jsonl_chunks, "batches", lambda *a: cuts.append(1) or batches(*a))
+    for size in (1, 700, 5000):
+        monkeypatch.setattr(jsonl_chunks, "BATCH_BYTES", size)
+        g, p = frames(gold, pred, None, monkeypatch)
+        assert g.equals(slow_g), size
+        assert p.equals(slow_p), size
+    assert cuts and slow_g["gold_names"].list.explode().str.contains("\x00").any()
+    assert slow_g["scenario"].null_count() > 0
+
+
+def test_join_strings_is_strings_of_the_whole_column():
+    cols = [["a", "b"], [None, None], [], ["", None, "c"], ["x\x00y"], ["z"], [None]]
+    for lo in range(len(cols)):
+        for hi in range(lo, len(cols) + 1):
+            parts = cols[lo:hi]
+            whole = [v for c in parts for v in c]
+            got = jsonl_chunks.join_strings([jsonl_chunks.strings(c) for c in parts])
+            assert pl.Series(fastload.arrow_strings(got, len(whole))).to_list() == whole, parts
