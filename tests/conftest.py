@@ -6,6 +6,7 @@ second test run starts in seconds; a fresh CI machine builds them once.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -118,3 +119,45 @@ def wait_for_a_recorded_shard() -> Callable[..., None]:
             time.sleep(0.05)
         pytest.fail(f"no shard finished within {timeout_s:.0f} s")
     return wait
+
+
+@pytest.fixture
+def kill_once_a_shard_is_recorded(wait_for_a_recorded_shard, tmp_path) -> Callable[..., None]:
+    """`kill(cmd, recorded, timeout_s=300)`: run the console-script command `cmd` (its output to a log file
+    under the test's tmp_path, so a full pipe never stalls it) and SIGKILL it as soon as `recorded()` is
+    true; fails the test if it ends first, or if it did not die of the kill."""
+    def kill(cmd: list[str], recorded: Callable[[], object], timeout_s: float = 300) -> None:
+        log = tmp_path / "killed-run.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+        try:
+            wait_for_a_recorded_shard(proc, recorded, timeout_s, lambda: log.read_text(errors="replace"))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-3000:]
+    return kill
+
+
+@pytest.fixture
+def six_shards_of_eight() -> Callable[..., Path]:
+    """`write(folder, distinct=False)`: the 12 demo paragraphs four times (ids r000-r047) as 6 shards of 8
+    rows under `folder`, the input of every kill-and-rerun test; `distinct`: each paragraph made unique,
+    so the row cache (engine/rowcache.py) cannot answer the repeats at once. Returns `folder`."""
+    def write(folder: Path, distinct: bool = False) -> Path:
+        import pyarrow as pa
+
+        from reportminer.data.io import jsonl_to_table, write_shards
+
+        big = pa.concat_tables([jsonl_to_table(REPO / "data" / "demo" / "demo.jsonl")] * 4)
+        big = big.set_column(0, "id", pa.array([f"r{i:03d}" for i in range(big.num_rows)]))
+        if distinct:
+            paragraphs = [f"{p}（{i}）" for i, p in enumerate(big.column("paragraph").to_pylist())]
+            big = big.set_column(big.schema.get_field_index("paragraph"), "paragraph", pa.array(paragraphs))
+        write_shards(big, folder, rows_per_shard=8)
+        return folder
+    return write

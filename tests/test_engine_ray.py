@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +128,7 @@ def test_ray_backend_writes_what_the_local_backend_writes(cfg, shards, reference
 
 
 def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shards, reference, ray_address, tmp_path,
-                                                                     wait_for_a_recorded_shard):
+                                                                     kill_once_a_shard_is_recorded):
     """SIGKILL `engine run --backend ray` (attached to this module's Ray, as under `ray job submit`) once a
     shard is committed; the rerun leaves finished shards untouched and writes the rest once."""
     out = tmp_path / "out"
@@ -138,18 +137,8 @@ def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shar
            "--max-model-len", "2048", "--kv-cache", "512MiB", "--max-num-seqs", "1", "--chunk-size", "8",
            "--batch-rows", "4", "--max-loras", "2", "--enforce-eager", "--no-prefix-caching",
            "--set", "backend=ray", "--set", "ray_actors=1", "--set", f"ray_address={ray_address}"]
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     manifest = out / MANIFEST_NAME
-    try:
-        wait_for_a_recorded_shard(proc, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"),
-                                  300, lambda: proc.stdout.read().decode())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_a_shard_is_recorded(cmd, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"))
     done = json.loads(manifest.read_text())["shards"]
     assert 1 <= len(done) < SHARDS, "the kill should land mid-run"
     # Shards an actor committed whose summary the killed driver never received: their markers stay.
@@ -159,6 +148,7 @@ def test_killed_ray_driver_then_rerun_completes_every_row_exactly_once(cfg, shar
     for rel in finished:
         assert pq.read_metadata(out / rel).num_rows == 4
 
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode in (0, EXIT_ROW_ERRORS), p.stdout[-2000:] + p.stderr[-3000:]
     summary = json.loads((out / SUMMARY_NAME).read_text())

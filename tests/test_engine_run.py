@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -296,13 +295,11 @@ def test_extract_one_paragraph(eng, base_config):
 # ---- a real crash -----------------------------------------------------------------------------------
 
 
-def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config, tmp_path, wait_for_a_recorded_shard):
+def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config, tmp_path, six_shards_of_eight,
+                                                              kill_once_a_shard_is_recorded):
     """SIGKILL the real console script once its first shard is committed, rerun with scripts/nightly.sh, and
     compare with one uninterrupted run."""
-    table = jsonl_to_table(DEMO)
-    big = pa.concat_tables([table] * 4)  # 48 rows in 6 shards of 8
-    big = big.set_column(0, "id", pa.array([f"r{i:03d}" for i in range(big.num_rows)]))
-    write_shards(big, tmp_path / "in", rows_per_shard=8)
+    six_shards_of_eight(tmp_path / "in")  # 48 rows
     # One request in flight at a time (chunk_size 1), here and in the killed and resumed runs: on CPU a row's
     # text can depend on its batch neighbours (near-tied logits of the random model; the S3 test met it
     # when the prompt changed), and the resumed run batches the remaining shards without the killed run's.
@@ -319,18 +316,8 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config
              "--max-num-seqs", "64", "--chunk-size", "1", "--max-loras", "4", "--batch-rows", "4", "--compile"]
     cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", str(tmp_path / "in"), "--out", str(out),
            "--adapter", f"a={cfg.adapters['a']}", "-q", *flags]
-    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     manifest = out / MANIFEST_NAME
-    try:
-        wait_for_a_recorded_shard(proc, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"),
-                                  240, lambda: proc.stdout.read().decode())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_a_shard_is_recorded(cmd, lambda: manifest.exists() and json.loads(manifest.read_text()).get("shards"), 240)
     done = json.loads(manifest.read_text())["shards"]
     assert 1 <= len(done) < 6, "the kill should land mid-run"
     for rel in done:  # whatever the manifest lists is whole
@@ -338,6 +325,7 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config
     assert len(list(out.rglob("*.parquet"))) == len(done)  # nothing half-written under a real name
 
     # The next night: scripts/nightly.sh over the same folders continues where the killed run stopped.
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     nightly_env = {**env, "INPUT": str(tmp_path / "in"), "OUT": str(out), "ADAPTERS": f"a={cfg.adapters['a']}",
                    "EXTRA_ARGS": " ".join(flags), "ENGINE": str(Path(sys.executable).parent / "engine")}
     p = subprocess.run([str(REPO / "scripts" / "nightly.sh")], capture_output=True, text=True, env=nightly_env,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -259,16 +257,13 @@ def _key(r: dict) -> tuple:
 
 
 @pytest.mark.engine
-def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, eng, cfg, tmp_path,
-                                                                  wait_for_a_recorded_shard):
+def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, eng, cfg, tmp_path, six_shards_of_eight,
+                                                                  kill_once_a_shard_is_recorded):
     from reportminer.engine.run_manifest import MANIFEST_NAME, SUMMARY_NAME
     from reportminer.engine.runner import run
     from reportminer.engine.summary import EXIT_ROW_ERRORS
 
-    table = jsonl_to_table(DEMO)
-    big = pa.concat_tables([table] * 4)  # 48 rows in 6 shards of 8
-    big = big.set_column(0, "id", pa.array([f"r{i:03d}" for i in range(big.num_rows)]))
-    write_shards(big, tmp_path / "in" / "2025", rows_per_shard=8)
+    six_shards_of_eight(tmp_path / "in" / "2025")  # 48 rows
     _upload_dir(s3, tmp_path / "in", bucket, "in")
     reference = tmp_path / "reference"
     run(cfg, tmp_path / "in", reference, engine=eng, progress=False)  # run 1: local
@@ -279,10 +274,6 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
     src, out = f"s3://{bucket}/in", f"s3://{bucket}/out"
     cmd = [sys.executable, "-m", "reportminer.engine.cli", "run", "--input", src, "--out", out,
            "--adapter", f"a={cfg.adapters['a']}", "-q", *flags]
-    engine_log = tmp_path / "engine.log"
-    with open(engine_log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
 
     def manifest() -> dict | None:
         try:
@@ -290,15 +281,7 @@ def test_killed_s3_run_resumes_exactly_once_and_equals_a_local_run(s3, bucket, e
         except s3.exceptions.NoSuchKey:
             return None
 
-    try:
-        wait_for_a_recorded_shard(proc, lambda: (manifest() or {}).get("shards"), 300,
-                                  lambda: engine_log.read_text(errors="replace"))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_a_shard_is_recorded(cmd, lambda: (manifest() or {}).get("shards"))
     done = manifest()["shards"]
     assert 1 <= len(done) < 6, "the kill should land mid-run"
     objects = [k for k in _keys(s3, bucket, "out/") if k.endswith(".parquet")]

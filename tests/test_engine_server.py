@@ -20,7 +20,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import pyarrow as pa
 import pytest
 
 from reportminer.data.errors import ConfigError
@@ -386,16 +385,11 @@ def test_a_key_revoked_mid_run_stops_the_run_and_a_rerun_finishes(server, base_c
 
 
 def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, local_engine, base_config, tmp_path,
-                                                                    wait_for_a_recorded_shard):
+                                                                    six_shards_of_eight, wait_for_a_recorded_shard):
     """SIGKILL the server once the client's first shard is committed: the rows it can no longer answer become
     server_error rows (run exit 1); after a restart, a rerun redoes exactly the shards holding them."""
-    table = jsonl_to_table(DEMO)
-    big = pa.concat_tables([table] * 4)  # 48 rows in 6 shards of 8
-    big = big.set_column(0, "id", pa.array([f"r{i:03d}" for i in range(big.num_rows)]))
-    # Distinct paragraphs: the row cache (engine/rowcache.py) would otherwise answer the repeats at once.
-    paragraphs = [f"{p}（{i}）" for i, p in enumerate(big.column("paragraph").to_pylist())]
-    big = big.set_column(big.schema.get_field_index("paragraph"), "paragraph", pa.array(paragraphs))
-    write_shards(big, tmp_path / "in", rows_per_shard=8)
+    # 48 rows, distinct paragraphs: the row cache (engine/rowcache.py) would otherwise answer the repeats at once.
+    six_shards_of_eight(tmp_path / "in", distinct=True)
     cfg = base_config.override(adapters={"a": base_config.adapters["a"]})
     run(cfg, tmp_path / "in", tmp_path / "reference", engine=local_engine, progress=False)
 
