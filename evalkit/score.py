@@ -83,15 +83,6 @@ def build_cases(gold: pl.DataFrame, preds: pl.DataFrame, where: str = "predictio
     )
 
 
-def _long(cases: pl.DataFrame, names: str, types: str, n: str, t: str, idx: str) -> pl.DataFrame:
-    return (
-        cases.select("row", pl.col(names).alias(n), pl.col(types).alias(t), pl.int_ranges(0, pl.col(names).list.len()).alias(idx))
-        .explode([n, t, idx])
-        .drop_nulls(idx)
-        .with_columns(pl.col(idx).cast(pl.Int32))
-    )
-
-
 def verdict_expr(n_gold: pl.Expr, n_pred: pl.Expr, n_hits: pl.Expr) -> pl.Expr:
     all_hit = n_hits == n_gold
     return (
