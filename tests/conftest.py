@@ -147,7 +147,7 @@ def kill_once_a_shard_is_recorded(wait_for_a_recorded_shard, tmp_path) -> Callab
 def six_shards_of_eight() -> Callable[..., Path]:
     """`write(folder, distinct=False)`: the 12 demo paragraphs four times (ids r000-r047) as 6 shards of 8
     rows under `folder`, the input of every kill-and-rerun test; `distinct`: each paragraph made unique,
-    so the row cache (engine/rowcache.py) cannot answer the repeats at once. Returns `folder`."""
+    so the row cache (engine/row_cache.py) cannot answer the repeats at once. Returns `folder`."""
     def write(folder: Path, distinct: bool = False) -> Path:
         import pyarrow as pa
 

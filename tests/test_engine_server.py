@@ -388,7 +388,7 @@ def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, loc
                                                                     six_shards_of_eight, wait_for_a_recorded_shard):
     """SIGKILL the server once the client's first shard is committed: the rows it can no longer answer become
     server_error rows (run exit 1); after a restart, a rerun redoes exactly the shards holding them."""
-    # 48 rows, distinct paragraphs: the row cache (engine/rowcache.py) would otherwise answer the repeats at once.
+    # 48 rows, distinct paragraphs: the row cache (engine/row_cache.py) would otherwise answer the repeats at once.
     six_shards_of_eight(tmp_path / "in", distinct=True)
     cfg = base_config.override(adapters={"a": base_config.adapters["a"]})
     run(cfg, tmp_path / "in", tmp_path / "reference", engine=local_engine, progress=False)
