@@ -75,6 +75,7 @@ def main() -> None:
     evalkit score   --gold GOLD PREDICTIONS [--json summary.json|-] [--cases cases.parquet]
     evalkit compare --gold GOLD RUN RUN... [--fail-if-worse]   (RUN: predictions or a saved cases file)
     evalkit report  --gold GOLD RUN --out report.html
+    evalkit perturb expand|check ...   (does the predicted count hold when background sentences come and go?)
     """
 
 
@@ -221,6 +222,97 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
         for w in worse:
             click.echo(f"evalkit: {w}", err=True)
         if worse:
+            sys.exit(EXIT_FINDINGS)
+
+
+@main.group()
+def perturb() -> None:
+    """Perturbation check: the same cases with a background sentence inserted or removed, labels unchanged.
+
+    \b
+    evalkit perturb expand BENCH.jsonl --out expanded.jsonl      # cases + <id>~ins / <id>~rem variants
+    evalkit perturb check --gold expanded.jsonl RUN [RUN...]      # share of cases whose predicted count moved
+    """
+
+
+@perturb.command("expand")
+@click.argument("bench", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Benchmark JSONL to write: the cases (without `perturb`) and their variants.")
+@click.option("--base/--no-base", default=True, show_default=True, help="Also write the cases themselves.")
+@json_option("counts of cases and variants")
+def perturb_expand(bench, out, base, json_out):
+    """Expand BENCH's cases that carry `perturb` into variant cases with the same gold.
+
+    `<id>~ins`: perturb.insert placed right after the first perturb.insert_after (at the end when it is
+    absent); `<id>~rem`: the first perturb.remove deleted (no variant when it is null). Variants keep
+    every field of their case and add `base_id` and `variant`. A text that is not in the paragraph, an
+    insert already there or a duplicate id is a data error (exit 3) naming file and line.
+
+    \b
+    Example:
+      evalkit perturb expand benchmarks/genbench/cases.jsonl --out /tmp/genbench-perturbed.jsonl
+    """
+    from reportminer.data.io import write_jsonl
+
+    from .perturb import expand_file
+
+    try:
+        ex = expand_file(str(bench), include_base=base)
+    except DataError as e:
+        _fail(e)
+        return
+    write_jsonl(ex.rows, out)
+    info = {"cases": ex.cases, "with_perturb": ex.with_perturb, "variants": ex.by_kind, "rows_written": len(ex.rows),
+            "out": str(out)}
+    if json_out:
+        write_json_out(info, json_out)
+    click.echo(f"{out}: {len(ex.rows)} rows ({ex.cases} cases, {ex.with_perturb} with perturb; variants "
+               f"ins {ex.by_kind['ins']}, rem {ex.by_kind['rem']})", err=to_stdout(json_out))
+
+
+@perturb.command("check")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--gold", type=click.Path(exists=True, path_type=Path), default=None,
+              help="The expanded benchmark (cases + variants); needed when a RUN is predictions, not a cases file.")
+@_matcher_options
+@click.option("--adapter", default=None, help="Engine results: take only this adapter from each RUN.")
+@click.option("--show-moved", type=int, default=10, show_default=True, help="List the first N variants whose count moved.")
+@json_option("per run: shares overall, per variant kind and per scenario, and every case that moved")
+@click.option("--max-share", type=float, default=None,
+              help="Exit 1 when a run's share of cases whose count moved is above this (e.g. 0.10, issue 16's target).")
+def perturb_check(runs, gold, matcher, threshold, model, embed_cache, adapter, show_moved, json_out, max_share):
+    """Share of cases whose predicted metric COUNT changes between a case and its variants.
+
+    Each RUN (a cases file from `evalkit score --cases`, or predictions scored against --gold; LABEL=PATH
+    names it; an engine results folder gives one run per adapter) must hold the base ids and the
+    `<id>~ins` / `<id>~rem` ids of `evalkit perturb expand`. Reported per run: the share of base cases
+    with a count change in any variant, the same per scenario, per variant kind the moved variants, how
+    many went up or down and the mean change, verdict changes, and the list of cases that moved.
+
+    \b
+    Example:
+      evalkit perturb expand benchmarks/genbench/cases.jsonl -o /tmp/gp.jsonl
+      engine run --input /tmp/gp.jsonl --out /tmp/gp-out --adapter v4=adapters/v4
+      evalkit perturb check --gold /tmp/gp.jsonl /tmp/gp-out --json perturb.json --max-share 0.10
+    """
+    from .perturb import format_stability, stability_of_runs
+
+    m = _matcher(matcher, threshold, model, embed_cache)
+    try:
+        res = stability_of_runs([(r.name, r.cases) for r in _runs(runs, gold, m, adapter)])
+    except DataError as e:
+        _fail(e)
+        return
+    if json_out:
+        write_json_out(res if len(res) > 1 else res[0], json_out)
+    click.echo(format_stability(res, show_moved), err=to_stdout(json_out))
+    if max_share is not None:
+        over = [r for r in res if r["share_changed"] is not None and r["share_changed"] > max_share]
+        for r in over:
+            click.echo(f"evalkit: {r['run']}: {100 * r['share_changed']:.1f} % of cases moved count "
+                       f"(> {100 * max_share:.1f} %)", err=True)
+        if over:
             sys.exit(EXIT_FINDINGS)
 
 
