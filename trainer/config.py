@@ -31,6 +31,8 @@ from reportminer.data.errors import ConfigError
 QUANTIZATIONS = ("8bit", "4bit", "none")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_RECIPE = "qwen3-14b-qlora"
+# The clause trainer/graft.py appends to a grafted row's analysis ({figures}: the grafted sentence's figures).
+DEFAULT_GRAFT_NOTE = "此外，{figures}等数字为背景信息，不构成核心指标。"
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -53,6 +55,17 @@ class TrainConfig:
     count_weights: dict[int, float] = h("Metric count -> weight, e.g. {0: 2, 1: 2, 3: 0.5}; counts above the "
                                         "largest key take its weight.", default_factory=dict)
     type_weights: dict[str, float] = h("Scenario (`type`) -> weight, e.g. {B: 1.5}.", default_factory=dict)
+    extra_data: list[str] = h(
+        "More seed-format JSONL files or folders (e.g. the team's rows, benchmarks/restraint-train/rows.jsonl), "
+        "validated like `data` and added to the training split only, never to the dev split; the manifest "
+        "records each file's sha256 with role train-extra.", default_factory=list)
+    # Augmentation (trainer/graft.py): background sentences grafted into labelled rows, labels unchanged.
+    graft_share: float = h(
+        "Share of training rows (after the mix) that get one background sentence with figures, taken from the "
+        "training split's 0-metric rows and inserted at a sentence boundary; their analysis gets graft_note. "
+        "0 = off. Deterministic by seed.", default=0.0)
+    graft_note: str = h("Clause appended to a grafted row's analysis; {figures} = up to three grafted figures.",
+                        default=DEFAULT_GRAFT_NOTE)
 
     # Base model loading.
     quantization: Literal["8bit", "4bit", "none"] = h("Base model quantisation (bitsandbytes).", default="8bit")
@@ -122,6 +135,10 @@ class TrainConfig:
             problems.append(f"adapter_dtype: {self.adapter_dtype!r} is not one of {', '.join(PRECISIONS)}")
         if not 0 <= self.dev_fraction < 1:
             problems.append(f"dev_fraction: {self.dev_fraction} must be in [0, 1)")
+        if not 0 <= self.graft_share <= 1:
+            problems.append(f"graft_share: {self.graft_share} must be in [0, 1]")
+        if "{figures}" not in self.graft_note:
+            problems.append("graft_note: must contain {figures} (where the grafted figures are named)")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warmup_ratio: {self.warmup_ratio} must be in [0, 1)")
         for k in ("lora_r", "lora_alpha", "micro_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
@@ -148,7 +165,7 @@ class TrainConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What decides the adapter's weights: everything except paths, logging and bookkeeping."""
-        skip = {"model", "data", "output", "dev_data", "progress", "logging_steps", "recipe", "description", "device",
+        skip = {"model", "data", "output", "dev_data", "extra_data", "progress", "logging_steps", "recipe", "description", "device",
                 "max_nonfinite_steps", "report_to"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 

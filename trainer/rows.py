@@ -11,6 +11,7 @@ import logging
 import os
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class DataFile:
     path: str
     sha256: str
     rows: int
-    role: str  # train | dev | train+dev (a dev split cut out of the training file)
+    role: str  # train | dev | train+dev (a dev split cut out of the training file) | train-extra (extra_data)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "rows": self.rows, "role": self.role}
@@ -150,8 +151,12 @@ def load_training_data(
     seed: int = 42,
     seed_rules: bool = True,
     progress: bool = False,
+    extra_data: Sequence[str | os.PathLike] = (),
 ) -> LoadedData:
-    """Validate, read and split; nothing is returned unless every row of every file is usable."""
+    """Validate, read and split; nothing is returned unless every row of every file is usable.
+
+    `extra_data` files join the training split after the dev split is cut (they never reach dev); an
+    extra row whose paragraph is a dev paragraph is refused, so dev loss never scores a trained row."""
     warnings = validate(data, seed_rules, progress)
     rows = read_rows(data)
     if dev_data:
@@ -162,4 +167,14 @@ def load_training_data(
     else:
         train, dev = split_dev(rows, dev_fraction, seed)
         files = _fingerprints(data, rows, "train+dev" if dev else "train")
+    dev_paragraphs = {"".join(r.paragraph.split()) for r in dev}
+    for extra in extra_data:
+        warnings += validate(extra, seed_rules, progress)
+        more = read_rows(extra)
+        leak = [r.source for r in more if "".join(r.paragraph.split()) in dev_paragraphs]
+        if leak:
+            raise DataError(f"{extra}: {len(leak)} row(s) repeat a dev paragraph (extra rows are training rows only): "
+                            + ", ".join(leak[:5]))
+        train = train + more
+        files += _fingerprints(extra, more, "train-extra")
     return LoadedData(train=train, dev=dev, files=files, warnings=warnings)

@@ -41,6 +41,7 @@ from .artifacts import (
     save_adapter_dir,
 )
 from .config import TrainConfig
+from .graft import background_pool, graft_rows
 from .mix import describe as describe_mix
 from .mix import mix_rows
 from .rows import load_training_data
@@ -339,7 +340,7 @@ class LoraRecipe:
         if not Path(cfg.model, "config.json").exists():  # type: ignore[arg-type]
             raise ConfigError(f"{cfg.model}: not a model folder (no config.json)")
         self.loaded = load_training_data(cfg.data, cfg.dev_data, cfg.dev_fraction, cfg.seed, cfg.seed_rules,  # type: ignore[arg-type]
-                                         cfg.progress)
+                                         cfg.progress, extra_data=cfg.extra_data)
         for w in self.loaded.warnings[:20]:
             log.warning("data: %s", w)
         if len(self.loaded.warnings) > 20:
@@ -352,6 +353,12 @@ class LoraRecipe:
             before = describe_mix(self.loaded.train)
             self.loaded.train = mix_rows(self.loaded.train, cfg.count_weights, cfg.type_weights, cfg.seed)
             log.info("training mix: %s -> %s", before, describe_mix(self.loaded.train))
+        # Background sentences grafted into a share of the (mixed) training rows (trainer/graft.py); dev untouched.
+        self.loaded.train, graft = graft_rows(self.loaded.train, background_pool(self.loaded.train), cfg.graft_share,
+                                              cfg.seed, cfg.graft_note)
+        self.graft = graft.to_dict()
+        if cfg.graft_share:
+            log.info("graft: %s", self.graft)
         identity = _run_identity(cfg, self.files)
         if self.resume:
             _check_resume_identity(out, identity)
@@ -469,6 +476,7 @@ class LoraRecipe:
                 "adapter": kind, "epoch": epoch, "global_step": step, "recipe": cfg.recipe,
                 "train_rows": len(self.train_set.examples), "dev_rows": len(self.dev_set.examples),
                 "train_mix": describe_mix(self.loaded.train),
+                "graft": self.graft,
                 "skipped_rows": self.skipped, "plan": self.plan.to_dict(),
                 "nonfinite_steps_skipped": list(self.guard.skipped),
                 "first_loss": next((h["loss"] for h in history if "loss" in h), None),
