@@ -20,6 +20,16 @@ from .jsonout import json_option, to_stdout, write_json_out
 EXISTING = click.Path(exists=True, path_type=Path)
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (cron, systemd, `timeout`) ends a writing command like Ctrl-C: temporary files removed, exit 130."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _progress() -> bool:
     return sys.stderr.isatty()
 
@@ -106,27 +116,31 @@ def validate(path: Path, json_out: str | None, show: int, strict: bool, no_seed_
 def shard(input_: Path, out: Path, rows_per_shard: int, check: bool) -> None:
     """Convert seed-format JSONL to Parquet shards for the engine (gold labels travel as columns).
 
-    Rows without an id get `<file>:<line>` (stable across reruns). Shards from an earlier run with more
-    rows are removed, so the folder always holds exactly this input.
+    Rows without an id get `<file>:<line>` (stable across reruns). The new set is written beside --out
+    and swapped in whole at the end, so the folder always holds exactly one input's shards: an
+    interrupted run (Ctrl-C, SIGTERM: exit 130) leaves --out as it was, never a partial or mixed set.
 
     \b
     Examples:
       datakit shard --input data/demo/demo.jsonl --out parquet_out/demo
       datakit shard --input ../shared/seed/data --out parquet_out/seed --rows-per-shard 200
     """
-    from .ingest import prune_stale_shards
-    from .io import jsonl_to_table, write_shards
+    from .io import jsonl_to_table, write_shard_set
     from .validate import validate_path
 
+    _sigterm_as_interrupt()
     if check:
         report = validate_path(input_, progress=_progress())
         if not report.ok:
             _print_issues(report, 20)
             raise DataError(f"{input_}: {len(report.errors)} validation error(s); nothing written (fix them, or pass --no-validate)")
     table = jsonl_to_table(input_)
-    paths = write_shards(table, out, rows_per_shard)
-    removed = prune_stale_shards(out, paths)
-    click.echo(f"wrote {table.num_rows} rows to {len(paths)} shard(s) in {out}" + (f" (removed {len(removed)} stale shard(s))" if removed else ""))
+    try:
+        res = write_shard_set(table, out, rows_per_shard)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{out} is as it was (the new shards were written beside it and removed)") from None
+    click.echo(f"wrote {table.num_rows} rows to {len(res.paths)} shard(s) in {out}"
+               + (f" (removed {len(res.removed)} stale shard(s))" if res.removed else ""))
 
 
 @main.command()

@@ -119,7 +119,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exit_on_error(prog: str) -> Callable[[F], F]:
-    """Decorator for a CLI command: a ReportminerError becomes one line on stderr and its exit code."""
+    """Decorator for a CLI command: a ReportminerError becomes one line on stderr and its exit code; a
+    KeyboardInterrupt that the command did not handle itself becomes `PROG: interrupted` and exit 130."""
 
     def wrap(f: F) -> F:
         @functools.wraps(f)
@@ -128,6 +129,9 @@ def exit_on_error(prog: str) -> Callable[[F], F]:
                 return f(*args, **kwargs)
             except ReportminerError as e:
                 fail(prog, e)
+            except KeyboardInterrupt as e:  # Ctrl-C (or SIGTERM turned into it): exit 130, not a traceback
+                print(f"{prog}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr, flush=True)
+                sys.exit(EXIT_INTERRUPTED)
 
         return inner  # type: ignore[return-value]
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .io import DataError, data_kind, jsonl_to_table, parquet_files
+from .io import DataError, data_kind, jsonl_to_table, parquet_files, read_parquet
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -144,10 +144,9 @@ def _tables(path: Path) -> Iterator[tuple[str, pa.Table]]:
     for f in files:
         try:
             schema = pq.read_schema(f)
-            table = pq.read_table(f, columns=[c for c in schema.names if c in wanted])
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise DataError(f"{f}: cannot read Parquet: {e}") from None
-        yield str(f), table
+        yield str(f), read_parquet(f, columns=[c for c in schema.names if c in wanted])
 
 
 class _Collected:

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .check import _VALIDATOR, _plainly_valid, answer_problems  # noqa: F401  (tests reach the first two here)
-from .io import DataError, data_kind, generated_id, jsonl_files, parquet_files, relative_name
+from .io import DataError, data_kind, generated_id, jsonl_files, parquet_files, relative_name, require_utf8
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -409,8 +409,9 @@ def validate_path(
     """Validate a JSONL file, a Parquet file, or a folder of either (ids must be unique across all of it;
     a folder holding both kinds is a DataError: data.io.data_kind).
 
-    Raises DataError only when nothing can be read at all (no such path, no data files); everything
-    wrong inside the data is an Issue in the report.
+    Raises DataError when nothing can be read at all (no such path, no data files) and when a Parquet
+    string value is not UTF-8 (data.io.require_utf8: its row cannot be read, so no rule can be checked);
+    everything else wrong inside the data is an Issue in the report.
     """
     root = Path(path)
     if not root.exists():
@@ -429,6 +430,7 @@ def validate_path(
         except Exception as e:  # pyarrow raises several types for a damaged file
             col.add(str(f), [(None, f"cannot read Parquet: {e}", ERROR)])
             continue
+        require_utf8(table, str(f))  # text that is not UTF-8 cannot be checked row by row: a data error (exit 3)
         _validate_arrow(table, str(f), col)
     col.finish()
     return report

@@ -1,0 +1,188 @@
+"""Issue 19's catalogue, data side: bad input and interrupts that `datakit` met with a traceback, a wrong exit
+code or a half-written folder. One test per case; each asserts the message, the exit code, and that nothing
+outside --out (and nothing inside an older --out) was touched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from reportminer.data import io as dio
+from reportminer.data.cli import main as datakit
+from reportminer.data.errors import EXIT_DATA, EXIT_INTERRUPTED, DataError
+from reportminer.data.io import invalid_utf8, read_table, require_utf8, write_shard_set
+from reportminer.data.schema import arrow_metrics_type
+
+
+def run(*args, code: int = 0):
+    res = CliRunner().invoke(datakit, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == code, (res.stdout, res.stderr)
+    return res
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under `folder` (hidden ones too), to prove what changed."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+# ------------------------------------------------------------------ text that is not UTF-8 inside Parquet
+
+
+def _not_utf8(values: list[bytes | None]) -> pa.Array:
+    """A string column holding raw bytes, as a writer that views bytes as strings leaves it."""
+    return pa.array(values, pa.binary()).view(pa.string())
+
+
+@pytest.fixture()
+def bad_text_shard(tmp_path: Path) -> Path:
+    """Two shards: a good one and one whose row 2 (id 'b') has GBK bytes in `paragraph`."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    good = pa.table({"id": ["x"], "chapter_title": ["t"], "paragraph": ["营业收入同比增长12%。"]})
+    pq.write_table(good, folder / "shard-00000.parquet")
+    bad = pa.table({
+        "id": ["a", "b", "c"], "chapter_title": ["t", "t", "t"],
+        "paragraph": _not_utf8([b"ok", "收入".encode("gbk"), b"fine"]),
+    })
+    pq.write_table(bad, folder / "shard-00001.parquet")
+    return folder
+
+
+WANT = "shard-00001.parquet[row 2, id='b']: column paragraph: not UTF-8 text (byte b'\\xca' at byte 0)"
+
+
+@pytest.mark.parametrize("cmd", ["validate", "stats", "export"])
+def test_text_that_is_not_utf8_is_a_data_error_naming_file_row_and_column(cmd, bad_text_shard: Path, tmp_path: Path):
+    before = tree(tmp_path)
+    args = {"validate": [bad_text_shard], "stats": [bad_text_shard],
+            "export": ["--input", bad_text_shard, "--out", tmp_path / "out.jsonl"]}[cmd]
+    res = run(cmd, *args, code=EXIT_DATA)
+    line = res.stderr.strip()
+    assert line.startswith("datakit: data error: DataError: ") and "Traceback" not in res.output, res.output
+    assert "\n" not in line and "column paragraph: not UTF-8 text (byte b'\\xca' at byte 0)" in line
+    assert "shard-00001.parquet[row 2" in line
+    if cmd != "stats":  # stats reads only the columns it describes, so it names the row without the id
+        assert WANT in line
+    assert tree(tmp_path) == before  # export wrote nothing, not even a temporary file
+
+
+def test_require_utf8_names_nested_columns_and_batch_offsets():
+    """The helper the engine reuses on record batches: a bad metric name inside gold_metrics, row offset."""
+    names = _not_utf8([b"a", b"\xc3\x28"])  # an invalid two-byte sequence
+    flat = pa.StructArray.from_arrays(
+        [names, pa.array(["financial", "business"]), pa.array([0.9, 0.9]), pa.array(["r", "r"])],
+        names=["metric_name", "metric_type", "score", "reason"],
+    )
+    metrics = pa.ListArray.from_arrays(pa.array([0, 1, 1, 2], pa.int32()), flat).cast(arrow_metrics_type())
+    batch = pa.RecordBatch.from_arrays([pa.array(["r1", "r2", "r3"]), metrics], names=["id", "gold_metrics"])
+    bad = invalid_utf8(batch)
+    assert bad is not None and (bad.column, bad.row, bad.byte, bad.offset) == ("gold_metrics", 2, b"\xc3", 0)
+    with pytest.raises(DataError, match=r"^s\.parquet\[row 1003, id='r3'\]: column gold_metrics: not UTF-8 text"):
+        require_utf8(batch, "s.parquet", first_row=1000)
+    assert invalid_utf8(pa.table({"id": ["一", "二"], "n": [1, 2]})) is None
+    require_utf8(pa.table({"id": ["一"]}), "fine.parquet")  # no error
+
+
+def test_the_first_bad_row_is_found_past_the_first_block():
+    vals = [b"ok"] * 9000 + [b"\xff"]
+    assert invalid_utf8(pa.table({"paragraph": _not_utf8(vals)})).row == 9000  # type: ignore[union-attr]
+
+
+def test_read_table_is_checked_too(bad_text_shard: Path):
+    with pytest.raises(DataError, match=r"shard-00001\.parquet\[row 2, id='b'\]"):
+        read_table(bad_text_shard)
+
+
+# ------------------------------------------------------------------ datakit shard: all or nothing
+
+
+def _jsonl(path: Path, rows: int, tag: str) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(rows):
+            fh.write(json.dumps({"id": f"{tag}-{i}", "type": "A", "input": {
+                "chapter_title": "盈利能力", "paragraph": f"{tag} 第{i}段：营业收入同比增长{i % 97}%。"}}, ensure_ascii=False) + "\n")
+    return path
+
+
+def test_interrupt_while_writing_leaves_an_older_set_as_it_was(tmp_path: Path, monkeypatch):
+    """Ctrl-C after 16 of 21 shards: exit 130, the older 21-shard set byte for byte, nothing left beside it."""
+    out = tmp_path / "shards"
+    run("shard", "--input", _jsonl(tmp_path / "old.jsonl", 210, "old"), "--out", out, "--rows-per-shard", "10")
+    (out / "README.txt").write_text("mine", encoding="utf-8")
+    before = tree(tmp_path)
+    new = _jsonl(tmp_path / "new.jsonl", 210, "new")
+    before[new.name] = tree(tmp_path)[new.name]
+    real, calls = dio.write_parquet, []
+
+    def interrupted_after_16(table, path):
+        calls.append(path)
+        if len(calls) == 17:
+            raise KeyboardInterrupt  # what Ctrl-C raises between two shard writes
+        return real(table, path)
+
+    monkeypatch.setattr(dio, "write_parquet", interrupted_after_16)
+    res = run("shard", "--input", new, "--out", out, "--rows-per-shard", "10", code=EXIT_INTERRUPTED)
+    assert res.stderr.strip() == f"datakit: interrupted; {out} is as it was (the new shards were written beside it and removed)"
+    assert all(p.parent != out for p in calls)  # nothing was written into --out itself
+    assert tree(tmp_path) == before
+
+
+def test_a_finished_swap_replaces_the_set_and_keeps_other_files(tmp_path: Path):
+    out = tmp_path / "shards"
+    run("shard", "--input", _jsonl(tmp_path / "a.jsonl", 50, "a"), "--out", out, "--rows-per-shard", "10")
+    (out / "notes").mkdir()
+    (out / "notes" / "n.txt").write_text("kept", encoding="utf-8")
+    res = run("shard", "--input", _jsonl(tmp_path / "b.jsonl", 25, "b"), "--out", out, "--rows-per-shard", "10")
+    assert "wrote 25 rows to 3 shard(s)" in res.stdout and "(removed 2 stale shard(s))" in res.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["notes", "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    assert (out / "notes" / "n.txt").read_text(encoding="utf-8") == "kept"
+    assert read_table(out).column("id").to_pylist() == [f"b-{i}" for i in range(25)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "shards"]  # no temporary folder left
+
+
+def test_the_swap_without_an_atomic_exchange(tmp_path: Path, monkeypatch):
+    """Systems without renameat2: two renames, same result."""
+    monkeypatch.setattr(dio, "_exchange", lambda a, b: False)
+    out = tmp_path / "s"
+    t1 = pa.table({"id": [str(i) for i in range(30)]})
+    write_shard_set(t1, out, 10)
+    res = write_shard_set(pa.table({"id": ["z"]}), out, 10)
+    assert [p.name for p in res.paths] == ["shard-00000.parquet"] and res.removed == ["shard-00001.parquet", "shard-00002.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"] and read_table(out).column("id").to_pylist() == ["z"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_real_signal_during_shard_exits_130_and_leaves_no_partial_folder(sig, tmp_path: Path):
+    """The real process and signal: a fresh --out never appears half-written (it appears whole or not at all)."""
+    src = _jsonl(tmp_path / "big.jsonl", 6000, "s")
+    out = tmp_path / "shards"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reportminer.data.cli", "shard", "--input", str(src), "--out", str(out),
+         "--rows-per-shard", "5", "--no-validate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+        if partial and len(list(partial[0].glob("*.parquet"))) >= 20:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "shard finished before it could be interrupted; raise the row count"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert err.strip().splitlines()[-1].startswith("datakit: interrupted;") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]  # no --out, no temporary folder
