@@ -174,8 +174,8 @@ def coerce(t: Any, value: Any, *, from_text: bool) -> Any:
 
 def _text_yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml(text)
+    except (yaml.YAMLError, DuplicateKey):
         raise _Invalid(f"cannot read {text!r}") from None
 
 
@@ -211,13 +211,59 @@ def check_types(obj: Any, where: str = "config") -> None:
 # Sources
 
 
+class DuplicateKey(Exception):
+    """A mapping gives the same key twice; `line` and `first` are 1-based."""
+
+    def __init__(self, key: Any, line: int, first: int):
+        self.key, self.line, self.first = key, line, first
+        super().__init__(f"{line}: key {key!r} given twice (first on line {first})")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last value silently (YAML 1.2 says keys are unique), so `temperature: 0.2` further down
+    a long settings file quietly overrode the first one (issue 19). Keys merged in with `<<:` may still be
+    overridden: that is what a merge is for.
+    """
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: construct_mapping says so in its own words
+            continue
+        line = key_node.start_mark.line + 1
+        if first is not None:
+            raise DuplicateKey(key, line, first)
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """yaml.safe_load with duplicate keys refused (DuplicateKey); bytes may be UTF-8 or UTF-16 with a BOM."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
-    """The top-level mapping of a YAML settings file (an empty file is an empty mapping)."""
+    """The top-level mapping of a YAML settings file (an empty file is an empty mapping); a key given twice is
+    a ConfigError naming it and both lines."""
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_bytes())  # bytes: PyYAML reads UTF-8 and, by its BOM, UTF-16
     except OSError as e:
         raise ConfigError(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    except DuplicateKey as e:
+        raise ConfigError(f"{p}:{e.line}: key {e.key!r} is given twice (first on line {e.first}); "
+                          "YAML would keep the last one silently: delete one") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if raw is None:
@@ -305,7 +351,7 @@ def h(text: str, **kw: Any) -> Any:
 
 
 __all__ = [
-    "apply_overrides", "bundled_configs", "check_types", "coerce_field", "describe", "field_help", "field_types",
+    "DuplicateKey", "load_yaml", "apply_overrides", "bundled_configs", "check_types", "coerce_field", "describe", "field_help", "field_types",
     "h", "parse_set", "read_yaml_mapping", "resolve_named", "suggest", "to_yaml", "type_name", "unknown_key_error",
     "values_from",
 ]

@@ -47,7 +47,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .io import DataError, write_parquet
+from .io import DataError, wide_encoding, write_parquet
 from .schema import CHAPTER_TITLE, ID, PARAGRAPH, SOURCE
 
 DOC = "doc"
@@ -137,8 +137,15 @@ def report_files(path: str | os.PathLike) -> list[Path]:
 
 
 def read_text(path: Path) -> str:
-    """UTF-8 (with or without BOM), else GB18030, which Chinese Windows tools still write."""
+    """UTF-8 (with or without BOM), UTF-16/32 (Windows "Unicode", by BOM or NUL pattern: data.io.wide_encoding),
+    else GB18030, which Chinese Windows tools still write."""
     raw = path.read_bytes()
+    wide = wide_encoding(raw[:512])
+    if wide:
+        try:
+            return raw.decode(wide).lstrip("\ufeff")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: starts like {wide} text but does not decode as it") from None
     for enc in ("utf-8-sig", "gb18030"):
         try:
             return raw.decode(enc)

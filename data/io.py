@@ -6,6 +6,7 @@ their own keys) rides along as columns and comes back out.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -126,6 +127,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[JsonlRow]:
 
 def iter_jsonl_file(f: Path, rel: str) -> Iterator[JsonlRow]:
     """Rows of one JSONL file named `rel` in ids (`relative_name`); the engine reads each file as a shard."""
+    require_utf8_file(f)
     try:
         with open(f, encoding="utf-8-sig") as fh:  # a BOM (Windows editors) is not part of the JSON
             for n, line in enumerate(fh, 1):
@@ -142,10 +144,57 @@ def iter_jsonl_file(f: Path, rel: str) -> Iterator[JsonlRow]:
         raise DataError(not_utf8_message(f)) from None
 
 
+# UTF-16 (what Windows tools call "Unicode") and UTF-32, by their byte-order mark; UTF-32 first, since its
+# little-endian mark begins with UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32LE"), (codecs.BOM_UTF32_BE, "UTF-32BE"),
+    (codecs.BOM_UTF16_LE, "UTF-16LE"), (codecs.BOM_UTF16_BE, "UTF-16BE"),
+)
+
+
+def wide_encoding(head: bytes) -> str | None:
+    """`UTF-16LE`, `UTF-16BE`, `UTF-32LE` or `UTF-32BE` when `head` (a file's first bytes) is such text, else None.
+
+    By the byte-order mark, or, without one, by the NUL bytes UTF-16 puts beside every ASCII character
+    (`{"` is `7b 00 22 00`): UTF-8 text has no NUL at all. Read line by line as UTF-8, a UTF-16 file
+    gave one "not UTF-8" error per line with a GBK hint (12 errors for 3 rows); it is one file-level
+    problem with its own fix.
+    """
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            return name
+    sample = head[:512]
+    if len(sample) >= 4 and b"\x00" in sample:
+        even, odd = sample[0::2].count(0), sample[1::2].count(0)
+        # JSON keys and punctuation are ASCII, so NULs mostly on one side are enough; no share of the sample
+        # is required because Chinese characters in UTF-16 rarely hold a zero byte (刀 is 52 00: a few do).
+        if odd >= 2 and odd > 4 * even:
+            return "UTF-16LE"
+        if even >= 2 and even > 4 * odd:
+            return "UTF-16BE"
+    return None
+
+
+def wide_encoding_message(f: Path, enc: str) -> str:
+    return (f"{f}: {enc} text (a Windows \"Unicode\" export?), not UTF-8; JSONL must be UTF-8 "
+            f"(convert it with: iconv -f {enc} -t UTF-8 {f.name} > {f.stem}.utf8{f.suffix})")
+
+
+def require_utf8_file(f: Path) -> None:
+    """DataError (one line, with the iconv command) when the file `f` is UTF-16 or UTF-32 text."""
+    with open(f, "rb") as fh:
+        enc = wide_encoding(fh.read(512))
+    if enc:
+        raise DataError(wide_encoding_message(f, enc))
+
+
 def not_utf8_message(f: Path) -> str:
     """`file:LINE: not UTF-8 text ...` for the first line of `f` that does not decode (lines counted as
-    text mode counts them)."""
+    text mode counts them); a UTF-16/32 file is named as such instead (`wide_encoding`)."""
     data = f.read_bytes()
+    enc = wide_encoding(data[:512])
+    if enc:
+        return wide_encoding_message(f, enc)
     for n, raw in enumerate(data.splitlines(), 1):
         try:
             raw.decode("utf-8-sig" if n == 1 else "utf-8")

@@ -45,7 +45,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .check import _VALIDATOR, _plainly_valid, answer_problems  # noqa: F401  (tests reach the first two here)
-from .io import DataError, data_kind, generated_id, jsonl_files, parquet_files, relative_name, require_utf8
+from .io import (
+    DataError,
+    data_kind,
+    generated_id,
+    jsonl_files,
+    parquet_files,
+    relative_name,
+    require_utf8,
+    wide_encoding,
+    wide_encoding_message,
+)
 from .schema import (
     CHAPTER_TITLE,
     GOLD_ANALYSIS,
@@ -235,9 +245,15 @@ def check_output(output: Any, scenario: Any, seed_rules: bool = True) -> list[Fo
 
 def _iter_jsonl_lines(root: Path) -> Iterator[tuple[Path, str, int, str | None, str | None]]:
     """(file, relative name, line number, text, decode error) for every line; decoded line by line so a
-    bad byte is reported on its own line and the rest of the file is still read."""
+    bad byte is reported on its own line and the rest of the file is still read. A UTF-16/32 file gives
+    one entry with line number 0 instead."""
     for f in jsonl_files(root):
         rel = relative_name(root, f)
+        with open(f, "rb") as fh:
+            enc = wide_encoding(fh.read(512))
+        if enc:  # one problem of the file, not one per line
+            yield f, rel, 0, None, wide_encoding_message(f, enc).split(": ", 1)[1]
+            continue
         with open(f, "rb") as fh:
             for n, raw in enumerate(fh, 1):
                 try:
@@ -290,6 +306,9 @@ def _validate_jsonl(root: Path, col: _Collector, progress: bool) -> None:
     col.report.files.extend(str(f) for f in files)
     for f, rel, n, line, bad in tqdm(_iter_jsonl_lines(root), desc="validate", unit=" lines", disable=not progress):
         fname = str(f)
+        if line is None and n == 0:  # the whole file is unreadable as UTF-8 (UTF-16): its rows are not counted
+            col.add(fname, [(None, bad or "unreadable", ERROR)])
+            continue
         if line is None:
             col.report.rows += 1
             col.add(fname, [(None, bad or "unreadable", ERROR)], line=n)

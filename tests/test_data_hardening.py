@@ -186,3 +186,70 @@ def test_a_real_signal_during_shard_exits_130_and_leaves_no_partial_folder(sig, 
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert err.strip().splitlines()[-1].startswith("datakit: interrupted;") and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]  # no --out, no temporary folder
+
+
+# ------------------------------------------------------------------ duplicate YAML keys, UTF-16 input
+
+
+def test_a_duplicate_yaml_key_is_refused_with_the_key_and_both_lines(tmp_path: Path):
+    from reportminer.data.config import read_yaml_mapping
+    from reportminer.data.errors import EXIT_REFUSED, ConfigError
+    from reportminer.trainer.cli import main as trainer
+
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("learning_rate: 2.0e-4\nepochs: 2\nlearning_rate: 1.0e-3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        read_yaml_mapping(recipe)
+    assert str(e.value) == (f"{recipe}:3: key 'learning_rate' is given twice (first on line 1); "
+                            "YAML would keep the last one silently: delete one")
+    res = CliRunner().invoke(trainer, ["config", "-c", str(recipe)])
+    assert res.exit_code == EXIT_REFUSED and "key 'learning_rate' is given twice" in res.stderr, res.output
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("stop:\n  a: 1\n  a: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"nested\.yaml:3: key 'a' is given twice \(first on line 2\)"):
+        read_yaml_mapping(nested)
+    merged = tmp_path / "merge.yaml"  # a merge key may be overridden: that is what it is for
+    merged.write_text("base: &b\n  a: 1\nx:\n  <<: *b\n  a: 2\n", encoding="utf-8")
+    assert read_yaml_mapping(merged) == {"base": {"a": 1}, "x": {"a": 2}}
+
+
+def test_a_yaml_file_saved_as_utf16_is_read(tmp_path: Path):
+    import codecs
+
+    from reportminer.data.config import read_yaml_mapping
+
+    p = tmp_path / "u16.yaml"
+    p.write_bytes(codecs.BOM_UTF16_LE + "description: 中文说明\ntemperature: 0.5\n".encode("utf-16-le"))
+    assert read_yaml_mapping(p) == {"description": "中文说明", "temperature": 0.5}
+
+
+@pytest.mark.parametrize("enc,bom", [("utf-16-le", True), ("utf-16-be", False)])
+def test_utf16_jsonl_is_named_once_with_the_iconv_command(enc, bom, demo_jsonl: Path, tmp_path: Path):
+    import codecs
+
+    rows = demo_jsonl.read_text(encoding="utf-8").splitlines()[:3]
+    f = tmp_path / "u16.jsonl"
+    f.write_bytes((codecs.BOM_UTF16_LE if bom else b"") + ("\n".join(rows) + "\n").encode(enc))
+    name = "UTF-16LE" if bom else "UTF-16BE"
+    hint = f'{name} text (a Windows "Unicode" export?), not UTF-8; JSONL must be UTF-8 (convert it with: iconv -f {name} -t UTF-8 u16.jsonl > u16.utf8.jsonl)'
+    res = run("validate", f, code=1)
+    assert res.stdout.splitlines() == [f"{f}: error: {hint}", "FAILED: 0 rows (0 labelled) in 1 file(s): 1 error(s), 0 warning(s)"]
+    assert "GBK" not in res.output
+    before = tree(tmp_path)
+    for args in (["stats", f], ["shard", "--no-validate", "--input", f, "--out", tmp_path / "s"]):
+        res = run(*args, code=EXIT_DATA)
+        assert res.stderr.strip() == f"datakit: data error: DataError: {f}: {hint}"
+    assert tree(tmp_path) == before
+
+
+def test_ingest_reads_a_utf16_report(tmp_path: Path):
+    import codecs
+
+    from reportminer.data.ingest import ingest_table
+
+    text = "# 盈利能力分析\n\n2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。\n"
+    (tmp_path / "r.md").write_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le"))
+    (tmp_path / "u.md").write_text(text, encoding="utf-8")
+    t = ingest_table(tmp_path)
+    assert t.column("paragraph").to_pylist() == ["2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。"] * 2
+    assert t.column("chapter_title").to_pylist() == ["盈利能力分析"] * 2
