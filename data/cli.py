@@ -9,13 +9,14 @@ model could not be prepared.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from .errors import EXIT_FINDINGS, DataError, RunFailed, exit_on_error, fail
-from .jsonout import json_option, to_stdout, write_json_out
+from .jsonout import STDOUT, json_option, to_stdout, write_json_out
 
 EXISTING = click.Path(exists=True, path_type=Path)
 
@@ -112,8 +113,9 @@ def validate(path: Path, json_out: str | None, show: int, strict: bool, no_seed_
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for shard-NNNNN.parquet files.")
 @click.option("--rows-per-shard", default=1000, show_default=True, type=click.IntRange(min=1), help="Rows per Parquet file (the engine's unit of work and resume).")
 @click.option("--validate/--no-validate", "check", default=True, show_default=True, help="Validate first and write nothing on errors.")
+@json_option("what was written (rows, shard files, stale shards removed)")
 @exit_on_error("datakit")
-def shard(input_: Path, out: Path, rows_per_shard: int, check: bool) -> None:
+def shard(input_: Path, out: Path, rows_per_shard: int, check: bool, json_out: str | None) -> None:
     """Convert seed-format JSONL to Parquet shards for the engine (gold labels travel as columns).
 
     Rows without an id get `<file>:<line>` (stable across reruns). The new set is written beside --out
@@ -129,10 +131,11 @@ def shard(input_: Path, out: Path, rows_per_shard: int, check: bool) -> None:
     from .validate import validate_path
 
     _sigterm_as_interrupt()
+    err = to_stdout(json_out)
     if check:
         report = validate_path(input_, progress=_progress())
         if not report.ok:
-            _print_issues(report, 20)
+            _print_issues(report, 20, err=err)
             raise DataError(f"{input_}: {len(report.errors)} validation error(s); nothing written (fix them, or pass --no-validate)")
     table = jsonl_to_table(input_)
     try:
@@ -140,30 +143,48 @@ def shard(input_: Path, out: Path, rows_per_shard: int, check: bool) -> None:
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{out} is as it was (the new shards were written beside it and removed)") from None
     click.echo(f"wrote {table.num_rows} rows to {len(res.paths)} shard(s) in {out}"
-               + (f" (removed {len(res.removed)} stale shard(s))" if res.removed else ""))
+               + (f" (removed {len(res.removed)} stale shard(s))" if res.removed else ""), err=err)
+    if json_out:
+        write_json_out({"input": str(input_), "out": str(out), "rows": table.num_rows,
+                        "shards": [str(p) for p in res.paths], "removed": res.removed}, json_out)
 
 
 @main.command()
 @click.option("--input", "input_", required=True, type=EXISTING, help="A shard file or a folder of *.parquet.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL file to write (replaced atomically).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="JSONL file to write (replaced atomically); '-' writes the rows to stdout.")
+@json_option("what was written (rows, where)")
 @exit_on_error("datakit")
-def export(input_: Path, out: Path) -> None:
+def export(input_: Path, out: str, json_out: str | None) -> None:
     """Convert Parquet shards back to seed-format JSONL (the inverse of `shard`).
 
     Ids that `shard` generated from file:line are not written, so JSONL -> shards -> JSONL gives the
-    same objects back (byte for byte where the input was written compactly by json.dumps).
+    same objects back (byte for byte where the input was written compactly by json.dumps). With
+    `--out -` the rows go to stdout and the summary line to stderr.
 
     \b
     Examples:
       datakit export --input parquet_out/demo --out demo_roundtrip.jsonl
       datakit export --input parquet_out/seed/shard-00000.parquet --out first.jsonl
+      datakit export --input parquet_out/demo --out - | head -n 2
     """
-    from .io import read_table, require_input_columns, table_to_seed_rows, write_jsonl
+    from .io import read_table, require_input_columns, table_to_seed_rows, write_jsonl, write_jsonl_stream
 
+    if out == STDOUT and to_stdout(json_out):
+        raise click.UsageError("--out - and --json - both want stdout; write one of them to a file")
     table = read_table(input_)
     require_input_columns(table.schema, str(input_))
-    n = write_jsonl(table_to_seed_rows(table), out)
-    click.echo(f"wrote {n} rows to {out}")
+    if out == STDOUT:
+        try:
+            n = write_jsonl_stream(table_to_seed_rows(table), sys.stdout)
+        except BrokenPipeError:  # `| head`: the reader has what it wanted; no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+    else:
+        n = write_jsonl(table_to_seed_rows(table), out)
+    click.echo(f"wrote {n} rows to {'stdout' if out == STDOUT else out}", err=out == STDOUT or to_stdout(json_out))
+    if json_out:
+        write_json_out({"input": str(input_), "out": out, "rows": n}, json_out)
 
 
 @main.command()
@@ -174,8 +195,10 @@ def export(input_: Path, out: Path) -> None:
 @click.option("--max-chars", default=600, show_default=True, type=click.IntRange(min=50), help="Longer paragraphs are cut at sentence ends.")
 @click.option("--min-chars", default=8, show_default=True, type=click.IntRange(min=1), help="Shorter paragraphs are dropped.")
 @click.option("--keep-numbering", is_flag=True, help="Keep heading numbers in chapter_title (一、行业概况 instead of 行业概况).")
+@json_option("what was written (paragraphs, files, shards, unchanged and removed shards, files without paragraphs)")
 @exit_on_error("datakit")
-def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_chars: int, keep_numbering: bool) -> None:
+def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_chars: int, keep_numbering: bool,
+           json_out: str | None) -> None:
     """Turn plain-text or Markdown reports into paragraph shards for the engine (the nightly corpus path).
 
     Headings (Markdown #, or Chinese report styles such as 一、 / （三） / 1.2 / 第三章, or a short stand-alone
@@ -200,8 +223,13 @@ def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_cha
     click.echo(
         f"wrote {res.paragraphs} paragraphs from {res.files} file(s) to {len(res.shards)} shard(s) in {out}"
         + (f" ({res.unchanged} unchanged)" if res.unchanged else "")
-        + (f" (removed {len(res.removed_stale)} stale shard(s))" if res.removed_stale else "")
+        + (f" (removed {len(res.removed_stale)} stale shard(s))" if res.removed_stale else ""),
+        err=to_stdout(json_out),
     )
+    if json_out:
+        write_json_out({"input": str(input_), "out": str(out), "paragraphs": res.paragraphs, "files": res.files,
+                        "shards": [str(p) for p in res.shards], "unchanged": res.unchanged,
+                        "removed": [p.name for p in res.removed_stale], "empty_files": res.empty_files}, json_out)
 
 
 @main.command()

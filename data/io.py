@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -303,11 +303,17 @@ def table_to_seed_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> int:
-    n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
+        return write_jsonl_stream(rows, fh)
+
+
+def write_jsonl_stream(rows: Iterable[dict[str, Any]], fh: IO[str]) -> int:
+    """One compact JSON object a line to an open text stream (a file, or stdout for `--out -`); the count."""
+    n = 0
+    for r in rows:
+        fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        n += 1
+    fh.flush()
     return n
 
 

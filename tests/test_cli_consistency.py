@@ -21,8 +21,8 @@ from reportminer.trainer.cli import main as trainer
 
 CLIS = {"datakit": datakit, "engine": engine, "trainer": trainer, "evalkit": evalkit}
 # Every command that writes a machine-readable result.
-JSON_COMMANDS = [("datakit", "validate"), ("datakit", "stats"), ("engine", "run"), ("trainer", "train"),
-                 ("evalkit", "score"), ("evalkit", "compare")]
+JSON_COMMANDS = [("datakit", "validate"), ("datakit", "stats"), ("datakit", "shard"), ("datakit", "export"),
+                 ("datakit", "ingest"), ("engine", "run"), ("trainer", "train"), ("evalkit", "score"), ("evalkit", "compare")]
 
 
 def invoke(cli: str, *args, code: int = 0):
@@ -44,7 +44,8 @@ def test_json_is_a_path_with_dash_for_stdout_everywhere(cli: str, cmd: str):
     assert "--json PATH" in help_text and "'-' (or --json alone) prints it on stdout" in help_text
     command = CLIS[cli].commands[cmd]
     base = {"run": ["--input", ".", "--out", "o"], "train": [], "score": [], "compare": ["r"],
-            "validate": ["."], "stats": ["."]}[cmd]
+            "validate": ["."], "stats": ["."], "shard": ["--input", ".", "--out", "o"],
+            "export": ["--input", ".", "--out", "o.jsonl"], "ingest": ["--input", ".", "--out", "o"]}[cmd]
     for args, want in (([], None), (["--json", "-"], "-"), (["--json"], "-"), (["--json", "x.json"], "x.json")):
         ctx = command.make_context(cmd, [*base, *args] if cmd != "score" else [*args, "--gold", ".", "."])
         assert ctx.params["json_out"] == want, (cli, cmd, args)

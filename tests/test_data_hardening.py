@@ -253,3 +253,43 @@ def test_ingest_reads_a_utf16_report(tmp_path: Path):
     t = ingest_table(tmp_path)
     assert t.column("paragraph").to_pylist() == ["2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。"] * 2
     assert t.column("chapter_title").to_pylist() == ["盈利能力分析"] * 2
+
+
+# ------------------------------------------------------------------ stdout: `--out -` and `--json -`
+
+
+def test_export_to_stdout_writes_the_rows_there_and_no_file_named_dash(demo_jsonl: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run("shard", "--input", demo_jsonl, "--out", "s", "--rows-per-shard", "5")
+    before = tree(tmp_path)
+    res = run("export", "--input", "s", "--out", "-")
+    assert res.stdout == demo_jsonl.read_text(encoding="utf-8")  # the JSONL and nothing else
+    assert res.stderr.strip() == "wrote 12 rows to stdout"
+    res = run("export", "--input", "s", "--out", "-", "--json", "e.json")
+    assert res.stdout == demo_jsonl.read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "e.json").read_text(encoding="utf-8")) == {"input": "s", "out": "-", "rows": 12}
+    (tmp_path / "e.json").unlink()
+    res = run("export", "--input", "s", "--out", "-", "--json", "-", code=2)
+    assert "--out - and --json - both want stdout" in res.stderr
+    assert tree(tmp_path) == before  # no file named '-'
+
+
+def test_shard_export_and_ingest_print_json_on_stdout_and_the_rest_on_stderr(demo_jsonl: Path, tmp_path: Path):
+    res = run("shard", "--input", demo_jsonl, "--out", tmp_path / "s", "--rows-per-shard", "5", "--json", "-")
+    doc = json.loads(res.stdout)
+    assert doc["rows"] == 12 and [Path(p).name for p in doc["shards"]] == [f"shard-0000{i}.parquet" for i in range(3)]
+    assert doc["removed"] == [] and "wrote 12 rows to 3 shard(s)" in res.stderr
+    res = run("shard", "--input", demo_jsonl, "--out", tmp_path / "s", "--json")  # bare --json: stdout
+    assert json.loads(res.stdout)["removed"] == ["shard-00001.parquet", "shard-00002.parquet"]
+    res = run("export", "--input", tmp_path / "s", "--out", tmp_path / "back.jsonl", "--json", "-")
+    assert json.loads(res.stdout)["rows"] == 12 and "wrote 12 rows to" in res.stderr
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "a.md").write_text("# 盈利能力\n\n2025年前三季度，公司实现归母净利润18.6亿元，同比增长23.4%。\n", encoding="utf-8")
+    (reports / "empty.md").write_text("# 只有标题\n", encoding="utf-8")
+    res = run("ingest", "--input", reports, "--out", tmp_path / "corpus", "--json", "-")
+    doc = json.loads(res.stdout)
+    assert (doc["paragraphs"], doc["files"], doc["unchanged"], doc["empty_files"]) == (1, 2, 0, ["empty.md"])
+    assert "wrote 1 paragraphs" in res.stderr
+    res = run("ingest", "--input", reports, "--out", tmp_path / "corpus", "--json", tmp_path / "i.json")
+    assert json.loads((tmp_path / "i.json").read_text(encoding="utf-8"))["unchanged"] == 1 and "wrote 1 paragraphs" in res.stdout
