@@ -12,7 +12,7 @@
 #   30 1 * * * cd /opt/reportminer && INPUT=/data/shards OUT=/data/metrics CONFIG=/etc/reportminer/engine.yaml scripts/nightly.sh >> /var/log/reportminer-nightly.log 2>&1
 #
 # Exit status is engine run's: 0 all rows ok, 1 some rows errored (counted by reason in
-# $OUT/_engine_summary.json), 2 refused (bad settings or adapter, OUT not writable, settings changed: use a
+# $OUT/_engine_summary.json; an exit 1 that wrote no summary is a crash and is logged as CRASHED), 2 refused (bad settings or adapter, OUT not writable, settings changed: use a
 # new OUT or OVERWRITE=1), 3 a data error (no input shards found, or a shard could not be read; named in
 # the log), 4 failed (e.g. disk full), 130 interrupted.
 set -uo pipefail
@@ -32,15 +32,32 @@ for a in $ADAPTERS; do args+=(--adapter "$a"); done
 # shellcheck disable=SC2206
 [ -n "$EXTRA_ARGS" ] && args+=($EXTRA_ARGS)
 
+# The run summary is pointed at only when this run wrote it: after a crash (a traceback, the OOM killer) the
+# file in $OUT is last night's or none at all (issue 19). Its stat before and after the run tells; on
+# s3:// or gs:// it cannot be checked here and is named as "if written".
+SUMMARY=${SUMMARY:-$OUT/_engine_summary.json}
+summary_stamp() { stat -c '%y %s %i' "$SUMMARY" 2>/dev/null || echo none; }
+before=$(summary_stamp)
+
 echo "[nightly] $(date -Is) start: $ENGINE ${args[*]}"
 "$ENGINE" "${args[@]}"
 rc=$?
+case $OUT in
+  *://*) written=maybe; see="see $SUMMARY, if this run wrote it" ;;
+  *) after=$(summary_stamp)
+     if [ "$after" != none ] && [ "$after" != "$before" ]; then written=yes; see="see $SUMMARY"
+     else written=no; see="this run wrote no summary"; fi ;;
+esac
 case $rc in
-  0) echo "[nightly] $(date -Is) done: every row ok" ;;
-  1) echo "[nightly] $(date -Is) done: some rows errored (see $OUT/_engine_summary.json)" ;;
+  0) echo "[nightly] $(date -Is) done: every row ok ($see)" ;;
+  1) if [ "$written" = no ]; then
+       echo "[nightly] $(date -Is) CRASHED: exit 1 without a run summary (the traceback above is a bug: report it); finished shards are kept, the next run continues"
+     else
+       echo "[nightly] $(date -Is) done: some rows errored ($see)"
+     fi ;;
   2) echo "[nightly] $(date -Is) REFUSED: nothing ran (bad settings or adapter, $OUT not writable or holding results of other settings, or another run holds it; named above)" ;;
   3) echo "[nightly] $(date -Is) DATA ERROR: no input shards found (empty or unmounted INPUT?) or shards that could not be read (named above); the readable ones were written" ;;
-  4) echo "[nightly] $(date -Is) FAILED: the run started and could not finish, e.g. disk full (file named above); finished shards are kept" ;;
-  *) echo "[nightly] $(date -Is) stopped with exit $rc; finished shards are kept, the next run continues" ;;
+  4) echo "[nightly] $(date -Is) FAILED: the run started and could not finish, e.g. disk full (file named above); finished shards are kept ($see)" ;;
+  *) echo "[nightly] $(date -Is) stopped with exit $rc; finished shards are kept, the next run continues ($see)" ;;
 esac
 exit $rc

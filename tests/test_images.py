@@ -7,7 +7,10 @@ pyproject's `ray` extra, so `engine run --backend ray` runs in it and it can joi
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -91,7 +94,7 @@ def test_dockerfile_rules(dockerfile: str, lock: str) -> None:
     # no model baked in: nothing copied but the project's sources, its lock and scripts
     copied = [src for i, a in ins if i == "COPY" for src in [t for t in a.split() if not t.startswith("--")][:-1]]
     allowed = {"pyproject.toml", "README.md", "pkg", "data", "engine", "trainer", "evalkit", f"docker/{lock}.lock",
-               "scripts/serve.sh"}
+               "scripts/serve.sh", "docker/serve-guard.sh"}
     assert copied and set(copied) <= allowed, copied
     assert not re.search(r"(safetensors|\.gguf|huggingface-cli|hf download|snapshot_download|fetch-model)", runs)
 
@@ -135,3 +138,39 @@ def test_serve_image_carries_the_ray_extra() -> None:
     asserted = dict(re.findall(r"got\['([\w.-]+)'\] == '([^']+)'", runs))
     assert asserted.get("ray") == pins["ray"] and "import ray.data" in runs
     assert {k: pins.get(_norm(k)) for k in asserted} == asserted
+
+
+def test_serve_image_enters_through_the_key_guard() -> None:
+    ins = dict((i, a) for i, a in instructions("Dockerfile.serve"))
+    assert json.loads(ins["ENTRYPOINT"]) == ["/usr/bin/tini", "--", "/app/docker/serve-guard.sh"]
+    assert "docker/serve-guard.sh /app/docker/serve-guard.sh" in " ".join(a for i, a in instructions("Dockerfile.serve") if i == "COPY")
+
+
+@pytest.mark.parametrize("env, argv, starts", [
+    ({"HOST": "0.0.0.0"}, ["serve.sh"], False),                          # the image's default: refused
+    ({"HOST": "0.0.0.0", "VLLM_API_KEY": "k"}, ["serve.sh"], True),
+    ({"HOST": "0.0.0.0", "ALLOW_NO_API_KEY": "1"}, ["serve.sh"], True),  # the explicit opt-out
+    ({"HOST": "0.0.0.0", "ALLOW_NO_API_KEY": "yes"}, ["serve.sh"], False),  # only 1 opts out
+    ({"HOST": "127.0.0.1"}, ["serve.sh"], True),
+    ({}, ["serve.sh"], True),                                            # serve.sh's own default is 127.0.0.1
+    ({"HOST": "0.0.0.0"}, ["vllm", "serve", "/model"], False),           # vllm serve: every interface by default
+    ({"HOST": "127.0.0.1"}, ["vllm", "serve", "/model"], False),         # HOST does not bind vllm serve
+    ({"HOST": "0.0.0.0"}, ["vllm", "serve", "/model", "--host", "127.0.0.1"], True),
+    ({}, ["vllm", "serve", "/model", "--host=10.0.0.5"], False),
+    ({}, ["vllm", "serve", "/model", "--api-key", "k"], True),
+    ({"HOST": "0.0.0.0"}, ["serve.sh", "/model", "--", "--api-key", "k"], True),
+    ({"HOST": "0.0.0.0"}, ["engine", "run", "--input", "/in"], True),    # not a server: no key needed
+])
+def test_serve_guard_refuses_a_public_server_without_a_key(tmp_path: Path, env: dict, argv: list, starts: bool) -> None:
+    for name in ("serve.sh", "vllm", "engine"):
+        f = tmp_path / name
+        f.write_text('#!/bin/sh\necho "started $0 $*"\n')
+        f.chmod(0o755)
+    argv = [str(tmp_path / argv[0]), *argv[1:]]
+    res = subprocess.run(["sh", str(REPO / "docker" / "serve-guard.sh"), *argv], capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"], **env}, timeout=30)
+    if starts:
+        assert res.returncode == 0 and res.stdout.strip() == f"started {' '.join(argv)}", res.stderr
+    else:
+        assert res.returncode == 2 and res.stdout == "", res.stdout
+        assert "refused" in res.stderr and "without an API key" in res.stderr and "ALLOW_NO_API_KEY=1" in res.stderr
