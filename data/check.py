@@ -3,7 +3,9 @@
 data.parse (model text in the engine and evalkit) and data.validate (gold labels, with the seed's rules
 layered on top) both call `answer_problems`, so "breaks the contract" means one thing everywhere.
 jsonschema costs ~0.8 ms an answer, so a quick check written from the same constants passes the answers
-the schema certainly accepts first (`_plainly_valid`), and only the others go through jsonschema.
+the schema certainly accepts first (`plainly_valid`), and only the others go through jsonschema.
+`QUICK_CHECK` says whether that quick check is on (evalkit's decoders, written from the same constants,
+follow it).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from .schema import (
 @functools.cache
 def _validator() -> Any:
     """The schema's validator, built on first use: importing jsonschema took 50-65 ms of every start of
-    a CLI (evalkit score, whose answers mostly pass `_plainly_valid`, and its decode workers)."""
+    a CLI (evalkit score, whose answers mostly pass `plainly_valid`, and its decode workers)."""
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(OUTPUT_JSON_SCHEMA)
@@ -47,7 +49,7 @@ class Problem:
 def answer_problems(output: Any) -> list[Problem]:
     """Every way `output` (a parsed answer) breaks the output contract, in document order."""
     out: list[Problem] = []
-    if not (isinstance(output, dict) and _plainly_valid(output)):
+    if not (isinstance(output, dict) and plainly_valid(output)):
         for e in sorted(_validator().iter_errors(output), key=lambda e: [str(p) for p in e.absolute_path]):
             out.append(Problem(tuple(e.absolute_path), _schema_message(e)))
     metrics = output.get("metrics") if isinstance(output, dict) else None
@@ -102,9 +104,9 @@ def _keywords(schema: Any, path: str = "") -> set[tuple[str, str]]:
     return out
 
 
-# The schema keywords `_plainly_valid` knows. Should the contract gain one (a minLength on analysis, a
+# The schema keywords `plainly_valid` knows. Should the contract gain one (a minLength on analysis, a
 # pattern), the quick check is switched off rather than let through what the schema now refuses.
-_FAST_PATH_KEYWORDS = {
+_QUICK_CHECK_KEYWORDS = {
     ("", "type"), ("", "properties"), ("", "required"), ("", "additionalProperties"),
     ("/analysis", "type"), ("/analysis", "maxLength"),
     ("/metrics", "type"), ("/metrics", "items"), ("/metrics", "minItems"), ("/metrics", "maxItems"),
@@ -115,14 +117,16 @@ _FAST_PATH_KEYWORDS = {
     ("/metrics[]/reason", "type"), ("/metrics[]/reason", "maxLength"),
 }
 _SCORE = OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"]["score"]
-_FAST_PATH = _keywords(OUTPUT_JSON_SCHEMA) == _FAST_PATH_KEYWORDS and OUTPUT_JSON_SCHEMA["properties"]["metrics"].get("minItems", 0) == 0
+# Whether the quick check is on: the schema has exactly the keywords above (public: evalkit's decoders, written
+# from the same constants, are on only while this is).
+QUICK_CHECK: bool = _keywords(OUTPUT_JSON_SCHEMA) == _QUICK_CHECK_KEYWORDS and OUTPUT_JSON_SCHEMA["properties"]["metrics"].get("minItems", 0) == 0
 
 
-def _plainly_valid(output: dict[str, Any]) -> bool:
+def plainly_valid(output: dict[str, Any]) -> bool:
     """A quick check that only passes answers the schema certainly accepts (written from the same
     constants). jsonschema costs ~0.8 ms a row, 90 % of validation time; every row this does not pass,
     including any valid shape it does not know, still goes through jsonschema."""
-    if not _FAST_PATH or output.keys() != _OUTPUT_KEYS:
+    if not QUICK_CHECK or output.keys() != _OUTPUT_KEYS:
         return False
     a, ms = output["analysis"], output["metrics"]
     if not (type(a) is str and len(a) <= MAX_ANALYSIS_CHARS and type(ms) is list and len(ms) <= MAX_METRICS):

@@ -13,8 +13,6 @@ from typing import Any, TypeVar
 
 import click
 
-from .io import write_json_atomic
-
 STDOUT = "-"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,4 +42,6 @@ def write_json_out(obj: Any, json_out: str, text: str | None = None) -> None:
         with atomic_path(json_out) as tmp:
             tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     else:
+        from .io import write_json_atomic  # (data.io imports pyarrow: ~0.25 s of a CLI's start)
+
         write_json_atomic(json_out, obj)

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .check import _VALIDATOR, _plainly_valid, answer_problems  # noqa: F401  (tests reach the first two here)
+from .check import _VALIDATOR, answer_problems  # noqa: F401  (tests reach the first here)
 from .io import (
     DataError,
     data_kind,

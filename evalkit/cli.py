@@ -5,22 +5,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import argv_prefetch
+import click
 
-# Run as the `evalkit` command (not imported, as by the tests): `evalkit score` on JSONL starts decoding
-# in worker processes before the imports below (~0.3 s of one core; argv_prefetch says more).
-_EARLY = argv_prefetch.start(sys.argv[1:]) if __name__ == "__main__" or Path(sys.argv[0]).name == "evalkit" else None
+from reportminer.data.errors import EXIT_FINDINGS, DataError, fail
+from reportminer.data.jsonout import json_option, to_stdout, write_json_out
 
-import click  # noqa: E402
+from .options import DEFAULT_BOOTSTRAP, MATCHERS, PRIMARY_METRICS
 
-from reportminer.data.errors import EXIT_FINDINGS, fail  # noqa: E402
-from reportminer.data.io import DataError, write_json_atomic  # noqa: E402
-from reportminer.data.jsonout import json_option, to_stdout, write_json_out  # noqa: E402
-
-from .compare import DEFAULT_BOOTSTRAP, PRIMARY_METRICS, Run, compare_runs, worse_beyond_noise  # noqa: E402
-from .embed import default_cache_dir  # noqa: E402
-from .matchers import MATCHERS, make_matcher  # noqa: E402
-from .score import ScoreResult, is_cases_file, read_cases, score_paths, summarize, write_cases  # noqa: E402
+# Imports nothing heavy at import time (polars, pyarrow, numpy: ~0.35 s): each command imports what it
+# uses, so `evalkit score` starts its JSONL decode workers before those imports (`score`).
 
 EX = "evalkit/examples"
 
@@ -41,6 +34,9 @@ def _matcher_options(f):
 
 
 def _matcher(matcher: str, threshold: float | None, model: str | None, embed_cache: Path | None):
+    from .embed import default_cache_dir
+    from .matchers import make_matcher
+
     cache: Any = None
     if matcher == "embedding":
         cache = None if str(embed_cache) == "-" else (embed_cache or default_cache_dir())
@@ -59,6 +55,8 @@ def _suffixed(path: Path, name: str, many: bool) -> Path:
 
 
 def _write_json(obj: Any, path: Path) -> None:
+    from reportminer.data.io import write_json_atomic
+
     write_json_atomic(path, obj)
 
 
@@ -116,12 +114,19 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
     path = predictions or pred_opt
     if path is None or (predictions and pred_opt):
         raise click.UsageError("give the predictions once: as the argument or with --pred")
-    m = _matcher(matcher, threshold, model, embed_cache)
-    try:
-        results: list[ScoreResult] = score_paths(gold, path, m, adapter=adapter, name=name, prefetch=_EARLY)
-    except DataError as e:
-        _fail(e)
-        return
+    from .pardecode import Prefetch
+
+    # JSONL gold and predictions start decoding in worker processes now, while this process imports
+    # polars, pyarrow and numpy (~0.35 s of one core on the 2-core sandbox).
+    with Prefetch([("gold", gold), ("pred", path)]) as pre:
+        from .score import score_paths, write_cases
+
+        m = _matcher(matcher, threshold, model, embed_cache)
+        try:
+            results = score_paths(gold, path, m, adapter=adapter, name=name, prefetch=pre)
+        except DataError as e:
+            _fail(e)
+            return
     many = len(results) > 1
     for r in results:  # files first: a closed pipe on the terminal side must not lose them
         if json_out and not to_stdout(json_out):
@@ -145,8 +150,11 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
         console.print(f"[dim]{len(results)} adapters: files written with the adapter name before the extension[/]")
 
 
-def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | None) -> list[Run]:
+def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | None) -> list[Any]:
     """Each RUN: LABEL=PATH or PATH; a cases file is read as is, anything else is scored against gold."""
+    from .compare import Run
+    from .score import is_cases_file, read_cases, score_paths
+
     runs: list[Run] = []
     for spec in specs:
         label, path = None, Path(spec)
@@ -206,6 +214,8 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
       evalkit compare --gold shards/ runs/nightly/        # every adapter in the results, paired
       evalkit compare base.parquet candidate.parquet --fail-if-worse      # CI gate: exit 1 if worse beyond noise
     """
+    from .compare import compare_runs, worse_beyond_noise
+
     m = _matcher(matcher, threshold, model, embed_cache)
     try:
         res = compare_runs(_runs(runs, gold, m, adapter), n_boot=n_boot, seed=seed)
@@ -338,6 +348,7 @@ def report(run, gold, matcher, threshold, model, embed_cache, adapter, out, titl
       evalkit report /tmp/cases.parquet --out /tmp/report.html --title "adapter v3 on the hold-out set"
     """
     from .report import write_report
+    from .score import summarize
 
     m = _matcher(matcher, threshold, model, embed_cache)
     try:

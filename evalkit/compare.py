@@ -20,9 +20,8 @@ import polars as pl
 
 from reportminer.data.io import DataError
 
+from .options import DEFAULT_BOOTSTRAP, PRIMARY_METRICS
 from .score import summarize
-
-DEFAULT_BOOTSTRAP = 2000
 
 
 @dataclass
@@ -199,7 +198,6 @@ def _say(run: str, base: str, d_pass: float, pass_real: bool, d_f1: float, f1_re
     return f"{run} vs {base}: " + part("pass rate", d_pass, pass_real, " pts") + "; " + part("F1", d_f1, f1_real, " pts")
 
 
-PRIMARY_METRICS = ("pass_rate", "f1")
 
 
 def worse_beyond_noise(res: dict[str, Any], primary: str = "pass_rate") -> list[str]:

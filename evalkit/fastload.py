@@ -1,18 +1,16 @@
-"""The fast path of the JSONL loaders: msgspec decodes the common shapes straight into what scoring needs.
+"""Frames from the decoded ranges of `jsonl_chunks`: evalkit's one way of reading JSONL, in this process
+or from worker processes (`pardecode`).
 
 `evalkit score` on 200,000 JSONL cases spent its time reading (profile of a 20k-case run, cProfile:
 `json.loads` of every gold and prediction line, then per prediction `json.dumps` + `data.parse.parse_output`
 + the contract check + `Extraction`, and polars building list columns from Python lists: ~8 of 11 s). Now
-each file is decoded in byte ranges by `jsonl_chunks` (in worker processes, `pardecode`, for large
-inputs), each range in one msgspec call into typed structs that skip the fields scoring does not read
-(paragraphs are skipped, analyses and reasons checked against the contract), and the frames are built
-here from flat columns.
+each file is decoded in byte ranges by `jsonl_chunks`, each range in one msgspec call a batch into typed
+structs that skip the fields scoring does not read, and the frames are built here from flat columns.
 
-Exactness is by construction, not by imitation (`jsonl_chunks` says how): a file takes the fast path only
-when every line is one `{...}` object of the common shape; any other file is read line by line as before
-(`loaders`), a prediction line that plainly meets the contract still through msgspec (`pred_row`), any
-other the slow way, so messages and `error` texts are unchanged. The tests compare the paths frame for
-frame (tests/test_evalkit_loaders.py, tests/test_evalkit_pardecode.py).
+A range that holds an error gives None, and these functions None: `loaders` then reads the input line
+by line only to name the error (the message each rule always had). The tests compare the frames with a
+plain reference reader (json.loads and `data.parse` a line) and the messages word for word
+(tests/test_evalkit_loaders.py, tests/test_evalkit_pardecode.py).
 """
 from __future__ import annotations
 
@@ -26,15 +24,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from reportminer.data.io import DataError, generated_id, jsonl_files, not_utf8_message, relative_name
+from reportminer.data.io import generated_id
 
-from . import jsonl_chunks
-from .jsonl_chunks import PRED_FAST_PATH, group, pred_output, pred_row  # noqa: F401  (the loaders' API)
 from .pardecode import FileChunks, Prefetch
-
-_BOM = jsonl_chunks.BOM
-# False: every line the slow way (the tests compare both paths frame for frame).
-ENABLED = True
 
 
 @contextlib.contextmanager
@@ -49,34 +41,6 @@ def no_gc() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-def jsonl_lines(path: Path) -> Iterator[tuple[Path, str, int, bytes]]:
-    """(file, its name in ids, 1-based line, bytes) of each non-blank line, as `data.io.iter_jsonl` counts
-    them: a leading BOM dropped, lines split at \\n, \\r and \\r\\n (text mode's universal newlines)."""
-    for f in jsonl_files(path):
-        rel = relative_name(path, f)
-        data = f.read_bytes()
-        if data.startswith(_BOM):
-            data = data[len(_BOM) :]
-        for n, line in enumerate(data.splitlines(), 1):
-            if line.strip():
-                yield f, rel, n, line
-
-
-def decode_line(f: Path, n: int, line: bytes) -> dict[str, Any]:
-    """A line the slow way: `json.loads`, with `data.io.iter_jsonl`'s messages."""
-    import json
-
-    try:
-        obj = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(not_utf8_message(f)) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{f}:{n}: invalid JSON: {e.msg} (column {e.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{f}:{n}: expected a JSON object, got {type(obj).__name__}")
-    return obj
 
 
 def series(name: str, values: pa.Array | pl.Series) -> pl.Series:
@@ -137,28 +101,32 @@ def list_column(values: dict[str, Any], counts: bytes, rows: int) -> pa.Array:
     return pa.LargeListArray.from_arrays(pl.Series(offsets).to_arrow(), flat)
 
 
-def _lines(n: int, line0: int) -> pl.Expr:
-    return pl.int_range(line0 + 1, line0 + n + 1, dtype=pl.Int64).cast(pl.String)
+def _line_numbers(c: dict[str, Any], line0: int) -> np.ndarray:
+    """The 1-based line of each row of range `c` whose first line is line0 + 1."""
+    if c["at"] is None:  # row k is line k
+        return np.arange(line0 + 1, line0 + c["n"] + 1, dtype=np.int64)
+    return np.frombuffer(c["at"], np.int64) + (line0 + 1)
+
+
+def _source(fc: FileChunks, lines: np.ndarray) -> pl.Series:
+    return (pl.lit(f"{fc.file}:") + pl.Series(lines).cast(pl.String)).alias("source")
 
 
 def _chunk_frames(files: list[FileChunks], build: Any) -> list[pl.DataFrame]:
-    """`build(chunk, file, first line - 1)` for each range in order (line k of an accepted file is its
-    k-th row: one object a line)."""
+    """`build(chunk, file, its rows' 1-based lines)` for each range in order."""
     out = []
     for fc in files:
         line0 = 0
         for c in fc.chunks:
             assert c is not None
             if c["n"]:
-                out.append(build(c, fc, line0))
-            line0 += c["n"]
+                out.append(build(c, fc, _line_numbers(c, line0)))
+            line0 += c["lines"]
     return out
 
 
 def _chunks(kind: str, path: Path, pre: Prefetch | None) -> list[FileChunks] | None:
     """Every file of `path` decoded in ranges: prefetched by workers, else here in one range a file."""
-    if not ENABLED:
-        return None
     if pre is not None:
         got = pre.get(kind, path)
         if got is not None:
@@ -175,19 +143,19 @@ def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
 
 
 def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
-    """The gold frame of JSONL at `path`, or None when some line needs the slow path."""
+    """The gold frame of JSONL at `path`, or None when some line is an error (`loaders` names it)."""
 
-    def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
+    def build(c: dict[str, Any], fc: FileChunks, lines: np.ndarray) -> pl.DataFrame:
         n = c["n"]
         ids = series("id", arrow_strings(c["ids"], n))
         at = _nulls(c["ids"], n)
         if len(at):  # rows without an id: `name:LINE` (data.io.generated_id)
-            ids = ids.scatter(at, [generated_id(fc.rel, line0 + int(k) + 1) for k in at])
+            ids = ids.scatter(at, [generated_id(fc.rel, int(lines[k])) for k in at])
         return pl.DataFrame([
             ids, series("scenario", arrow_strings(c["scenario"], n)),
             series("gold_names", list_column(c["names"], c["counts"], n)),
             series("gold_types", list_column(c["types"], c["counts"], n)),
-        ]).with_columns((pl.lit(f"{fc.file}:") + _lines(n, line0)).alias("source"))
+        ]).with_columns(_source(fc, lines))
 
     files = _chunks("gold", path, pre)
     if files is None:
@@ -200,10 +168,10 @@ def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) 
 
 
 def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
-    """The predictions frame of JSONL at `path`, or None when some line needs the slow path or the rows
-    break a rule that `loaders` states with a message (ids on some rows only, more rows than gold)."""
+    """The predictions frame of JSONL at `path`, or None when some line is an error or the rows break a
+    rule that `loaders` states with a message (ids on some rows only, more rows than gold)."""
 
-    def build(c: dict[str, Any], fc: FileChunks, line0: int) -> pl.DataFrame:
+    def build(c: dict[str, Any], fc: FileChunks, lines: np.ndarray) -> pl.DataFrame:
         n = c["n"]
         return pl.DataFrame([
             series("id", arrow_strings(c["ids"], n)),
@@ -212,7 +180,7 @@ def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Pre
             pl.Series("json_valid", np.frombuffer(c["valid"], np.uint8).astype(bool)),
             series("error", arrow_strings(c["error"], n)),
             series("pred_scenario", arrow_strings(c["group"], n)),
-        ]).with_columns((pl.lit(f"{fc.file}:") + _lines(n, line0)).alias("source"))
+        ]).with_columns(_source(fc, lines))
 
     files = _chunks("pred", path, pre)
     if files is None:
@@ -221,7 +189,7 @@ def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Pre
     n = sum(c["n"] for c in chunks)
     with_ids = sum(c["has_ids"] for c in chunks)
     if with_ids not in (0, n) or (with_ids == 0 and n > len(gold_ids)):
-        return None  # ids on some rows only, or more rows than gold: the slow path says which row
+        return None  # ids on some rows only, or more rows than gold: `loaders` says which row
     preds = _concat(_chunk_frames(files, build), schema)
     if with_ids == 0 and n:  # no ids: row k is gold case k
         preds = preds.with_columns(gold_ids.head(n).alias("id"))

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -87,23 +87,19 @@ def _names_types(metrics: Any, where: str) -> tuple[list[str], list[str]]:
     return names, types
 
 
-def _group(obj: dict[str, Any]) -> str | None:
-    """The first of GROUP_FIELDS that the row has (non-null), as text."""
-    for k in GROUP_FIELDS:
-        if obj.get(k) is not None:
-            return str(obj[k])
-    return None
-
-
 def _gold_from_jsonl(path: Path, pre: Prefetch | None = None) -> pl.DataFrame:
-    fast = fastload.gold_frame(path, GOLD_SCHEMA, pre)  # None: some line is not the common shape
-    if fast is not None:
-        return fast
-    rows: dict[str, list[Any]] = {k: [] for k in GOLD_SCHEMA}
-    for case, row in enumerate(iter_jsonl(path), 1):
-        obj = row.obj
+    gold = fastload.gold_frame(path, GOLD_SCHEMA, pre)
+    if gold is None:
+        _name_gold_error(path)
+    return gold
+
+
+def _name_gold_error(path: Path) -> NoReturn:
+    """The first error of a gold JSONL input that `jsonl_chunks` refused, named line by line (the only
+    use of a slow path: reading is theirs)."""
+    for row in iter_jsonl(path):
         where = f"{row.file}:{row.line}"
-        out = obj.get("output")
+        out = row.obj.get("output")
         if isinstance(out, str):  # a gold answer kept as its JSON text
             try:
                 out = json.loads(out)
@@ -111,15 +107,14 @@ def _gold_from_jsonl(path: Path, pre: Prefetch | None = None) -> pl.DataFrame:
                 raise DataError(f"{where}: gold `output` is a string that is not JSON") from None
         if not isinstance(out, dict) or "metrics" not in out:
             raise DataError(f"{where}: gold row has no output.metrics (evalkit needs labelled rows)")
-        names, types = _names_types(out.get("metrics"), where)
-        rows["id"].append(row.id)  # the id, else `file.jsonl:LINE` as in shards made by `datakit shard`
-        rows["case"].append(case)
-        scen = _group(obj)
-        rows["scenario"].append(scen)
-        rows["gold_names"].append(names)
-        rows["gold_types"].append(types)
-        rows["source"].append(where)
-    return pl.DataFrame(rows, schema=GOLD_SCHEMA)
+        _names_types(out.get("metrics"), where)
+    raise DataError(_UNREADABLE.format(path=path, what="gold"))
+
+
+# What a range refused for a reason no line check names: text json.loads reads but that cannot be held as
+# UTF-8 (a lone surrogate escape such as "\ud800"), or nesting deeper than json.loads recurses.
+_UNREADABLE = ("{path}: cannot be read as {what} JSONL: a value is not valid text (a lone surrogate escape "
+               "such as \\ud800?) or is nested too deeply")
 
 
 def _group_column(df: pl.DataFrame) -> pl.Series:
@@ -264,62 +259,28 @@ def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
 
 
 def _preds_from_jsonl(path: Path, gold: pl.DataFrame, pre: Prefetch | None = None) -> pl.DataFrame:
-    """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line.
-
-    Files of one `{...}` object a line are decoded in ranges (`fastload.pred_frame`); in any other file a
-    line whose `output` plainly meets the contract is decoded by `fastload.pred_row`, any other read with
-    `json.loads` and `data.parse` as always (the same names, types, validity and error)."""
-    fast = fastload.pred_frame(path, gold["id"], PRED_SCHEMA, pre)
-    if fast is not None:
-        return fast
-    with fastload.no_gc():
-        return _read_preds_jsonl(path, gold)
+    """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line."""
+    preds = fastload.pred_frame(path, gold["id"], PRED_SCHEMA, pre)
+    if preds is None:
+        _name_pred_error(path, gold.height)
+    return preds
 
 
-def _pred_rows(path: Path):
-    """(where, id, names, types, json_valid, error, group) per prediction line, or a DataError naming it."""
-    for f, _rel, n, line in fastload.jsonl_lines(path):
-        fast_row = fastload.pred_row(line)
-        if fast_row is not None:
-            rid, scen, typ, names, types = fast_row
-            yield f"{f}:{n}", rid, names, types, True, None, fastload.group(scen, typ), True
-            continue
-        obj = fastload.decode_line(f, n, line)
-        if "output" not in obj:
-            yield f"{f}:{n}", obj.get(ID), [], [], False, None, None, False
-            continue
-        names, types, valid, err = _parsed_row(obj["output"])
-        yield f"{f}:{n}", obj.get(ID), names, types, valid, err, _group(obj), True
-
-
-def _read_preds_jsonl(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
-    ids = _case_to_id(gold)
-    rows = _empty_rows()
+def _name_pred_error(path: Path, n_gold: int) -> NoReturn:
+    """The first error of a predictions JSONL input that `fastload` refused, named line by line."""
     with_id: bool | None = None
-    k = 0
-    for where, rid, names, types, valid, err, group, has_output in _pred_rows(path):
-        k += 1
-        has_id = rid is not None
+    for k, row in enumerate(iter_jsonl(path), 1):
+        where = f"{row.file}:{row.line}"
+        has_id = row.obj.get(ID) is not None
         if with_id is None:
             with_id = has_id
         elif with_id != has_id:
             raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
-        if not has_output:
+        if "output" not in row.obj:
             raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
-        if has_id:
-            cid = str(rid)
-        else:
-            if k > len(ids):
-                raise DataError(f"{where}: prediction row {k} has no gold case {k} (gold has {len(ids)} cases)")
-            cid = ids[k - 1]
-        rows["id"].append(cid)
-        rows["pred_names"].append(names)
-        rows["pred_types"].append(types)
-        rows["json_valid"].append(valid)
-        rows["error"].append(err)
-        rows["pred_scenario"].append(group)
-        rows["source"].append(where)
-    return _frame(rows)
+        if not has_id and k > n_gold:
+            raise DataError(f"{where}: prediction row {k} has no gold case {k} (gold has {n_gold} cases)")
+    raise DataError(_UNREADABLE.format(path=path, what="predictions"))
 
 
 def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:

@@ -26,6 +26,8 @@ import polars as pl
 
 from reportminer.data.names import normalise_name
 
+from .options import MATCHERS
+
 # Pairs with a score at or above this bound are candidates in the seed's protocol.
 UPSTREAM_JACCARD = 0.5
 DEFAULT_FUZZY_THRESHOLD = 0.7
@@ -316,7 +318,6 @@ class EmbeddingMatcher(Matcher):
         return {"matcher": self.name, "threshold": self.threshold, "model": getattr(self.embedder, "key", "?")}
 
 
-MATCHERS = ("upstream", "fuzzy", "difflib", "embedding")
 
 
 def make_matcher(name: str, threshold: float | None = None, model: str | None = None, cache_dir: Any = None) -> Matcher:

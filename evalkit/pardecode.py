@@ -2,13 +2,12 @@
 boundaries, one worker process a CPU (`jsonl_chunks`), started before the caller needs the frames.
 
 Why processes: msgspec holds the GIL while it decodes and the rows are built in Python, so threads would
-take turns. A worker is a fresh interpreter running `python -m reportminer.evalkit.jsonl_chunks` (no
-polars, no pyarrow: ~0.1 s to start), reads its ranges through mmap and answers one msgpack message of
-flat lists (`jsonl_chunks.gold_chunk` / `pred_chunk`); nothing is pickled. Results are exactly the
-in-process ones: the same functions on the same bytes, with line numbers restored from each range's
-line count (every line of an accepted range is one object). Any range that is not the common shape, a
-worker that fails, or a file under `MIN_PARALLEL_BYTES` gives None or runs in process, and the caller
-reads that input the old way, with its exact messages.
+take turns. A worker is a fresh interpreter running `jsonl_chunks.py` by its path (no polars, no pyarrow:
+~0.04 s to start), reads its ranges through mmap and answers one msgpack message of flat columns
+(`jsonl_chunks.gold_chunk` / `pred_chunk`); nothing is pickled. Results are exactly the in-process ones:
+the same functions on the same bytes, with line numbers restored from each range's line count. Inputs
+under `MIN_PARALLEL_BYTES` in all, and the ranges of a worker that cannot start or dies, are decoded in
+this process, by the same functions. A range that holds an error answers None; the caller names it.
 """
 from __future__ import annotations
 
@@ -41,7 +40,7 @@ def cpu_count() -> int:
 
 @dataclass
 class FileChunks:
-    """One JSONL file's decoded ranges, in file order (None where a range needs the slow path)."""
+    """One JSONL file's decoded ranges, in file order (None where a range holds an error)."""
 
     file: Path
     rel: str  # its name in generated ids (data.io.relative_name)
@@ -102,6 +101,7 @@ class Prefetch:
         self._procs: list[subprocess.Popen] = []
         self._readers: list[threading.Thread] = []
         self._assigned: set[int] = set()  # jobs given to a running worker (the others run here)
+        self._specs = {(kind, str(Path(path))) for kind, path in specs}
         plan = []
         for kind, path in specs:
             p = Path(path)
@@ -191,12 +191,13 @@ class Prefetch:
                 self._cond.notify_all()
 
     def covers(self, kind: str, path: str | os.PathLike) -> bool:
-        """Whether `path` is being decoded here as `kind`."""
-        return (kind, str(Path(path))) in self._files
+        """Whether this prefetch was made for `path` as `kind` (JSONL or not: other inputs have nothing
+        to decode ahead)."""
+        return (kind, str(Path(path))) in self._specs
 
     def get(self, kind: str, path: str | os.PathLike) -> list[FileChunks] | None:
         """Every file of the input `path` with its decoded ranges, or None (not prefetched, or some range
-        needs the slow path)."""
+        holds an error)."""
         key = (kind, str(Path(path)))
         if key not in self._files:
             return None

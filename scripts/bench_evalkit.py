@@ -22,6 +22,11 @@ shared, and under load the wall time says more about the neighbours than about t
 
     .venv/bin/python scripts/bench_evalkit.py                       # 200,000 cases, end to end
     .venv/bin/python scripts/bench_evalkit.py --cases 100800 --no-files --matchers upstream,fuzzy,difflib
+    .venv/bin/python scripts/bench_evalkit.py --drop reason     # predictions whose metrics carry no `reason`
+
+--drop FIELD,...: the predictions' metrics are written without these fields (`reason`, `score`), as other
+tools' output and older runs are (issue 19): such answers break the contract (a required field is
+missing), `data.parse` keeps their names, and scoring must not fall to a per-row slow path for them.
 """
 from __future__ import annotations
 
@@ -50,8 +55,11 @@ SYNONYMS = [("营业收入", "营收"), ("净利润", "净利"), ("现金流量�
 FLIP = {"financial": "business", "business": "financial"}
 
 
+SEED = REPO.parent / "shared" / "seed" / "data"  # --seed-data: where a worktree keeps it elsewhere
+
+
 def seed_gold() -> tuple[pl.DataFrame, str]:
-    seed = REPO.parent / "shared" / "seed" / "data"
+    seed = SEED
     if seed.is_dir():
         return load_gold(seed), f"{seed} (700 rows)"
     demo = REPO / "data" / "demo" / "demo.jsonl"
@@ -144,6 +152,7 @@ def bench_matcher(label: str, matcher, gold: pl.DataFrame, preds: pl.DataFrame, 
 
 
 def main() -> None:
+    global SEED
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=200_000, help="cases to build (default 200,000)")
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +163,12 @@ def main() -> None:
     ap.add_argument("--files", type=Path, default=None, metavar="DIR",
                     help="keep the JSONL pair in DIR and reuse it on the next run with the same --cases and "
                          "--seed (writing 548 MB takes ~10 s); default: a temporary folder")
+    ap.add_argument("--drop", default="", metavar="FIELD,...",
+                    help="leave these metric fields (reason, score) out of the predictions JSONL")
+    ap.add_argument("--seed-data", type=Path, default=SEED, metavar="DIR",
+                    help="the seed's labelled rows (default ../shared/seed/data; data/demo/demo.jsonl when absent)")
     args = ap.parse_args()
+    SEED = args.seed_data
 
     gold_seed, where = seed_gold()
     (gold, preds), dt = timed(lambda: build(gold_seed, args.cases, args.seed))
@@ -162,7 +176,9 @@ def main() -> None:
           f"names in {dt:.1f} s; python {platform.python_version()}, {platform.machine()}", flush=True)
     rows = []
     if not args.no_files:
-        rows.extend(bench_end_to_end(gold_seed, gold, preds, args.files and args.files / f"{args.cases}-{args.seed}"))
+        drop = tuple(x for x in args.drop.split(",") if x)
+        keep = args.files and args.files / "-".join([str(args.cases), str(args.seed), *(f"no{x}" for x in drop)])
+        rows.extend(bench_end_to_end(gold_seed, gold, preds, keep, drop))
     if args.matchers:
         # Warm-up on a small slice: imports, polars' thread pool, first-call costs are not scoring.
         for m in ("upstream", "fuzzy"):
@@ -235,9 +251,11 @@ def seed_way(gold_path: Path, pred_path: Path, threshold: float = 0.7) -> dict:
             "precision": p, "recall": r, "f1": 2 * p * r / (p + r), "type_accuracy": type_hits / hits}
 
 
-def write_pair(gold_seed_rows: list[dict], gold: pl.DataFrame, preds: pl.DataFrame, dd: Path) -> tuple[Path, Path]:
+def write_pair(gold_seed_rows: list[dict], gold: pl.DataFrame, preds: pl.DataFrame, dd: Path,
+               drop: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """gold.jsonl (the seed rows, paragraph and analysis included, with fresh ids) and predictions.jsonl
-    (`{"id", "output": {"analysis", "metrics"}}`, the perturbed names with the gold's reasons and scores)."""
+    (`{"id", "output": {"analysis", "metrics"}}`, the perturbed names with the gold's reasons and scores;
+    the metric fields in `drop` left out)."""
     k = len(gold_seed_rows)
     gold_path, pred_path = dd / "gold.jsonl", dd / "predictions.jsonl"
     with open(gold_path, "w", encoding="utf-8") as g, open(pred_path, "w", encoding="utf-8") as p:
@@ -245,17 +263,19 @@ def write_pair(gold_seed_rows: list[dict], gold: pl.DataFrame, preds: pl.DataFra
             row = gold_seed_rows[i % k]
             g.write(json.dumps({"id": cid, **row}, ensure_ascii=False) + "\n")
             reasons = [m.get("reason", "") for m in row["output"]["metrics"]] or [""]
-            ms = [{"metric_name": a, "metric_type": b, "score": 0.9, "reason": reasons[j % len(reasons)]}
-                  for j, (a, b) in enumerate(zip(names, types))]
+            ms = [{k: v for k, v in {"metric_name": a, "metric_type": b, "score": 0.9, "reason": reasons[j % len(reasons)]}.items()
+                   if k not in drop} for j, (a, b) in enumerate(zip(names, types))]
             p.write(json.dumps({"id": cid, "output": {"analysis": row["output"]["analysis"], "metrics": ms}},
                                ensure_ascii=False) + "\n")
     return gold_path, pred_path
 
 
-def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.DataFrame, keep: Path | None = None) -> list[dict]:
+def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.DataFrame, keep: Path | None = None,
+                     drop: tuple[str, ...] = ()) -> list[dict]:
     """`evalkit score` as a subprocess (interpreter start and imports included) against the seed's way,
     on the same JSONL pair; then engine Parquet results of the same predictions. `keep`: the folder for the
-    pair, reused when it holds one (else a temporary folder)."""
+    pair, reused when it holds one (else a temporary folder); `drop`: metric fields left out of the
+    predictions JSONL."""
     import subprocess
 
     import pyarrow as pa
@@ -272,9 +292,9 @@ def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.Data
             print(f"reusing the JSONL pair in {keep}", flush=True)
         elif keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
-            gold_path, pred_path = write_pair(seed_rows, gold, preds, keep)
+            gold_path, pred_path = write_pair(seed_rows, gold, preds, keep, drop)
         else:
-            gold_path, pred_path = write_pair(seed_rows, gold, preds, dd)
+            gold_path, pred_path = write_pair(seed_rows, gold, preds, dd, drop)
         mb = (gold_path.stat().st_size + pred_path.stat().st_size) / 1e6
         print(f"JSONL pair: {gold_path.stat().st_size / 1e6:.0f} MB gold + {pred_path.stat().st_size / 1e6:.0f} MB "
               f"predictions ({mb:.0f} MB)", flush=True)
@@ -343,7 +363,7 @@ def bench_end_to_end(gold_seed: pl.DataFrame, gold: pl.DataFrame, preds: pl.Data
 
 def seed_rows_json() -> list[dict]:
     """The seed's rows as dicts (type, input, output), without ids; the demo rows when the seed is absent."""
-    seed = REPO.parent / "shared" / "seed" / "data"
+    seed = SEED
     files = sorted(seed.glob("*.jsonl")) if seed.is_dir() else [REPO / "data" / "demo" / "demo.jsonl"]
     rows = []
     for f in files:

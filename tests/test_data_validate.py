@@ -199,7 +199,8 @@ def test_quick_check_never_passes_what_the_schema_refuses() -> None:
     # validate skips jsonschema for answers its quick check passes; the check must be no looser.
     import random
 
-    from reportminer.data.validate import _VALIDATOR, _plainly_valid
+    from reportminer.data.check import plainly_valid
+    from reportminer.data.validate import _VALIDATOR
 
     base = good_row()["output"]
     values = [None, "", "x", "长" * 700, 0, -0.1, 0.5, 1, 1.0001, True, [], {}, "financial", "business", "finance", 3]
@@ -218,7 +219,7 @@ def test_quick_check_never_passes_what_the_schema_refuses() -> None:
                 target[k] = [copy.deepcopy(base["metrics"][0]) for _ in range(rng.randint(0, 6))]
             else:
                 target[k] = rng.choice(values)
-        quick = _plainly_valid(out)
+        quick = plainly_valid(out)
         schema_ok = not list(_VALIDATOR.iter_errors(out))
         assert not quick or schema_ok, out
         passed += quick

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import evalkit_reference as reference
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -244,24 +245,15 @@ def test_summary_without_scenarios_has_empty_by_scenario(tmp_path: Path):
     assert r.summary["by_scenario"] == {} and r.summary["strict"] == 1
 
 
-# ----------------------------------------------------------------- the msgspec fast path (fastload)
+# ------------------------------------------------------------- the one reader against the reference
 
 
-def _both_paths(monkeypatch, fn):
-    """`fn()` with the fast path, then with every line read the slow way."""
-    from reportminer.evalkit import fastload
-
-    fast = fn()
-    monkeypatch.setattr(fastload, "ENABLED", False)
-    slow = fn()
-    monkeypatch.setattr(fastload, "ENABLED", True)
-    return fast, slow
-
-
-def test_fast_path_reads_predictions_exactly_as_the_slow_path(monkeypatch, tmp_path: Path):
-    """Every kind of prediction line, fast and slow paths: the same frame, row for row (names, types,
-    validity, error text, scenario, source)."""
+def test_predictions_read_as_the_reference_reads_them(tmp_path: Path):
+    """Every kind of prediction line, in a clean file and in one with a BOM, CRLF and blank lines (read
+    line by line): the frame of the plain reference reader (json.loads and `parse_output` a line), row
+    for row (names, types, validity, error text, scenario, source)."""
     ok = {"analysis": "a", "metrics": [metric("毛利率"), metric("营业收入", "business")]}
+    bare = {"metric_name": "净利润", "metric_type": "financial"}
     lines = [
         {"id": "1", "output": ok, "type": "A"},
         {"id": "2", "output": {**ok, "metrics": [metric(f"m{i}") for i in range(5)]}},  # 5 metrics: contract error
@@ -280,37 +272,30 @@ def test_fast_path_reads_predictions_exactly_as_the_slow_path(monkeypatch, tmp_p
         {"id": 15, "output": ok, "scenario": 7},  # an int id and scenario
         {"id": "16", "output": {**ok, "analysis": "长" * 641}},
         {"id": "17", "output": None},
+        {"id": "18", "output": {"analysis": "a", "metrics": [bare, {**bare, "metric_name": "毛利率", "score": 0.5}]}},
+        {"id": "19", "output": {"metrics": [bare] * 5 + [{"metric_name": "x", "reason": None}]}},  # null: a type error
     ]
-    from reportminer.evalkit import fastload
-
-    enc = [json.dumps(r, ensure_ascii=False).encode() for r in lines]
-    assert [i + 1 for i, b in enumerate(enc) if fastload.pred_row(b) is not None] == [1, 8, 15]  # both paths are met
-    gold = write_jsonl(tmp_path / "gold.jsonl", [seed_row(["毛利率"], id=str(i)) for i in range(1, 18)])
+    gold = write_jsonl(tmp_path / "gold.jsonl", [seed_row(["毛利率"], id=str(i)) for i in range(1, 20)])
     pred = tmp_path / "pred.jsonl"
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines)
     for variant, data in (("lf", text.encode()), ("crlf-bom-blank", b"\xef\xbb\xbf" + text.replace("\n", "\r\n\n").encode())):
         pred.write_bytes(data)
         g = load_gold(gold)
-        fast, slow = _both_paths(monkeypatch, lambda g=g: load_predictions(pred, g)[0].frame)
-        assert fast.equals(slow), (variant, fast, slow)
-        assert fast.height == 17 and fast["json_valid"].sum() == 15
-        assert fast.filter(fast["id"] == "1")["error"][0] is None
-        assert "5 metrics" in fast.filter(fast["id"] == "2")["error"][0]
-        assert fast.filter(fast["id"] == "5")["pred_names"][0].to_list() == ["净利润"]
-    if True:  # a line that is not JSON: the same message from both paths
-        pred.write_text(text + "{oops\n", encoding="utf-8")
-        msgs = []
-        for enabled in (True, False):
-            from reportminer.evalkit import fastload
-
-            monkeypatch.setattr(fastload, "ENABLED", enabled)
-            with pytest.raises(DataError) as e:
-                load_predictions(pred, load_gold(gold))
-            msgs.append(str(e.value))
-        assert msgs[0] == msgs[1] and "pred.jsonl:18: invalid JSON" in msgs[0]
+        got = load_predictions(pred, g)[0].frame
+        want = reference.preds(pred, g)
+        assert got.equals(want), (variant, got, want)
+        assert got.height == 19 and got["json_valid"].sum() == 17
+        assert got.filter(got["id"] == "1")["error"][0] is None
+        assert "5 metrics" in got.filter(got["id"] == "2")["error"][0]
+        assert got.filter(got["id"] == "5")["pred_names"][0].to_list() == ["净利润"]
+        assert got.filter(got["id"] == "18")["error"][0] == (
+            "metrics/0: 'score' is missing; metrics/0: 'reason' is missing; metrics/1: 'reason' is missing")
+    pred.write_text(text + "{oops\n", encoding="utf-8")  # a line that is not JSON: named by its line
+    with pytest.raises(DataError, match="pred.jsonl:20: invalid JSON"):
+        load_predictions(pred, load_gold(gold))
 
 
-def test_fast_path_reads_gold_exactly_as_the_slow_path(monkeypatch, tmp_path: Path, demo_jsonl: Path):
+def test_gold_read_as_the_reference_reads_it(tmp_path: Path, demo_jsonl: Path):
     rows = [seed_row(["毛利率", "营业收入"], "A"), seed_row([], "B", id="x"), {**seed_row(["净利润"]), "scenario": "single"},
             {"type": "C", "input": {}, "output": {"analysis": "", "metrics": None}},
             {**seed_row(["现金流"]), "id": 12}]
@@ -318,32 +303,26 @@ def test_fast_path_reads_gold_exactly_as_the_slow_path(monkeypatch, tmp_path: Pa
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     for data in (text.encode(), b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode(), ("\n" + text + "  \n").encode()):
         gold.write_bytes(data)
-        fast, slow = _both_paths(monkeypatch, lambda: load_gold(gold))
-        assert fast.equals(slow), (data[:20], fast, slow)
-        assert fast.height == 5 and fast["id"].to_list()[1:] == ["x", fast["id"][2], fast["id"][3], "12"]
+        got = load_gold(gold)
+        assert got.equals(reference.gold(gold)), (data[:20], got)
+        assert got.height == 5 and got["id"].to_list()[1:] == ["x", got["id"][2], got["id"][3], "12"]
+    assert load_gold(gold)["id"][0] == "gold.jsonl:2"  # the blank first line counts
     folder = tmp_path / "folder"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "a.jsonl").write_bytes(demo_jsonl.read_bytes())
     write_jsonl(folder / "b.jsonl", rows[:2])
-    fast, slow = _both_paths(monkeypatch, lambda: load_gold(folder))
-    assert fast.equals(slow) and fast["id"][0] == "b.jsonl:1" and fast.height == 14
-    # An object across two lines and two objects on one line balance the count: still an error, the slow
-    # path's own, not a misread (msgspec's decode_lines would take both).
+    got = load_gold(folder)
+    assert got.equals(reference.gold(folder)) and got["id"][0] == "b.jsonl:1" and got.height == 14
+    # An object across two lines and two objects on one line balance the count: still an error, named
+    # by its line, not a misread (msgspec's decode_lines would take both).
     line = json.dumps(rows[0], ensure_ascii=False)
     gold.write_text(line.replace('"output": ', '"output":\n', 1) + "\n" + line + " " + line + "\n", encoding="utf-8")
-    msgs = []
-    for enabled in (True, False):
-        from reportminer.evalkit import fastload
-
-        monkeypatch.setattr(fastload, "ENABLED", enabled)
-        with pytest.raises(DataError) as e:
-            load_gold(gold)
-        msgs.append(str(e.value))
-    assert msgs[0] == msgs[1] and "gold.jsonl:1: invalid JSON" in msgs[0]
-    # An `output` kept as JSON text is the slow path's case: same frame either way.
+    with pytest.raises(DataError, match="gold.jsonl:1: invalid JSON"):
+        load_gold(gold)
+    # An `output` kept as JSON text is read too.
     write_jsonl(gold, [rows[0], {**rows[1], "output": json.dumps(rows[1]["output"])}])
-    fast, slow = _both_paths(monkeypatch, lambda: load_gold(gold))
-    assert fast.equals(slow) and fast.height == 2
+    got = load_gold(gold)
+    assert got.equals(reference.gold(gold)) and got.height == 2
 
 
 # ----------------------------------------------------------------------- empty and wrong formats

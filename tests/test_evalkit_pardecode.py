@@ -1,7 +1,8 @@
-"""The fast JSONL paths of `evalkit score` (issue 9 item 7): byte ranges decoded in worker processes
-(pardecode, jsonl_chunks), the contract breaches answered without jsonschema, cydifflib, scoring in
-parts, and the command line read before the CLI's imports. Each must give exactly what the slow path
-gives: the frames are compared whole, the messages word for word."""
+"""evalkit's one JSONL reader (issue 9 item 7, issue 18 item 4): byte ranges decoded in worker processes
+or in this one (pardecode, jsonl_chunks), the contract breaches and missing fields answered without
+jsonschema, cydifflib, scoring in parts, and the workers started before the CLI's heavy imports. Each must
+give exactly what the plain reference reader gives (tests/evalkit_reference.py: json.loads and
+`parse_output` a line): the frames are compared whole, the messages word for word."""
 from __future__ import annotations
 
 import difflib
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import evalkit_reference as reference
 import polars as pl
 import pytest
 
@@ -78,12 +80,16 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
-def frames(gold: Path, pred: Path, workers: int | None, monkeypatch, enabled: bool = True):
-    """(gold frame, predictions frame): with `workers` processes (None: no prefetch, in process)."""
-    monkeypatch.setattr(fastload, "ENABLED", enabled)
+def frames(gold: Path, pred: Path, workers: int | None | str):
+    """(gold frame, predictions frame): with `workers` processes (None: no prefetch, in process;
+    "reference": the plain reference reader)."""
+    if workers == "reference":
+        g = reference.gold(gold)
+        return g, reference.preds(pred, g)
     if workers is None:
         g = load_gold(gold)
         return g, load_predictions(pred, g)[0].frame
+    assert isinstance(workers, int)
     with Prefetch([("gold", gold), ("pred", pred)], workers=workers, min_bytes=0) as pre:
         assert pre.workers == workers
         g = load_gold(gold, pre=pre)
@@ -103,18 +109,18 @@ def pair(tmp_path: Path, request) -> tuple[Path, Path]:
     return write_jsonl(tmp_path / "gold.jsonl", gold), write_jsonl(tmp_path / "pred.jsonl", preds)
 
 
-def test_workers_give_the_frames_of_one_process_and_of_the_slow_path(pair, monkeypatch):
+def test_workers_give_the_frames_of_one_process_and_of_the_reference(pair, monkeypatch):
     gold, pred = pair
-    slow_g, slow_p = frames(gold, pred, None, monkeypatch, enabled=False)
-    breached = []
-    breach = jsonl_chunks.breach
-    monkeypatch.setattr(jsonl_chunks, "breach", lambda *a: breached.append(a) or breach(*a))
-    here_g, here_p = frames(gold, pred, None, monkeypatch)
-    # Contract-shaped answers decode a range in one call (breaches answered by `breach`); any other kind
-    # of answer sends the range row by row (`parse_output`).
-    assert bool(breached) == (pair_kind(pred) == "contract")
+    slow_g, slow_p = frames(gold, pred, "reference")
+    parsed = []
+    parsed_row = jsonl_chunks.parsed_row
+    monkeypatch.setattr(jsonl_chunks, "parsed_row", lambda *a: parsed.append(a) or parsed_row(*a))
+    here_g, here_p = frames(gold, pred, None)
+    # Contract-shaped answers decode in one call a batch (breaches answered by `breach`); only answers of
+    # other kinds go through `parse_output`, each on its own.
+    assert bool(parsed) == (pair_kind(pred) == "any")
     for workers in (2, 3):  # 3 ranges a file: lines numbered across range boundaries
-        g, p = frames(gold, pred, workers, monkeypatch)
+        g, p = frames(gold, pred, workers)
         assert g.equals(slow_g) and g.equals(here_g), workers
         assert p.equals(slow_p) and p.equals(here_p), workers
     assert (slow_p["json_valid"].sum() < slow_p.height) == (pair_kind(pred) == "any")  # invalid JSON met
@@ -129,55 +135,56 @@ def test_workers_without_ids_and_over_a_folder(tmp_path: Path, monkeypatch):
     write_jsonl(folder / "a.jsonl", gold_rows(120, rng, with_ids=False))
     write_jsonl(folder / "sub" / "b.jsonl", gold_rows(90, rng, with_ids=False))
     pred = write_jsonl(tmp_path / "pred.jsonl", [{"output": pred_output(rng)} for _ in range(200)])  # row k: case k
-    slow = frames(folder, pred, None, monkeypatch, enabled=False)
-    fast = frames(folder, pred, 3, monkeypatch)
+    slow = frames(folder, pred, "reference")
+    fast = frames(folder, pred, 3)
     assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
     assert fast[0]["id"][0] == "a.jsonl:1" and fast[0]["id"][120] == "sub/b.jsonl:1"
     assert fast[1]["source"][199].endswith("pred.jsonl:200")
 
 
 @pytest.mark.parametrize("where", ["gold", "pred"])
-def test_a_bad_line_late_in_a_file_is_named_as_the_slow_path_names_it(pair, where: str, monkeypatch):
-    """A range that is not the common shape sends the file the slow way: the same message, the right
-    file and line (here in the last range of the file)."""
+def test_a_bad_line_late_in_a_file_is_named_by_its_line(pair, where: str):
+    """A range holding an error is named line by line: the same message in and out of process, the
+    right file and line (here in the last range of the file)."""
     gold, pred = pair
     path = gold if where == "gold" else pred
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     lines.insert(len(lines) - 3, "{oops\n")
     path.write_text("".join(lines), encoding="utf-8")
     msgs = []
-    for workers, enabled in ((None, False), (None, True), (2, True), (3, True)):
+    for workers in ("reference", None, 2, 3):
         with pytest.raises(DataError) as e:
-            frames(gold, pred, workers, monkeypatch, enabled)
+            frames(gold, pred, workers)
         msgs.append(str(e.value))
-    assert len(set(msgs)) == 1, msgs
+    assert len(set(msgs[1:])) == 1 and msgs[1].startswith(msgs[0]), msgs  # gold adds the formats it may be
     assert f"{path.name}:{len(lines) - 3}: invalid JSON" in msgs[0]
 
 
-def test_mixed_ids_and_too_many_rows_keep_the_slow_paths_messages(tmp_path: Path, monkeypatch):
+def test_mixed_ids_too_many_rows_and_no_output_are_named(tmp_path: Path):
     rng = random.Random(5)
     gold = write_jsonl(tmp_path / "gold.jsonl", gold_rows(50, rng))
-    for rows, text in (([{"id": "c1", "output": None}] + [{"output": None}] * 3, "some rows have an `id` and some do not"),
-                       ([{"output": None}] * 51, "prediction row 51 has no gold case 51")):
+    for rows, text in (([{"id": "c1", "output": None}] + [{"output": None}] * 3, "pred.jsonl:2: some rows have an `id` and some do not"),
+                       ([{"output": None}] * 51, "pred.jsonl:51: prediction row 51 has no gold case 51"),
+                       ([{"output": None}, {"outptu": None}], "pred.jsonl:2: prediction row has no `output`")):
         pred = write_jsonl(tmp_path / "pred.jsonl", rows)
         msgs = []
-        for workers, enabled in ((None, False), (2, True)):
+        for workers in (None, 2):
             with pytest.raises(DataError) as e:
-                frames(gold, pred, workers, monkeypatch, enabled)
+                frames(gold, pred, workers)
             msgs.append(str(e.value))
-        assert msgs[0] == msgs[1] and text in msgs[0]
+        assert msgs[0] == msgs[1] and text in msgs[0], msgs
 
 
 @pytest.mark.parametrize("worker", ["missing", "reads then dies", "dies at once"])
 def test_a_worker_that_cannot_start_or_dies_costs_time_not_results(pair, worker: str, monkeypatch, tmp_path: Path):
     gold, pred = pair
-    slow = frames(gold, pred, None, monkeypatch, enabled=False)
+    slow = frames(gold, pred, "reference")
     exe = {"missing": tmp_path / "no-python", "dies at once": Path("/bin/false"),
            "reads then dies": tmp_path / "dies.sh"}[worker]
     (tmp_path / "dies.sh").write_text("#!/bin/sh\ncat >/dev/null\nexit 1\n")
     (tmp_path / "dies.sh").chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(exe))  # no worker answers: every range is read here
-    fast = frames(gold, pred, 2, monkeypatch)
+    fast = frames(gold, pred, 2)
     assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
 
 
@@ -190,16 +197,41 @@ def test_line_count_accepts_only_one_object_a_line():
         assert lc(bad, 0, len(bad)) is None, bad
 
 
-def test_breach_is_what_data_parse_says():
-    """Answers whose analysis and metrics meet the contract but not the count, with blank or repeated
-    names: `breach` (no jsonschema) equals `parse_output` row for row."""
+def test_answers_read_without_jsonschema_are_what_data_parse_says():
+    """Answers whose present values meet the contract but whose count, names (blank, repeated) or fields
+    (no analysis, metric_type, score or reason) do not: what `breach` says (no jsonschema), in one
+    call a batch and on their own, equals `parse_output` answer for answer; so do answers it leaves to
+    `parse_output` (a null, a value out of range, an unknown key)."""
     rng = random.Random(0)
     pool = ["毛利率", "营业收入", "净利润", "  ", "x", "现金流", "\u3000", "\x1c"]
+    answers = []
     for _ in range(3000):
-        ms = [{"metric_name": rng.choice(pool), "metric_type": rng.choice(["financial", "business"]),
-               "score": rng.random(), "reason": "r"} for _ in range(rng.randint(0, 9))]
-        want = jsonl_chunks.parsed_row({"analysis": "a", "metrics": ms})
-        assert jsonl_chunks.breach([m["metric_name"] for m in ms], [m["metric_type"] for m in ms]) == want
+        ms = []
+        for _ in range(rng.randint(0, 12)):
+            m = {"metric_name": rng.choice(pool), "metric_type": rng.choice(["financial", "business"]),
+                 "score": rng.random(), "reason": "r"}
+            for f in ("metric_type", "score", "reason"):
+                if rng.random() < 0.2:
+                    del m[f]
+            if rng.random() < 0.02:
+                m[rng.choice(["reason", "score", "extra"])] = None
+            ms.append(m)
+        out: dict = {"analysis": "a", "metrics": ms}
+        if rng.random() < 0.2:
+            del out["analysis"]
+        answers.append(out)
+    for out in answers:
+        got = jsonl_chunks.output_row(json.dumps(out, ensure_ascii=False).encode())
+        assert got == reference.answer(out), out
+    buf = "".join(json.dumps({"id": str(i), "output": o}, ensure_ascii=False) + "\n" for i, o in enumerate(answers)).encode()
+    chunk = jsonl_chunks.pred_chunk(buf, 0, len(buf))
+    assert chunk is not None and chunk["at"] is None
+    want = [reference.answer(o) for o in answers]
+    assert pl.Series(fastload.arrow_strings(chunk["error"], len(answers))).to_list() == [w[3] for w in want]
+    assert list(chunk["valid"]) == [w[2] for w in want]
+    names = pl.Series(fastload.list_column(chunk["names"], chunk["counts"], len(answers))).to_list()
+    types = pl.Series(fastload.list_column(chunk["types"], chunk["counts"], len(answers))).to_list()
+    assert names == [w[0] for w in want] and types == [w[1] for w in want]
 
 
 def test_cydifflib_ratios_are_difflibs():
@@ -217,7 +249,7 @@ def test_cydifflib_ratios_are_difflibs():
 @pytest.mark.parametrize("matcher", ["difflib", "upstream", "fuzzy"])
 def test_scoring_in_parts_gives_the_same_cases(pair, matcher: str, monkeypatch):
     gold, pred = pair
-    g, p = frames(gold, pred, None, monkeypatch)
+    g, p = frames(gold, pred, None)
     cases = build_cases(g, p)
     m = make_matcher(matcher)
     whole_stats, part_stats = MatchStats(), MatchStats()
@@ -226,20 +258,6 @@ def test_scoring_in_parts_gives_the_same_cases(pair, matcher: str, monkeypatch):
     assert parts.equals(whole)
     assert (part_stats.cases, part_stats.pairs, part_stats.looped_cases) == (
         whole_stats.cases, whole_stats.pairs, whole_stats.looped_cases)
-
-
-def test_the_command_line_is_read_as_click_reads_it():
-    from reportminer.evalkit import argv_prefetch
-    from reportminer.evalkit.cli import score
-
-    takes_value = {o for p in score.params if not getattr(p, "is_flag", False) and p.param_type_name == "option" for o in p.opts}
-    assert takes_value == argv_prefetch.VALUE_OPTIONS  # a new option of `evalkit score` must be added there
-    read = argv_prefetch.score_paths_of
-    assert read(["score", "--gold", "g.jsonl", "p.jsonl", "--matcher", "difflib", "-q"]) == ("g.jsonl", "p.jsonl")
-    assert read(["score", "--json=-", "--gold=g.jsonl", "--pred", "p.jsonl"]) == ("g.jsonl", "p.jsonl")
-    assert read(["score", "--name", "p.jsonl", "--gold", "g.jsonl", "q.jsonl"]) == ("g.jsonl", "q.jsonl")
-    assert read(["score", "p.jsonl"]) is None and read(["compare", "--gold", "g", "a", "b"]) is None
-    assert read(["score", "--gold", "g.jsonl", "a.jsonl", "--pred", "b.jsonl"]) is None  # click refuses it
 
 
 def test_the_command_gives_what_the_api_gives(pair, tmp_path: Path):
@@ -297,13 +315,13 @@ def test_ranges_decoded_in_many_small_batches_give_the_slow_paths_frames(pair, t
         if 100 <= k < 110:
             r["output"]["metrics"] = []  # a batch without names
     gold = write_jsonl(tmp_path / "gold2.jsonl", rows)
-    slow_g, slow_p = frames(gold, pred, None, monkeypatch, enabled=False)
+    slow_g, slow_p = frames(gold, pred, "reference")
     cuts = []
     batches = jsonl_chunks.batches
     monkeypatch.setattr(jsonl_chunks, "batches", lambda *a: cuts.append(1) or batches(*a))
     for size in (1, 700, 5000):
         monkeypatch.setattr(jsonl_chunks, "BATCH_BYTES", size)
-        g, p = frames(gold, pred, None, monkeypatch)
+        g, p = frames(gold, pred, None)
         assert g.equals(slow_g), size
         assert p.equals(slow_p), size
     assert cuts and slow_g["gold_names"].list.explode().str.contains("\x00").any()
