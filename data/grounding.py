@@ -36,7 +36,7 @@ from typing import Any
 # Groups of forms that name the same thing in research notes; a name holding one form is also looked for
 # with each other form in its place. Written from the seed's labels and the demo rows, not exhaustive.
 ALIASES: tuple[tuple[str, ...], ...] = (
-    ("营业收入", "营收", "收入", "营业总收入"),
+    ("营业收入", "营收", "营业总收入"),
     ("归母净利润", "归属于母公司股东的净利润", "归属于母公司所有者的净利润", "归属于上市公司股东的净利润", "归母净利"),
     ("扣非净利润", "扣非归母净利润", "扣除非经常性损益后的净利润", "扣非后归母净利润", "扣非净利"),
     ("净利润", "净利"),

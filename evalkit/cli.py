@@ -90,8 +90,12 @@ def main() -> None:
 @click.option("--cases", "cases_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per case here (.parquet, else JSONL); compare/report accept this file.")
 @click.option("--show-fails", type=int, default=0, show_default=True, help="Print the first N failing cases.")
+@click.option("--grounding", is_flag=True,
+              help="Also ground every gold and predicted metric in its paragraph (data.grounding: gold must carry "
+                   "the paragraphs): the summary gets `grounding` (ungrounded shares), the cases their spans.")
 @click.option("-q", "--quiet", is_flag=True, help="No tables (files only).")
-def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, adapter, name, json_out, cases_out, show_fails, quiet):
+def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, adapter, name, json_out, cases_out,
+          show_fails, grounding, quiet):
     """Score PREDICTIONS against --gold.
 
     PREDICTIONS is one of: the engine's Parquet results (file or folder, joined on id; every adapter in
@@ -114,16 +118,16 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
     path = predictions or pred_opt
     if path is None or (predictions and pred_opt):
         raise click.UsageError("give the predictions once: as the argument or with --pred")
-    from .pardecode import Prefetch
+    from .pardecode import Prefetch, score_specs
 
     # JSONL gold and predictions start decoding in worker processes now, while this process imports
     # polars, pyarrow and numpy (~0.35 s of one core on the 2-core sandbox).
-    with Prefetch([("gold", gold), ("pred", path)]) as pre:
+    with Prefetch(score_specs(gold, path, grounding)) as pre:
         from .score import score_paths, write_cases
 
         m = _matcher(matcher, threshold, model, embed_cache)
         try:
-            results = score_paths(gold, path, m, adapter=adapter, name=name, prefetch=pre)
+            results = score_paths(gold, path, m, adapter=adapter, name=name, prefetch=pre, grounding=grounding)
         except DataError as e:
             _fail(e)
             return
@@ -150,7 +154,7 @@ def score(predictions, pred_opt, gold, matcher, threshold, model, embed_cache, a
         console.print(f"[dim]{len(results)} adapters: files written with the adapter name before the extension[/]")
 
 
-def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | None) -> list[Any]:
+def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | None, grounding: bool = False) -> list[Any]:
     """Each RUN: LABEL=PATH or PATH; a cases file is read as is, anything else is scored against gold."""
     from .compare import Run
     from .score import is_cases_file, read_cases, score_paths
@@ -170,7 +174,7 @@ def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | Non
             continue
         if gold is None:
             raise click.UsageError(f"{path} holds predictions, not a cases file: pass --gold to score it")
-        results = score_paths(gold, path, matcher, adapter=adapter, name=label)
+        results = score_paths(gold, path, matcher, adapter=adapter, name=label, grounding=grounding)
         for res in results:  # one adapter: named LABEL (or the file/adapter); several: LABEL:adapter
             runs.append(Run(f"{label}:{res.name}" if label and len(results) > 1 else res.name, res.cases))
     # The same file stem twice (e.g. two runs/x/preds.jsonl): disambiguate by position.
@@ -352,7 +356,7 @@ def report(run, gold, matcher, threshold, model, embed_cache, adapter, out, titl
 
     m = _matcher(matcher, threshold, model, embed_cache)
     try:
-        rs = _runs((run,), gold, m, adapter)
+        rs = _runs((run,), gold, m, adapter, grounding=True)  # the page shows each paragraph with its spans
         if len(rs) > 1:
             raise DataError(f"{run}: holds {len(rs)} adapters ({', '.join(r.name for r in rs)}); pick one with --adapter")
         path = write_report(rs[0].cases, out, title=title, max_rows=max_rows, source=str(run))

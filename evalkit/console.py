@@ -84,6 +84,10 @@ def print_summary(s: dict[str, Any], console: Console | None = None, show_fails:
         _pct(s["precision"]), _pct(s["recall"]), f"[bold]{_pct(s['f1'])}[/]", _pct(s["type_accuracy"]),
     )
     c.print(m)
+    if g := s.get("grounding"):  # evalkit score --grounding
+        c.print(f"grounding: [bold]{g['pred_ungrounded']}[/] of {g['pred_metrics']} predicted metrics not found in their "
+                f"paragraph ({_pct(g['pred_ungrounded_rate'])}); gold {g['gold_ungrounded']} of {g['gold_metrics']} "
+                f"({_pct(g['gold_ungrounded_rate'])})")
     if s["by_scenario"]:
         c.print(_groups_table("by scenario", "scenario", s["by_scenario"]))
     mixes = {k: v for k, v in sorted(s["by_metric_type"].items(), key=lambda kv: (list(MIXES) + [kv[0]]).index(kv[0]))}

@@ -142,8 +142,14 @@ def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
     return df.cast({k: v for k, v in schema.items() if k in df.columns})
 
 
-def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
-    """The gold frame of JSONL at `path`, or None when some line is an error (`loaders` names it)."""
+# With `text` (grounding), gold frames also hold these columns and prediction frames PRED_TEXT.
+GOLD_TEXT: dict[str, pl.DataType | type[pl.DataType]] = {"paragraph": pl.String, "gold_reasons": pl.List(pl.String)}
+PRED_TEXT: dict[str, pl.DataType | type[pl.DataType]] = {"pred_reasons": pl.List(pl.String)}
+
+
+def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None, text: bool = False) -> pl.DataFrame | None:
+    """The gold frame of JSONL at `path` (with `text`: GOLD_TEXT too), or None when some line is an error
+    (`loaders` names it)."""
 
     def build(c: dict[str, Any], fc: FileChunks, lines: np.ndarray) -> pl.DataFrame:
         n = c["n"]
@@ -151,25 +157,31 @@ def gold_frame(path: Path, schema: dict[str, Any], pre: Prefetch | None = None) 
         at = _nulls(c["ids"], n)
         if len(at):  # rows without an id: `name:LINE` (data.io.generated_id)
             ids = ids.scatter(at, [generated_id(fc.rel, int(lines[k])) for k in at])
-        return pl.DataFrame([
+        cols = [
             ids, series("scenario", arrow_strings(c["scenario"], n)),
             series("gold_names", list_column(c["names"], c["counts"], n)),
             series("gold_types", list_column(c["types"], c["counts"], n)),
-        ]).with_columns(_source(fc, lines))
+        ]
+        if text:
+            cols += [series("paragraph", arrow_strings(c["paragraph"], n)),
+                     series("gold_reasons", list_column(c["reasons"], c["counts"], n))]
+        return pl.DataFrame(cols).with_columns(_source(fc, lines))
 
-    files = _chunks("gold", path, pre)
+    files = _chunks("gold+text" if text else "gold", path, pre)
     if files is None:
         return None
-    gold = _concat(_chunk_frames(files, build), schema)
+    full = {**schema, **(GOLD_TEXT if text else {})}
+    gold = _concat(_chunk_frames(files, build), full)
     return gold.select(
-        "id", pl.int_range(1, gold.height + 1, dtype=pl.Int64).alias("case"), "scenario", "gold_names",
-        "gold_types", "source",
-    ) if "case" not in gold.columns else gold
+        "id", pl.int_range(1, gold.height + 1, dtype=pl.Int64).alias("case"), *[k for k in full if k not in ("id", "case")]
+    )
 
 
-def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Prefetch | None = None) -> pl.DataFrame | None:
-    """The predictions frame of JSONL at `path`, or None when some line is an error or the rows break a
-    rule that `loaders` states with a message (ids on some rows only, more rows than gold)."""
+def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Prefetch | None = None,
+               text: bool = False) -> pl.DataFrame | None:
+    """The predictions frame of JSONL at `path` (with `text`: PRED_TEXT too), or None when some line is an
+    error or the rows break a rule that `loaders` states with a message (ids on some rows only, more rows
+    than gold)."""
 
     def build(c: dict[str, Any], fc: FileChunks, lines: np.ndarray) -> pl.DataFrame:
         n = c["n"]
@@ -180,9 +192,10 @@ def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Pre
             pl.Series("json_valid", np.frombuffer(c["valid"], np.uint8).astype(bool)),
             series("error", arrow_strings(c["error"], n)),
             series("pred_scenario", arrow_strings(c["group"], n)),
+            *([series("pred_reasons", list_column(c["reasons"], c["counts"], n))] if text else []),
         ]).with_columns(_source(fc, lines))
 
-    files = _chunks("pred", path, pre)
+    files = _chunks("pred+text" if text else "pred", path, pre)
     if files is None:
         return None
     chunks = [c for fc in files for c in fc.chunks if c is not None]
@@ -190,7 +203,7 @@ def pred_frame(path: Path, gold_ids: pl.Series, schema: dict[str, Any], pre: Pre
     with_ids = sum(c["has_ids"] for c in chunks)
     if with_ids not in (0, n) or (with_ids == 0 and n > len(gold_ids)):
         return None  # ids on some rows only, or more rows than gold: `loaders` says which row
-    preds = _concat(_chunk_frames(files, build), schema)
+    preds = _concat(_chunk_frames(files, build), {**schema, **(PRED_TEXT if text else {})})
     if with_ids == 0 and n:  # no ids: row k is gold case k
         preds = preds.with_columns(gold_ids.head(n).alias("id"))
     return preds

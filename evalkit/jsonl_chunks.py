@@ -40,7 +40,7 @@ import mmap
 import os
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -109,8 +109,30 @@ class _GoldRowAny(msgspec.Struct, gc=False):
     type: Any = None
 
 
+class _GoldMetricText(msgspec.Struct, gc=False):
+    metric_name: str
+    metric_type: Any = None
+    reason: Any = None
+
+
+class _GoldOutputText(msgspec.Struct, gc=False):
+    metrics: list[_GoldMetricText] | None
+
+
+class _GoldRowText(msgspec.Struct, gc=False):
+    """Gold with its text, for grounding (`evalkit score --grounding`): the paragraph and the reasons."""
+
+    output: _GoldOutputText
+    input: Any = None
+    paragraph: Any = None
+    id: Any = None
+    scenario: Any = None
+    type: Any = None
+
+
 _GOLD = msgspec.json.Decoder(_GoldRow)
 _GOLD_ANY = msgspec.json.Decoder(_GoldRowAny)
+_GOLD_TEXT = msgspec.json.Decoder(_GoldRowText)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -307,12 +329,51 @@ def _chunk(batch: Any, buf: Any, start: int, end: int) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------- gold
 
 
-def gold_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
+def gold_chunk(buf: Any, start: int, end: int, text: bool = False) -> dict[str, Any] | None:
     """Columns of the gold rows in buf[start:end]: `n` rows, `lines` (lines in the range), `at` (each
     row's 0-based line, when not row k = line k), `ids` (str, or None: the caller makes the id from the
-    line), `scenario`, `names` and `types` flattened, `counts` (metrics a row). None when a line is an
-    error (the caller names it)."""
+    line), `scenario`, `names` and `types` flattened, `counts` (metrics a row); with `text`, also
+    `paragraph` a row and `reasons` a metric. None when a line is an error (the caller names it)."""
+    if text:
+        return _chunk(_gold_text_batch, buf, start, end)
     return _chunk(_gold_batch, buf, start, end)
+
+
+def _text_of(v: Any) -> str | None:
+    return v if v is None or type(v) is str else str(v)
+
+
+def _gold_text_row(r: Any) -> tuple[Any, str | None, list[tuple[str, Any]], str | None, list[str]]:
+    inp = r.input if isinstance(r.input, dict) else {"paragraph": r.paragraph}  # flat rows: the fields at the top
+    ms = r.output.metrics or ()
+    return (r.id, group(r.scenario, r.type), [(m.metric_name, m.metric_type) for m in ms], _text_of(inp.get("paragraph")),
+            [m.reason if type(m.reason) is str else "" for m in ms])
+
+
+def _gold_text_batch(buf: Any, start: int, end: int) -> dict[str, Any]:
+    n_lines = line_count(buf, start, end)
+    rows = None if n_lines is None else _decode(_GOLD_TEXT, buf, start, end, n_lines)
+    if rows is not None:
+        assert n_lines is not None
+        got, at = [_gold_text_row(r) for r in rows], None
+    else:
+        lines, n_lines = _lines(buf, start, end)
+        at = [k for k, _ in lines]
+        got = []
+        for _, line in lines:
+            try:
+                got.append(_gold_text_row(_GOLD_TEXT.decode(line)))
+            except _DECODE_ERRORS:
+                obj = _loads(line)
+                inp = obj["input"] if isinstance(obj.get("input"), dict) else obj
+                rid, grp, pairs = _gold_obj(obj)
+                ms = _gold_output(obj)["metrics"] or ()
+                got.append((rid, grp, pairs, _text_of(inp.get("paragraph")),
+                            [m.get("reason") if isinstance(m.get("reason"), str) else "" for m in ms]))
+    cols = _gold_rows([g[:3] for g in got], n_lines, at)
+    cols["paragraph"] = strings([g[3] for g in got])
+    cols["reasons"] = strings([x for g in got for x in g[4]])
+    return cols
 
 
 def _gold_batch(buf: Any, start: int, end: int) -> dict[str, Any]:
@@ -345,9 +406,8 @@ def _gold_batch(buf: Any, start: int, end: int) -> dict[str, Any]:
     return _gold_rows(got, n_lines, [k for k, _ in lines])
 
 
-def _gold_obj(obj: dict[str, Any]) -> tuple[Any, str | None, list[tuple[str, Any]]]:
-    """(id, group, [(name, type)]) of a gold object by the rules of any value: `output` an object, or
-    its JSON text, holding `metrics` (null or a list of objects with a string `metric_name`)."""
+def _gold_output(obj: dict[str, Any]) -> dict[str, Any]:
+    """A gold object's `output`: an object, or its JSON text, holding `metrics`."""
     out = obj.get("output")
     if isinstance(out, str):  # a gold answer kept as its JSON text
         try:
@@ -356,7 +416,13 @@ def _gold_obj(obj: dict[str, Any]) -> tuple[Any, str | None, list[tuple[str, Any
             raise _Refused from None
     if not isinstance(out, dict) or "metrics" not in out:
         raise _Refused
-    ms = out["metrics"]
+    return out
+
+
+def _gold_obj(obj: dict[str, Any]) -> tuple[Any, str | None, list[tuple[str, Any]]]:
+    """(id, group, [(name, type)]) of a gold object by the rules of any value: `output` an object, or
+    its JSON text, holding `metrics` (null or a list of objects with a string `metric_name`)."""
+    ms = _gold_output(obj)["metrics"]
     if ms is not None and not isinstance(ms, list):
         raise _Refused
     pairs = []
@@ -392,8 +458,19 @@ def group(obj_scenario: Any, obj_type: Any) -> str | None:
     return obj_type if type(obj_type) is str else str(obj_type)
 
 
-def parsed_row(text: Any) -> tuple[list[str], list[str], bool, str | None]:
-    """Names, types, json_valid, error of one raw prediction (str, dict or None), through `data.parse`."""
+class Answer(NamedTuple):
+    """What scoring reads of one answer: its metrics' names and types (blank names dropped), whether it
+    was JSON, the contract error (None when it meets the contract) and the metrics' reasons."""
+
+    names: list[str]
+    types: list[str]
+    json_valid: bool
+    error: str | None
+    reasons: list[str]
+
+
+def parsed_row(text: Any) -> Answer:
+    """The `Answer` of one raw prediction (str, dict or None), through `data.parse`."""
     from reportminer.data.parse import parse_output
 
     if isinstance(text, (dict, list)):
@@ -402,9 +479,10 @@ def parsed_row(text: Any) -> tuple[list[str], list[str], bool, str | None]:
         text = str(text)
     parsed = parse_output(text)
     if parsed.extraction is None:
-        return [], [], parsed.json_valid, parsed.error
+        return Answer([], [], parsed.json_valid, parsed.error, [])
     ms = parsed.extraction.metrics
-    return [m.metric_name for m in ms], [m.metric_type for m in ms], parsed.json_valid, parsed.error
+    return Answer([m.metric_name for m in ms], [m.metric_type for m in ms], parsed.json_valid, parsed.error,
+                  [m.reason for m in ms])
 
 
 def breach(names: list[str], types: list[str], missing: list[tuple[str, ...]] | None = None,
@@ -439,16 +517,18 @@ def _mask(m: Any) -> int:
 _FIELDS = [tuple(f for i, f in enumerate(OPTIONAL_METRIC_FIELDS) if mask >> i & 1) for mask in range(8)]
 
 
-def answer(out: Any) -> tuple[list[str], list[str], bool, str | None]:
+def answer(out: Any) -> Answer:
     """`parsed_row` of an answer `Contract.loose_output` decoded (`breach` when it needs a message)."""
     ms = out.metrics
     names = [m.metric_name for m in ms]
     types = [m.metric_type for m in ms]
+    reasons = [m.reason if m.reason is not UNSET else "" for m in ms]
     missing = [_FIELDS[_mask(m)] for m in ms]
     no_analysis = out.analysis is UNSET
     if no_analysis or any(missing) or len(names) > contract().max_metrics or not _plain(names):
-        return breach(names, [t if t is not UNSET else "" for t in types], missing, no_analysis)
-    return names, types, True, None
+        nm, tp, ok, err = breach(names, [t if t is not UNSET else "" for t in types], missing, no_analysis)
+        return Answer(nm, tp, ok, err, [r for n, r in zip(names, reasons) if n.strip()])
+    return Answer(names, types, True, None, reasons)
 
 
 def _plain(names: list[str]) -> bool:
@@ -456,7 +536,7 @@ def _plain(names: list[str]) -> bool:
     return len(set(names)) == len(names) and all(nm.strip() for nm in names)
 
 
-def output_row(raw: bytes) -> tuple[list[str], list[str], bool, str | None]:
+def output_row(raw: bytes) -> Answer:
     """`parsed_row` of one answer given as its JSON bytes: by the loose struct when it takes it, else
     through `data.parse`."""
     c = contract()
@@ -471,17 +551,18 @@ def output_row(raw: bytes) -> tuple[list[str], list[str], bool, str | None]:
         raise _Refused from None
 
 
-def pred_chunk(buf: Any, start: int, end: int) -> dict[str, Any] | None:
+def pred_chunk(buf: Any, start: int, end: int, text: bool = False) -> dict[str, Any] | None:
     """Columns of the prediction rows in buf[start:end]: `n`, `lines`, `at` (as for `gold_chunk`), `ids`
     (as decoded: any JSON value, None when absent), `group`, `names`/`types` flattened with `counts`,
-    `valid` and `error` a row. None when a line is an error (the caller names it)."""
-    return _chunk(_pred_batch, buf, start, end)
+    `valid` and `error` a row; with `text`, `reasons` a metric (answers read one by one). None when a
+    line is an error (the caller names it)."""
+    return _chunk(lambda b, s, e: _pred_batch(b, s, e, text=text), buf, start, end)
 
 
-def _pred_batch(buf: Any, start: int, end: int) -> dict[str, Any]:
+def _pred_batch(buf: Any, start: int, end: int, text: bool = False) -> dict[str, Any]:
     n_lines = line_count(buf, start, end)
     c = contract()
-    if n_lines is not None and c.fast:
+    if n_lines is not None and c.fast and not text:
         for decoder in (c.bulk, c.loose):
             rows = _decode(decoder, buf, start, end, n_lines)
             if rows is not None:
@@ -504,10 +585,13 @@ def _pred_batch(buf: Any, start: int, end: int) -> dict[str, Any]:
                 if "output" not in obj:
                     raise _Refused from None
                 got.append((obj.get("id"), group(obj.get("scenario"), obj.get("type")), parsed_row(obj["output"])))
-    return _pred_columns(
-        [i for i, _, _ in got], [g for _, g, _ in got], [x for _, _, a in got for x in a[0]],
-        [x for _, _, a in got for x in a[1]], [len(a[0]) for _, _, a in got], [a[2] for _, _, a in got],
-        [a[3] for _, _, a in got], n_lines, at)
+    cols = _pred_columns(
+        [i for i, _, _ in got], [g for _, g, _ in got], [x for _, _, a in got for x in a.names],
+        [x for _, _, a in got for x in a.types], [len(a.names) for _, _, a in got], [a.json_valid for _, _, a in got],
+        [a.error for _, _, a in got], n_lines, at)
+    if text:
+        cols["reasons"] = strings([x for _, _, a in got for x in a.reasons])
+    return cols
 
 
 def _pred_bulk(rows: list[Any], loose: bool, n_lines: int) -> dict[str, Any]:
@@ -638,7 +722,7 @@ def join_strings(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {"data": b"".join(datas), "offsets": int64s(itertools.accumulate(lens, initial=0)), "valid": valid, "len": n}
 
 
-STRING_COLUMNS = frozenset({"ids", "scenario", "names", "types", "group", "error"})
+STRING_COLUMNS = frozenset({"ids", "scenario", "names", "types", "group", "error", "paragraph", "reasons"})
 
 
 def merge(ps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -672,7 +756,11 @@ def int64s(values: Any) -> bytes:
     return array.array("q", values).tobytes()
 
 
-KINDS = {"gold": gold_chunk, "pred": pred_chunk}
+KINDS: dict[str, Any] = {
+    "gold": gold_chunk, "pred": pred_chunk,  # what scoring reads
+    "gold+text": lambda b, s, e: gold_chunk(b, s, e, text=True),  # grounding: the text too
+    "pred+text": lambda b, s, e: pred_chunk(b, s, e, text=True),
+}
 
 
 def run_job(kind: str, path: str, start: int, end: int) -> dict[str, Any] | None:

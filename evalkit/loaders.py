@@ -31,10 +31,22 @@ from typing import Any, NoReturn
 import polars as pl
 
 from reportminer.data.io import DataError, data_kind, iter_jsonl, read_table
-from reportminer.data.schema import ADAPTER, BASE_ADAPTER, ERROR, GOLD_METRICS, ID, METRICS, OK, RAW, SCENARIO, STATUS
+from reportminer.data.schema import (
+    ADAPTER,
+    BASE_ADAPTER,
+    ERROR,
+    GOLD_METRICS,
+    ID,
+    METRICS,
+    OK,
+    PARAGRAPH,
+    RAW,
+    SCENARIO,
+    STATUS,
+)
 
 from . import fastload
-from .jsonl_chunks import parsed_row
+from .jsonl_chunks import Answer, parsed_row
 from .pardecode import Prefetch
 
 # BASE_ADAPTER (data.schema) also labels engine rows whose `adapter` is null/empty.
@@ -87,8 +99,8 @@ def _names_types(metrics: Any, where: str) -> tuple[list[str], list[str]]:
     return names, types
 
 
-def _gold_from_jsonl(path: Path, pre: Prefetch | None = None) -> pl.DataFrame:
-    gold = fastload.gold_frame(path, GOLD_SCHEMA, pre)
+def _gold_from_jsonl(path: Path, pre: Prefetch | None = None, text: bool = False) -> pl.DataFrame:
+    gold = fastload.gold_frame(path, GOLD_SCHEMA, pre, text=text)
     if gold is None:
         _name_gold_error(path)
     return gold
@@ -125,7 +137,7 @@ def _group_column(df: pl.DataFrame) -> pl.Series:
     return df.select(pl.coalesce([pl.col(c).cast(pl.String) for c in cols])).to_series()
 
 
-def _gold_from_parquet(path: Path) -> pl.DataFrame:
+def _gold_from_parquet(path: Path, text: bool = False) -> pl.DataFrame:
     df = pl.from_arrow(read_table(path))
     assert isinstance(df, pl.DataFrame)
     missing = [c for c in (ID, GOLD_METRICS) if c not in df.columns]
@@ -135,6 +147,13 @@ def _gold_from_parquet(path: Path) -> pl.DataFrame:
     if bad.height:
         raise DataError(f"{path}: id {bad[ID][0]!r} has no gold_metrics ({bad.height} row(s) unlabelled)")
     metric = pl.element().struct
+    extra = {}
+    if text:  # the shard's paragraph and the gold reasons (grounding)
+        reason = metric.field("reason") if "reason" in _struct_fields(df, GOLD_METRICS) else pl.lit("")
+        extra = {
+            "paragraph": df[PARAGRAPH].cast(pl.String) if PARAGRAPH in df.columns else pl.Series([None] * df.height, dtype=pl.String),
+            "gold_reasons": df.select(pl.col(GOLD_METRICS).list.eval(reason.fill_null(""))).to_series(),
+        }
     return pl.DataFrame(
         {
             "id": df[ID].cast(pl.String),
@@ -145,9 +164,17 @@ def _gold_from_parquet(path: Path) -> pl.DataFrame:
                 pl.col(GOLD_METRICS).list.eval(metric.field("metric_type").fill_null(""))
             ).to_series(),
             "source": pl.Series([f"{path}#{i}" for i in range(1, df.height + 1)], dtype=pl.String),
+            **extra,
         },
-        schema=GOLD_SCHEMA,
+        schema={**GOLD_SCHEMA, **(fastload.GOLD_TEXT if text else {})},
     )
+
+
+def _struct_fields(df: pl.DataFrame, col: str) -> list[str]:
+    """The field names of a list<struct> column."""
+    dt = df.schema[col]
+    inner = getattr(dt, "inner", None)
+    return [f.name for f in getattr(inner, "fields", [])]
 
 
 GOLD_FORMATS = (
@@ -157,19 +184,20 @@ GOLD_FORMATS = (
 _NOT_JSONL = (": invalid JSON:", ": expected a JSON object", ": not UTF-8 text")
 
 
-def load_gold(path: str | os.PathLike, pre: Prefetch | None = None) -> pl.DataFrame:
+def load_gold(path: str | os.PathLike, pre: Prefetch | None = None, text: bool = False) -> pl.DataFrame:
     """Gold cases from seed-format JSONL (file or folder) or Parquet with `id` + `gold_metrics` columns.
 
     `pre`: JSONL decoding already under way in worker processes (`pardecode.Prefetch`, as `score_paths`
-    starts it for gold and predictions together); the frame is the same with or without."""
+    starts it for gold and predictions together); the frame is the same with or without. `text`: also
+    `paragraph` and `gold_reasons` (fastload.GOLD_TEXT), for grounding."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such gold file or folder")
     if _is_parquet(p):
-        gold = _gold_from_parquet(p)
+        gold = _gold_from_parquet(p, text)
     else:
         try:
-            gold = _gold_from_jsonl(p, pre)
+            gold = _gold_from_jsonl(p, pre, text)
         except DataError as e:
             if any(k in str(e) for k in _NOT_JSONL):  # e.g. a CSV: say what gold may be, not only "invalid JSON"
                 raise DataError(f"{e}; {GOLD_FORMATS}") from None
@@ -192,10 +220,6 @@ def _is_parquet(p: Path) -> bool:
 # -------------------------------------------------------------------------------------- predictions
 
 
-# Names, types, json_valid, error of one raw prediction (str, dict or None), through `data.parse`.
-_parsed_row = parsed_row
-
-
 def _case_to_id(gold: pl.DataFrame) -> list[str]:
     return gold["id"].to_list()
 
@@ -211,14 +235,28 @@ def _columns_frame(rows: dict[str, list[Any]], schema: dict[str, Any], list_cols
 
 
 def _frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
-    return _columns_frame(rows, PRED_SCHEMA, ("pred_names", "pred_types"))
+    schema = {**PRED_SCHEMA, **(fastload.PRED_TEXT if "pred_reasons" in rows else {})}
+    return _columns_frame(rows, schema, ("pred_names", "pred_types", "pred_reasons"))
 
 
-def _empty_rows() -> dict[str, list[Any]]:
-    return {k: [] for k in PRED_SCHEMA}
+def _empty_rows(text: bool = False) -> dict[str, list[Any]]:
+    return {k: [] for k in (*PRED_SCHEMA, *(fastload.PRED_TEXT if text else ()))}
 
 
-def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
+def _add(rows: dict[str, list[Any]], cid: str, a: Answer, scenario: str | None, source: str, error: str | None = None) -> None:
+    """One prediction row of `a` (`error`: the row's own, before the answer's)."""
+    rows["id"].append(cid)
+    rows["pred_names"].append(a.names)
+    rows["pred_types"].append(a.types)
+    rows["json_valid"].append(a.json_valid)
+    rows["error"].append(error or a.error)
+    rows["pred_scenario"].append(scenario)
+    rows["source"].append(source)
+    if "pred_reasons" in rows:
+        rows["pred_reasons"].append(a.reasons)
+
+
+def _preds_from_batch_json(path: Path, gold: pl.DataFrame, text: bool = False) -> pl.DataFrame:
     """The seed's batch results: a JSON list of {index (1-based gold case), pred_raw, scenario, ...}."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -234,7 +272,7 @@ def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of objects with `index` and `pred_raw`")
     ids = _case_to_id(gold)
-    rows = _empty_rows()
+    rows = _empty_rows(text)
     for k, it in enumerate(items):
         where = f"{path}: item {k}"
         if not isinstance(it, dict) or "index" not in it:
@@ -245,22 +283,15 @@ def _preds_from_batch_json(path: Path, gold: pl.DataFrame) -> pl.DataFrame:
             raise DataError(f"{where}: index {it['index']!r} is not an integer") from None
         if not 1 <= idx <= len(ids):
             raise DataError(f"{where}: index {idx} matches no gold case (gold has cases 1..{len(ids)})")
-        raw = it.get("pred_raw", it.get("raw"))
-        names, types, valid, err = _parsed_row(raw)
-        rows["id"].append(ids[idx - 1])
-        rows["pred_names"].append(names)
-        rows["pred_types"].append(types)
-        rows["json_valid"].append(valid)
-        rows["error"].append(err)
         scen = it.get("scenario")
-        rows["pred_scenario"].append(None if scen is None else str(scen))
-        rows["source"].append(f"{path}: index {idx}")
+        _add(rows, ids[idx - 1], parsed_row(it.get("pred_raw", it.get("raw"))), None if scen is None else str(scen),
+             f"{path}: index {idx}")
     return _frame(rows)
 
 
-def _preds_from_jsonl(path: Path, gold: pl.DataFrame, pre: Prefetch | None = None) -> pl.DataFrame:
+def _preds_from_jsonl(path: Path, gold: pl.DataFrame, pre: Prefetch | None = None, text: bool = False) -> pl.DataFrame:
     """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line."""
-    preds = fastload.pred_frame(path, gold["id"], PRED_SCHEMA, pre)
+    preds = fastload.pred_frame(path, gold["id"], PRED_SCHEMA, pre, text=text)
     if preds is None:
         _name_pred_error(path, gold.height)
     return preds
@@ -283,7 +314,7 @@ def _name_pred_error(path: Path, n_gold: int) -> NoReturn:
     raise DataError(_UNREADABLE.format(path=path, what="predictions"))
 
 
-def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
+def _engine_sets(path: Path, adapter: str | None, text: bool = False) -> list[PredictionSet]:
     """Engine results: structured `metrics` where the row succeeded, else `raw` parsed leniently."""
     df = pl.from_arrow(read_table(path))
     assert isinstance(df, pl.DataFrame)
@@ -293,6 +324,7 @@ def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
         raise DataError(f"{path}: engine results need a `{METRICS}` or a `{RAW}` column")
     n = df.height
     col = lambda c, dt: df[c] if c in df.columns else pl.Series(c, [None] * n, dtype=dt)  # noqa: E731
+    has_reason = METRICS in df.columns and "reason" in _struct_fields(df, METRICS)
     df = df.select(
         pl.col(ID).cast(pl.String).alias("id"),
         col(ADAPTER, pl.String).cast(pl.String).fill_null("").alias("adapter"),
@@ -332,19 +364,15 @@ def _engine_sets(path: Path, adapter: str | None) -> list[PredictionSet]:
             pl.lit(None, dtype=pl.String).alias("error"),
             "pred_scenario",
             "source",
+            *([pl.col("metrics").list.eval(elem.struct.field("reason").fill_null("") if has_reason else pl.lit(""))
+               .alias("pred_reasons")] if text else []),
         )
         bad = sub.filter(~structured)
-        rows = _empty_rows()
+        rows = _empty_rows(text)
         for rid, raw, err, scen, src in bad.select("id", "raw", "error", "pred_scenario", "source").iter_rows():
-            names, types, valid, perr = _parsed_row(raw)
-            rows["id"].append(rid)
-            rows["pred_names"].append(names)
-            rows["pred_types"].append(types)
-            rows["json_valid"].append(valid)
-            rows["error"].append(err or perr)
-            rows["pred_scenario"].append(scen)
-            rows["source"].append(src)
-        frame = pl.concat([good.cast(PRED_SCHEMA), _frame(rows)])  # type: ignore[arg-type]
+            _add(rows, rid, parsed_row(raw), scen, src, error=err)
+        schema = {**PRED_SCHEMA, **(fastload.PRED_TEXT if text else {})}
+        frame = pl.concat([good.cast(schema), _frame(rows)])  # type: ignore[arg-type]
         out.append(PredictionSet(name, frame, str(path), "engine-parquet"))
     return out
 
@@ -382,16 +410,16 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def load_predictions(
     path: str | os.PathLike, gold: pl.DataFrame, adapter: str | None = None, name: str | None = None,
-    pre: Prefetch | None = None,
+    pre: Prefetch | None = None, text: bool = False,
 ) -> list[PredictionSet]:
     """Predictions at `path` as one set per adapter (engine Parquet) or a single set (JSONL, batch JSON).
-    `pre`: as for `load_gold`."""
+    `pre`: as for `load_gold`; `text`: also `pred_reasons` (fastload.PRED_TEXT), for grounding."""
     p = Path(path)
     if p.is_file() and not _has_content(p):
         raise DataError(f"{p}: the predictions file is empty; nothing to score")
     fmt = detect_format(p)
     if fmt == "engine-parquet":
-        sets = _engine_sets(p, adapter)
+        sets = _engine_sets(p, adapter, text)
         if all(s.frame.height == 0 for s in sets):
             raise DataError(f"{p}: the engine results hold no rows; nothing to score")
         if name is not None and len(sets) == 1:
@@ -399,7 +427,7 @@ def load_predictions(
         return sets
     if adapter is not None:
         raise DataError(f"{p}: --adapter applies to engine Parquet results only")
-    frame = _preds_from_batch_json(p, gold) if fmt == "batch-json" else _preds_from_jsonl(p, gold, pre)
+    frame = _preds_from_batch_json(p, gold, text) if fmt == "batch-json" else _preds_from_jsonl(p, gold, pre, text)
     if frame.height == 0:
         raise DataError(f"{p}: the predictions file is empty (no {'items' if fmt == 'batch-json' else 'rows'}); nothing to score")
     # (Ids equal to the gold's, in order, are unique as the gold's are: no second look.)

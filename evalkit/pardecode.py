@@ -85,10 +85,17 @@ def _rel(root: Path, f: Path) -> str:
     return relative_name(root, f)
 
 
+def score_specs(gold: str | os.PathLike | None, pred: str | os.PathLike, text: bool = False) -> list[tuple[str, Any]]:
+    """The (kind, path) specs `score.score_paths` reads (`text`: with the paragraphs and reasons, for
+    grounding); the CLI starts a Prefetch of them before it imports polars."""
+    suffix = "+text" if text else ""
+    return [*([("gold" + suffix, gold)] if gold is not None else []), ("pred" + suffix, pred)]
+
+
 class Prefetch:
     """Decoding of JSONL inputs begun at construction; `get(kind, path)` waits for and returns one input.
 
-    `specs`: (kind, path) with kind "gold" or "pred"; paths that are not JSONL (or not there) are left
+    `specs`: (kind, path) with kind "gold" or "pred" (+ "+text": `jsonl_chunks.KINDS`); paths that are not JSONL (or not there) are left
     to the caller. `workers`: processes (default one a CPU; 1 decodes in this process, at `get`)."""
 
     def __init__(self, specs: list[tuple[str, str | os.PathLike]], workers: int | None = None,

@@ -29,9 +29,10 @@ import pyarrow as pa
 from reportminer.data.io import DataError
 
 from .fastload import series
+from .grounding import GROUNDING_COLUMNS, ground_cases, grounding_summary
 from .loaders import PredictionSet, load_gold, load_predictions
 from .matchers import Matcher, MatchStats, match
-from .pardecode import Prefetch
+from .pardecode import Prefetch, score_specs
 
 VERDICTS = ("strict", "loose", "fail")
 COUNT_TOP = 4  # gold counts of 4 or more share the last `by_gold_count` bucket, "4+"
@@ -80,6 +81,8 @@ def build_cases(gold: pl.DataFrame, preds: pl.DataFrame, where: str = "predictio
         pl.col("json_valid").fill_null(False),
         missing.alias("missing"),
         pl.when(missing).then(pl.lit("missing prediction")).otherwise(pl.col("error")).alias("error"),
+        *[c for c in ("paragraph", "gold_reasons") if c in joined.columns],
+        *([pl.col("pred_reasons").fill_null(pl.lit([], dtype=pl.List(pl.String)))] if "pred_reasons" in joined.columns else []),
     )
 
 
@@ -249,6 +252,7 @@ def summarize(cases: pl.DataFrame) -> dict[str, Any]:
         "by_metric_type": by_mix,
         "by_gold_count": by_gold_count,
         "count_matrix": count_matrix(cases),
+        **({"grounding": g} if (g := grounding_summary(cases)) is not None else {}),
     }
 
 
@@ -279,8 +283,13 @@ def score_in_parts(cases: pl.DataFrame, matcher: Matcher, run: str, stats: Match
 
 
 def score_set(gold: pl.DataFrame, preds: PredictionSet, matcher: Matcher) -> ScoreResult:
+    """The cases and summary of one prediction set; grounded (`evalkit.grounding`) when the gold frame
+    holds the paragraphs and the predictions their reasons (`score_paths(..., grounding=True)`)."""
     stats = MatchStats()
-    cases = score_in_parts(build_cases(gold, preds.frame, preds.path), matcher, run=preds.name, stats=stats)
+    built = build_cases(gold, preds.frame, preds.path)
+    cases = score_in_parts(built, matcher, run=preds.name, stats=stats)
+    if "paragraph" in built.columns and "pred_reasons" in built.columns:
+        cases = pl.concat([cases, ground_cases(built)], how="horizontal")
     summary = summarize(cases)
     summary.update(
         {"predictions": preds.path, "format": preds.format, "matcher_config": matcher.describe()}
@@ -296,21 +305,24 @@ def score_paths(
     name: str | None = None,
     gold: pl.DataFrame | None = None,
     prefetch: Prefetch | None = None,
+    grounding: bool = False,
 ) -> list[ScoreResult]:
     """Score predictions at `pred_path` against gold; one result per adapter found (or the one asked).
 
     JSONL gold and predictions are decoded at the same time, in worker processes when large
     (`pardecode.Prefetch`: on 2 cores the 200k-case benchmark pair reads in about half the wall time);
-    `prefetch`: such decoding already started for these paths (else it is stopped and started anew)."""
-    specs = [("pred", pred_path)] if gold is not None else [("gold", gold_path), ("pred", pred_path)]
+    `prefetch`: such decoding already started for these paths (else it is stopped and started anew;
+    `pardecode.score_specs` says which). `grounding`: read the paragraphs and reasons too and ground every
+    metric (`evalkit.grounding`: the cases get GROUNDING_COLUMNS, the summary `grounding`)."""
+    specs = score_specs(gold_path if gold is None else None, pred_path, grounding)
     pre = prefetch
     if pre is None or not all(pre.covers(k, p) for k, p in specs):
         if pre is not None:
             pre.close()  # started for other paths (`prefetch`: what the CLI began from its command line)
         pre = Prefetch(specs)
     with pre:
-        gold_df = gold if gold is not None else load_gold(gold_path, pre=pre)
-        sets = load_predictions(pred_path, gold_df, adapter=adapter, name=name, pre=pre)
+        gold_df = gold if gold is not None else load_gold(gold_path, pre=pre, text=grounding)
+        sets = load_predictions(pred_path, gold_df, adapter=adapter, name=name, pre=pre, text=grounding)
     results = []
     for ps in sets:
         r = score_set(gold_df, ps, matcher)
@@ -375,10 +387,15 @@ def read_cases(path: str | os.PathLike) -> pl.DataFrame:
         if p.suffix == ".parquet":
             df = pl.read_parquet(p)
         else:
-            df = pl.read_ndjson(p, schema=CASES_SCHEMA)
+            with open(p, encoding="utf-8") as fh:
+                first = next((ln for ln in fh if ln.strip()), "")
+            grounded = '"gold_grounded"' in first
+            df = pl.read_ndjson(p, schema={**CASES_SCHEMA, **(GROUNDING_COLUMNS if grounded else {})})
     except Exception as e:
         raise DataError(f"{p}: cannot read cases file: {e}") from None
     missing = [c for c in CASE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{p}: not an evalkit cases file (missing columns {missing})")
-    return df.select(CASE_COLUMNS).cast(CASES_SCHEMA)  # type: ignore[arg-type]
+    extra = {k: v for k, v in GROUNDING_COLUMNS.items() if k in df.columns}
+    schema: dict[str, Any] = {**CASES_SCHEMA, **extra}
+    return df.select(*CASE_COLUMNS, *extra).cast(schema)  # type: ignore[arg-type]

@@ -38,12 +38,12 @@ def gold(path: Path) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=GOLD_SCHEMA)
 
 
-def answer(output: Any) -> tuple[list[str], list[str], bool, str | None]:
-    """Names, types, json_valid, error of one `output` value: its JSON text through `parse_output`."""
+def answer(output: Any) -> tuple[list[str], list[str], bool, str | None, list[str]]:
+    """Names, types, json_valid, error, reasons of one `output` value: its JSON text through `parse_output`."""
     text = output if output is None or isinstance(output, str) else json.dumps(output, ensure_ascii=False)
     parsed = parse_output(text)
     ms = parsed.extraction.metrics if parsed.extraction is not None else ()
-    return [m.metric_name for m in ms], [m.metric_type for m in ms], parsed.json_valid, parsed.error
+    return [m.metric_name for m in ms], [m.metric_type for m in ms], parsed.json_valid, parsed.error, [m.reason for m in ms]
 
 
 def preds(path: Path, gold_frame: pl.DataFrame) -> pl.DataFrame:
@@ -51,7 +51,7 @@ def preds(path: Path, gold_frame: pl.DataFrame) -> pl.DataFrame:
     rows: dict[str, list[Any]] = {k: [] for k in PRED_SCHEMA}
     for k, row in enumerate(iter_jsonl(path), 1):
         rid = row.obj.get("id")
-        names, types, valid, err = answer(row.obj["output"])
+        names, types, valid, err, _ = answer(row.obj["output"])
         rows["id"].append(str(rid) if rid is not None else ids[k - 1])
         rows["pred_names"].append(names)
         rows["pred_types"].append(types)
