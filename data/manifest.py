@@ -66,7 +66,7 @@ class AdapterManifest:
     created_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Decoding defaults the engine applies to this adapter unless its config says otherwise, e.g.
-    # {"score_threshold": 0.85, "samples": 1, "calibrated_on": "dev.jsonl", ...} (scripts/calibrate_threshold.py).
+    # {"score_threshold": 0.85, "samples": 1, "calibrated_on": "dev.jsonl", ...} (evalkit calibrate: evalkit/calibrate.py).
     # `samples` is the sample count the threshold was calibrated with: with 1 it bounds `score`, with more
     # it bounds `agreement`, so the engine applies it only to runs with the same count.
     decoding: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from reportminer.data.errors import EXIT_FINDINGS, DataError, fail
+from reportminer.data.errors import EXIT_FINDINGS, DataError, ReportminerError, fail
 from reportminer.data.jsonout import json_option, to_stdout, write_json_out
 
 from .options import DEFAULT_BOOTSTRAP, MATCHERS, PRIMARY_METRICS
@@ -74,6 +74,7 @@ def main() -> None:
     evalkit compare --gold GOLD RUN RUN... [--fail-if-worse]   (RUN: predictions or a saved cases file)
     evalkit report  --gold GOLD RUN --out report.html
     evalkit perturb expand|check ...   (does the predicted count hold when background sentences come and go?)
+    evalkit calibrate RESULTS --gold GOLD [--write-manifest ADAPTER]   (the engine's score_threshold)
     """
 
 
@@ -328,6 +329,46 @@ def perturb_check(runs, gold, matcher, threshold, model, embed_cache, adapter, s
                        f"(> {100 * max_share:.1f} %)", err=True)
         if over:
             sys.exit(EXIT_FINDINGS)
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.option("--gold", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The same rows' labels (as `evalkit score` reads them).")
+@click.option("--adapter", default=None, help="Adapter rows to calibrate (needed when RESULTS holds several).")
+@click.option("--write-manifest", "adapter_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Store the best threshold in this adapter's reportminer_adapter.json (`decoding`).")
+@json_option("the sweep (every threshold, the best)")
+def calibrate(results, gold, adapter, adapter_dir, json_out):
+    """Calibrate the engine's score_threshold on labelled rows (RESULTS: `engine run` output, threshold off).
+
+    Every candidate threshold (0 = off, and each observed score, or agreement for runs with --samples > 1)
+    drops the metrics below it; the rows are scored with the seed's verdicts and the best threshold (most
+    passed, then most strict, then the lowest) is shown, and with --write-manifest stored as the adapter's
+    `decoding`, which `engine run` applies to runs with the same sample count. Calibrate on a dev split:
+    on the rows you report on, the gain is overstated.
+
+    \b
+    Examples:
+      evalkit calibrate runs/dev/ --gold .cache/devbench/dev.jsonl --adapter v4
+      evalkit calibrate runs/dev/ --gold dev.jsonl --adapter v4 --write-manifest adapters/v4
+    """
+    from .calibrate import calibrate as sweep
+    from .calibrate import format_table, write_threshold
+
+    try:
+        cal = sweep(results, gold, adapter)
+        written = write_threshold(cal, adapter_dir) if adapter_dir is not None else None
+    except ReportminerError as e:
+        fail("evalkit", e)
+    if json_out:
+        write_json_out({**cal.to_dict(), "written": written}, json_out)
+    err = to_stdout(json_out)
+    for line in format_table(cal):
+        click.echo(line, err=err)
+    if written is not None:
+        click.echo(f"wrote decoding.score_threshold={written['score_threshold']} (samples={written['samples']}) "
+                   f"to {adapter_dir}", err=True)
 
 
 @main.command()

@@ -118,7 +118,7 @@ def bench_ratio(rows: int, max_tokens: int, max_num_seqs: int, repeats: int, ada
 
         # Warm-up: first calls compile kernels and build the grammar cache.
         llm.generate(prompts[: min(64, rows)], sp, use_tqdm=False, lora_request=lora)
-        results = {"bare": [], "engine": []}
+        results: dict[str, list] = {"bare": [], "engine": []}
         for k in range(repeats):
             for name, fn in (("bare", bare), ("engine", lambda k=k: engine_run(k))):
                 dt, toks = fn()

