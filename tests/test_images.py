@@ -174,3 +174,28 @@ def test_serve_guard_refuses_a_public_server_without_a_key(tmp_path: Path, env: 
     else:
         assert res.returncode == 2 and res.stdout == "", res.stdout
         assert "refused" in res.stderr and "without an API key" in res.stderr and "ALLOW_NO_API_KEY=1" in res.stderr
+
+
+def test_gpu_extra_pins_what_the_serve_image_runs() -> None:
+    """`pip install ".[gpu]"` gets the image's vllm and transformers, exactly (torch follows vllm's metadata:
+    scripts/setup.sh --gpu installs the lock's)."""
+    tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
+    gpu = [Requirement(r) for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]]
+    pins = {_norm(r.name): str(r.specifier) for r in gpu if r.name != "reportminer"}
+    lock = lock_pins("serve")
+    assert pins == {"vllm": f"=={lock['vllm']}", "transformers": f"=={lock['transformers']}"}
+
+
+def test_setup_gpu_path_installs_the_lock_as_the_image_does(tmp_path: Path) -> None:
+    text = (REPO / "scripts" / "setup.sh").read_text()
+    # the same command as the Dockerfile, then the project under the lock as constraints
+    assert 'pip install -q --no-deps -r "$lock"' in text and '-e ".[$GPU_EXTRAS]" -c "$constraints"' in text
+    assert "pip install --no-cache-dir --no-deps -r /tmp/serve.lock" in (REPO / "Dockerfile.serve").read_text()
+    # argument handling, run from a copy so that nothing is installed anywhere
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "setup.sh").write_text(text)
+    res = subprocess.run(["bash", str(tmp_path / "scripts" / "setup.sh"), "--gpus"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "unknown argument: --gpus (--gpu, --gpu-train, --help)" in res.stderr
+    res = subprocess.run(["bash", str(tmp_path / "scripts" / "setup.sh"), "--help"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "scripts/setup.sh --gpu " in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scripts"]  # no .venv was made
