@@ -11,12 +11,14 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
+import stat
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reportminer.data.errors import ManifestError, OutputLocked, RunFailed
+from reportminer.data.errors import ConfigError, ManifestError, OutputLocked, RunFailed
 from reportminer.data.manifest import base_model_fingerprint
 from reportminer.data.prompt import prompt_fingerprint
 from reportminer.data.schema import schema_fingerprint
@@ -31,7 +33,8 @@ SUMMARY_NAME = "_engine_summary.json"
 HISTORY_NAME = "_engine_runs.jsonl"
 LOCK_NAME = ".engine.lock"
 FORMAT = 1
-# Names start with "_" so that pyarrow/pandas/Spark readers of the whole --out folder skip them.
+# Names start with "_" or "." so that pyarrow/pandas/Spark readers of the whole --out folder skip them
+# (polars does not: see BOOKKEEPING below).
 
 # Small model files whose bytes decide prompts and outputs; weight files are identified by name + size
 # (hashing tens of GB of weights on every nightly run would cost minutes for nothing).
@@ -120,10 +123,104 @@ class RunManifest:
         return t
 
 
+# The files the engine keeps in --out besides the results. Each must be a regular file (or absent): a run
+# refuses a symlink in their place, which would make it write through the link outside --out (issue 19:
+# `_engine_runs.jsonl -> ~/.bashrc` was appended to), and a folder, which used to end the run in a traceback
+# after its work was done. Readers: pyarrow's `pq.read_table(out)` / `pyarrow.dataset` skip names starting
+# with "." or "_"; polars 2.1 `read_parquet(out)` skips no name at all (measured: it refuses a folder whose
+# files have more than one extension, hidden ones included), so polars users read `f"{out}/**/*.parquet"`.
+BOOKKEEPING = (LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME)
+
+
+def check_bookkeeping(out_dir: Path) -> None:
+    """Each bookkeeping name in --out is absent or a regular file; else ConfigError (exit 2), one line."""
+    for name in BOOKKEEPING:
+        p = out_dir / name
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot inspect: {e.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise ConfigError(f"{p}: is a symlink (to {os.readlink(p)}); the engine never writes through a link in "
+                              "--out, which could write outside it: remove the link")
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"{p}: is a folder; the engine keeps a file of that name in --out: move the folder away")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{p}: is not a regular file; the engine keeps a file of that name in --out: remove it")
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that refuses a symlink at `path` (O_NOFOLLOW) as ConfigError: the check above, without a race."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: is a symlink; the engine never writes through a link in --out: remove it") from None
+        if e.errno == errno.EISDIR:
+            raise ConfigError(f"{path}: is a folder; the engine keeps a file of that name in --out: move it away") from None
+        raise
+
+
+def _holders(path: Path) -> list[str]:
+    """Processes other than this one that have `path` open (Linux /proc; what `fuser` would say), as "pid (name)".
+
+    The flock belongs to an open file, not to a pid: a child that inherited the descriptor (a forked vLLM
+    engine core of a killed run) keeps the lock after the pid written in the file has exited (issue 19).
+    """
+    try:
+        want = os.stat(path)
+    except OSError:
+        return []
+    out = []
+    for pid in (d for d in os.listdir("/proc") if d.isdigit()) if os.path.isdir("/proc") else []:
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+                try:
+                    name = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    name = "?"
+                out.append(f"{pid} ({name})")
+                break
+    return out
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class OutLock:
     """An exclusive lock on --out for the life of a run (overlapping nightly runs would race on shards).
 
-    flock is released by the kernel when the process dies, so a killed run never leaves a stale lock.
+    flock is released by the kernel when the last descriptor of the lock file closes, so a killed run never
+    leaves a stale lock. The file holds its holder as JSON (pid, host, start time), which the refusal
+    names; where that pid is gone, the processes that still hold the file open are named instead. The
+    file is opened with O_NOFOLLOW and without O_TRUNC until the lock is ours, and the bookkeeping names
+    are checked first (`check_bookkeeping`), so a symlink or a folder in their place is refused (exit 2)
+    before anything is written.
+
+    Not filelock: filelock 3.x (what many environments resolve) opens the lock file with O_TRUNC and follows
+    symlinks, the very bug fixed here; 4.x refuses links but the behaviour would depend on which version
+    pip resolved, and neither records who holds the lock. flock + O_NOFOLLOW is the few lines below.
     An s3:// or gs:// --out has no flock: there the lock is a lease object (engine/storage.py: Lease).
     """
 
@@ -136,21 +233,38 @@ class OutLock:
         if self.lease is not None:
             self.lease.__enter__()
             return self
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        check_bookkeeping(self.path.parent)
+        self.fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+            text = os.pread(self.fd, 4096, 0).decode(errors="replace").strip()
             os.close(self.fd)
             self.fd = None
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise OutputLocked(
-                    f"{self.path.parent}: another engine run is writing here (pid {holder or '?'}); wait for it to finish"
-                ) from None
+                raise OutputLocked(f"{self.path.parent}: another engine run is writing here ({self._who(text)}); "
+                                   "wait for it to finish") from None
             raise
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now()}
+        data = json.dumps(holder).encode()
+        os.pwrite(self.fd, data, 0)  # then cut: a reader never sees the file empty
+        os.ftruncate(self.fd, len(data))
         return self
+
+    def _who(self, text: str) -> str:
+        """The holder as recorded (pid, host, start), checked against the processes that hold the file."""
+        try:
+            held = json.loads(text) if text.startswith("{") else {"pid": int(text)}  # older runs wrote the bare pid
+        except ValueError:
+            held = {}
+        pid, host, started = held.get("pid"), held.get("host"), held.get("started_at")
+        who = f"pid {pid or '?'}" + (f" on host {host}" if host else "") + (f", started {started}" if started else "")
+        if host in (None, socket.gethostname()) and not _alive(pid):
+            open_by = _holders(self.path)
+            who += (f"; that process has exited, the lock is held by {', '.join(open_by)} (a process it started?)"
+                    if open_by else "; that process has exited (a process it started may hold the lock: "
+                    f"`fuser -v {self.path}`)")
+        return who
 
     def __exit__(self, *exc: object) -> None:
         if self.lease is not None:

@@ -35,6 +35,7 @@ and boto3 both honour it.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -281,7 +282,15 @@ def write_json(p: Path | ObjectPath, obj: Any) -> Path | ObjectPath:
 def append_line(p: Path | ObjectPath, line: str) -> None:
     """Append to a log file; objects cannot be appended to, so they are rewritten (we hold the lease)."""
     if not isinstance(p, ObjectPath):
-        with open(p, "a", encoding="utf-8") as fh:
+        # O_NOFOLLOW: a symlink planted at a bookkeeping name must not make the run append outside --out
+        # (issue 19); the run refuses one before it starts (run_manifest.check_bookkeeping), this closes the race.
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ConfigError(f"{p}: is a symlink; the engine never writes through a link in --out: remove it") from None
+            raise
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         return
     old = p.read_bytes() if p.exists() else b""
