@@ -108,9 +108,12 @@ def check_adapters(adapters: dict[str, str], max_lora_rank: int | None) -> None:
             raise ConfigError(f"{where}: no weights (adapter_model.safetensors missing)")
         man = d / ADAPTER_MANIFEST
         if man.exists():
+            shape = adapter_manifest_problem(man)
+            if shape:
+                raise ConfigError(f"{where}: {man}: {shape}")
             try:
                 AdapterManifest.read(d)
-            except (OSError, ValueError, TypeError) as e:
+            except (OSError, ValueError, TypeError, AttributeError) as e:
                 raise ConfigError(f"{where}: {man}: cannot parse the adapter manifest: {e}") from None
         try:
             TypePrior.read(d)
@@ -121,6 +124,80 @@ def check_adapters(adapters: dict[str, str], max_lora_rank: int | None) -> None:
                 f"{where}: LoRA rank {rank} exceeds max_lora_rank {max_lora_rank}; raise --max-lora-rank "
                 f"(or leave it unset to follow the adapters)"
             )
+
+
+def adapter_manifest_problem(path: Path) -> str | None:
+    """Why `reportminer_adapter.json` is valid JSON of the wrong shape, or None (issue 19: `[1, 2]` was an
+    AttributeError traceback from `check_adapter`). Field types follow `data.manifest.AdapterManifest`."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"cannot parse the adapter manifest: {e}"
+    if not isinstance(obj, dict):
+        return f"not an adapter manifest: expected a JSON object, got {type(obj).__name__}"
+    if "base_model" not in obj:
+        return "not an adapter manifest: no base_model"
+    want: dict[str, type | tuple[type, ...]] = {"base_model": dict, "hyperparameters": dict, "library_versions": dict, "extra": dict, "data_files": list,
+            "schema_version": str, "prompt_version": str, "decoding": (dict, type(None))}
+    wrong = [f"{k} is {type(obj[k]).__name__}" for k, t in want.items() if k in obj and not isinstance(obj[k], t)]
+    if wrong:
+        return f"not an adapter manifest: {', '.join(wrong)}"
+    return None
+
+
+# ---- settings vLLM would refuse only after it started -------------------------------------------------
+
+
+def _kv_bytes_per_token(model: Path) -> int | None:
+    """K and V of one token over all layers (2 bytes an element: the bf16/fp16 lower bound), or None."""
+    try:
+        cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config") or cfg
+    try:
+        layers, heads = int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return 2 * layers * kv_heads * head_dim * 2
+
+
+def check_engine_limits(c: Any) -> None:
+    """Values that pass the types but that vLLM refuses only once it starts, as a traceback with exit 1
+    (issue 19): refused here as ConfigError (exit 2), one line. `c` is a resolved EngineConfig.
+
+    The bounds are vLLM 0.32's: SamplingParams wants a finite temperature; the seed goes to
+    np.random.seed (0 .. 2**32-1; vLLM turns -1 into "no seed", i.e. unreproducible rows); the scheduler
+    wants max_num_batched_tokens >= max_num_seqs; the KV cache must hold at least one sequence of
+    max_model_len tokens (2 bytes an element, the smallest KV dtype vLLM uses here by default).
+    """
+    import math
+
+    for name in ("temperature", "top_p", "sample_temperature", "vote_threshold", "score_threshold",
+                 "stall_timeout_s", "gpu_memory_utilization", "server_timeout_s", "server_backoff_s"):
+        v = getattr(c, name, None)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name}: must be a finite number, got {v}")
+    seed = getattr(c, "seed", 0)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: must be in 0 .. {2**32 - 1} (vLLM seeds numpy with it; -1 would mean no seed, "
+                          f"so rows could not be reproduced), got {seed}")
+    mnbt, seqs = getattr(c, "max_num_batched_tokens", None), getattr(c, "max_num_seqs", None)
+    if mnbt is not None and seqs is not None and mnbt < seqs:
+        raise ConfigError(f"max_num_batched_tokens ({mnbt}) must be >= max_num_seqs ({seqs}) (vLLM's rule); "
+                          "raise it or lower max_num_seqs")
+    kv = getattr(c, "kv_cache_memory_bytes", None)
+    if isinstance(kv, int) and c.max_model_len and getattr(c, "server", None) is None and c.model:
+        per_token = _kv_bytes_per_token(Path(c.model))
+        if per_token:
+            need = per_token * c.max_model_len
+            if kv < need:
+                raise ConfigError(
+                    f"kv_cache_memory_bytes: {kv} bytes cannot hold one sequence of max_model_len {c.max_model_len} "
+                    f"tokens ({per_token} bytes a token for this model: at least {need} bytes, "
+                    f"{-(-need // 2**20)} MiB); raise it (e.g. 2GiB) or lower max_model_len")
 
 
 # ---- input shards -------------------------------------------------------------------------------------
@@ -176,7 +253,47 @@ def inspect_shard(path: Path | ObjectPath, rel: str, kind: str) -> ShardInfo:
             ids = f.read(columns=[ID]).column(ID).combine_chunks()
         except Exception as e:
             return ShardInfo(error=f"{path}: cannot read Parquet: {e}")
+    bad = invalid_utf8(ids)
+    if bad is not None:
+        return ShardInfo(num_rows, f"{path}: column {ID}, row {bad + 1}: invalid UTF-8; the shard is not read (fix the "
+                                   "file's encoding)")
     return ShardInfo(num_rows, None, ids)
+
+
+def invalid_utf8(arr: pa.Array) -> int | None:
+    """The index of the first string of `arr` that is not valid UTF-8, or None (non-string arrays: None).
+
+    pyarrow does not check UTF-8 when it reads Parquet; `to_pylist` then raises UnicodeDecodeError deep in
+    the run (issue 19). `validate(full=True)` checks it at memory speed; the slow scan runs only to name
+    the row once something is wrong.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        offset = 0
+        for chunk in arr.chunks:
+            i = invalid_utf8(chunk)
+            if i is not None:
+                return offset + i
+            offset += len(chunk)
+        return None
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return invalid_utf8(arr.dictionary.take(arr.indices))
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        return None
+    try:
+        arr.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    raw = arr.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary())
+    for i, v in enumerate(raw):
+        b = v.as_py()
+        if b is not None:
+            try:
+                b.decode("utf-8")
+            except UnicodeDecodeError:
+                return i
+    return None
 
 
 @dataclass
@@ -292,7 +409,12 @@ def safe_remove(out_dir: Path | ObjectPath, rel: str, inputs: set[Path | ObjectP
         return f"not deleting {rel!r} named in the run manifest: it resolves outside --out ({target})"
     if target in inputs:  # resolved input paths
         return f"not deleting {target}: it is an input file"
-    target.unlink(missing_ok=True)
+    if target.is_dir():  # an edited manifest naming a folder (issue 19: IsADirectoryError traceback)
+        return f"not deleting {rel!r} named in the run manifest: it is a folder, not an output shard"
+    try:
+        target.unlink(missing_ok=True)
+    except OSError as e:
+        return f"could not delete {target} named in the run manifest: {os_reason(e)}"
     return None
 
 
@@ -320,5 +442,6 @@ def vanished_outputs(out_dir: Path | ObjectPath, finished: dict[str, dict[str, A
     return vanished, pruned, warnings
 
 
-__all__ = ["IdReport", "ShardInfo", "check_adapters", "check_out", "inspect_shard", "safe_remove",
+__all__ = ["IdReport", "ShardInfo", "adapter_manifest_problem", "check_adapters", "check_engine_limits", "check_out",
+           "inspect_shard", "invalid_utf8", "safe_remove",
            "os_reason", "safetensors_problem", "scan_ids", "schema_problem", "vanished_outputs"]
