@@ -70,12 +70,19 @@ def walk(root: Path, suffixes: tuple[str, ...], exclude: Path | None = None) -> 
                 is_dir = False
             if is_dir:
                 visit(Path(ent.path), sub)
-            elif ent.name.endswith(suffixes) and not ent.name.startswith("_"):
+            elif ent.name.lower().endswith(suffixes) and not ent.name.startswith("_"):
+                # Case-blind: `B.PARQUET` is a shard too (issue 19: it was skipped without a word).
                 try:
-                    if ent.is_file(follow_symlinks=True):
-                        found.files.append((Path(ent.path), sub))
+                    is_file = ent.is_file(follow_symlinks=True)
                 except OSError:
-                    found.notes.append(f"{ent.path}: dangling symlink; skipped")
+                    is_file = False
+                if is_file:
+                    found.files.append((Path(ent.path), sub))
+                elif ent.is_symlink() and not os.path.exists(ent.path):
+                    found.notes.append(f"{ent.path}: dangling symlink (to {os.readlink(ent.path)}); its shard is "
+                                       "missing from this run")
+                else:
+                    found.notes.append(f"{ent.path}: not a regular file; skipped")
             elif ent.is_symlink() and not os.path.exists(ent.path):
                 found.notes.append(f"{ent.path}: dangling symlink; skipped")
 
@@ -88,7 +95,7 @@ def folder_kind(root: Path, found: Found) -> str | None:
     """'parquet', 'jsonl', or None (no data files); both kinds is a DataError naming an example of each."""
     by_kind: dict[str, list[str]] = {}
     for _p, rel in found.files:
-        by_kind.setdefault(KINDS[Path(rel).suffix], []).append(rel)
+        by_kind.setdefault(KINDS[Path(rel).suffix.lower()], []).append(rel)
     if len(by_kind) > 1:
         j, p = by_kind["jsonl"], by_kind["parquet"]
         raise DataError(
@@ -100,7 +107,7 @@ def folder_kind(root: Path, found: Found) -> str | None:
 
 def file_kind(path: Path) -> str:
     """A single --input file: .jsonl is seed-format JSONL, anything else is read as Parquet."""
-    return "jsonl" if path.suffix == ".jsonl" else "parquet"
+    return "jsonl" if path.suffix.lower() == ".jsonl" else "parquet"
 
 
 def read_jsonl_shard(path: Path, rel: str) -> pa.Table:
