@@ -1,0 +1,347 @@
+"""Issue 19's fault catalogue, engine side: each case's message, exit code, and that nothing outside --out
+(and no good row inside it) changed.
+
+Like tests/test_engine_hardening.py (issue 9's catalogue, whose helpers these reuse), cases decided before
+vLLM starts run through the real `engine run` CLI with a tripwire where the engine class is; the one case
+that needs rows read by a running engine (invalid UTF-8 inside a shard) runs the real vLLM CPU engine on
+the tiny model and carries the `engine` marker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from reportminer.data.errors import EXIT_DATA, EXIT_REFUSED, ConfigError, DataError
+from reportminer.data.io import jsonl_to_table, write_parquet, write_shards
+from reportminer.engine import runner
+from reportminer.engine.config import EngineConfig
+from reportminer.engine.preflight import check_engine_limits, invalid_utf8, safe_remove
+from reportminer.engine.run_manifest import HISTORY_NAME, LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME, OutLock, RunManifest
+from reportminer.engine.shards import InputShard, ShardReader, find_shards
+
+from test_engine_hardening import DEMO, _EngineTripwire, _snapshot, engine_cli, one_line
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    """The tripwire wherever the engine class is looked up (runner before the engine-seam refactor, engines after)."""
+    try:
+        from reportminer.engine import engines  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(engines, "Engine", _EngineTripwire)
+    except ImportError:
+        monkeypatch.setattr(runner, "Engine", _EngineTripwire)
+
+
+@pytest.fixture
+def shards(tmp_path) -> Path:
+    d = tmp_path / "in"
+    write_shards(jsonl_to_table(DEMO), d, rows_per_shard=6)
+    return d
+
+
+def _run(shards: Path, out: Path, model: Path, *extra: str):
+    return engine_cli("--input", str(shards), "--out", str(out), "--model", str(model), *extra)
+
+
+# ---- bookkeeping names in --out: never written through a link, a folder refused (exit 2) -------------------
+
+
+@pytest.mark.parametrize("name", [LOCK_NAME, HISTORY_NAME, MANIFEST_NAME, SUMMARY_NAME])
+def test_a_symlink_at_a_bookkeeping_name_is_refused_and_its_target_untouched(no_engine, tiny_model, shards, tmp_path, name):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    inputs = _snapshot(shards)
+    r = _run(shards, out, tiny_model)
+    assert r.exit_code == EXIT_REFUSED
+    line = one_line(r)
+    assert f"{out / name}: is a symlink (to {victim})" in line and "remove the link" in line
+    assert victim.read_text() == "keep me\n"
+    assert _snapshot(shards) == inputs
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing written beside it
+
+
+@pytest.mark.parametrize("name", [LOCK_NAME, HISTORY_NAME])
+def test_a_folder_at_a_bookkeeping_name_is_refused_in_one_line(no_engine, tiny_model, shards, tmp_path, name):
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    (out / name / "keep.txt").write_text("x")
+    r = _run(shards, out, tiny_model)
+    assert r.exit_code == EXIT_REFUSED
+    assert f"{out / name}: is a folder; the engine keeps a file of that name in --out" in one_line(r)
+    assert (out / name / "keep.txt").read_text() == "x"
+
+
+def test_the_history_append_itself_refuses_a_link(tmp_path):
+    """The race the up-front check cannot close: a link planted during the run is still not written through."""
+    from reportminer.engine.storage import append_line
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep\n")
+    (tmp_path / HISTORY_NAME).symlink_to(victim)
+    with pytest.raises(ConfigError, match="is a symlink"):
+        append_line(tmp_path / HISTORY_NAME, "{}")
+    assert victim.read_text() == "keep\n"
+
+
+# ---- the lock names its holder -----------------------------------------------------------------------------
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from reportminer.engine.run_manifest import OutLock
+with OutLock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def _wait_line(proc: subprocess.Popen, want: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert want in line, line + (proc.stderr.read() if proc.stderr else "")
+
+
+def test_lock_message_names_the_holder_pid_host_and_start(no_engine, tiny_model, shards, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        _wait_line(proc, "held")
+        r = _run(shards, out, tiny_model)
+        assert r.exit_code == EXIT_REFUSED
+        line = one_line(r)
+        assert f"another engine run is writing here (pid {proc.pid} on host {socket.gethostname()}, started 20" in line
+        assert "has exited" not in line
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+_INHERITED = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_held_by_a_process_other_than_the_recorded_pid_names_the_real_holder(tmp_path):
+    """The recorded pid is gone (a killed run) but a process it started still holds the file: that one is named."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (out / LOCK_NAME).write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(),
+                                             "started_at": "2026-01-01T00:00:00+00:00"}))
+    proc = subprocess.Popen([sys.executable, "-c", _INHERITED, str(out / LOCK_NAME)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_line(proc, "held")
+        with pytest.raises(Exception) as ei:
+            with OutLock(out):
+                pass
+        msg = str(ei.value)
+        assert ei.value.exit_code == EXIT_REFUSED  # type: ignore[attr-defined]
+        assert f"pid {dead_pid} on host {socket.gethostname()}, started 2026-01-01T00:00:00+00:00" in msg
+        assert f"that process has exited, the lock is held by {proc.pid} (python" in msg
+    finally:
+        proc.kill()
+        proc.wait()
+    with OutLock(out):  # free again; the file now names this process
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+# ---- adapters, manifests naming folders ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body,said", [("[1, 2]", "expected a JSON object, got list"),
+                                       ('{"base_model": [1]}', "base_model is list"),
+                                       ('{"schema_version": 3}', "no base_model")])
+def test_adapter_manifest_of_the_wrong_shape_is_one_line(no_engine, tiny_model, tiny_adapter, shards, tmp_path, body, said):
+    import shutil
+
+    ad = tmp_path / "ad"
+    shutil.copytree(tiny_adapter, ad)
+    (ad / "reportminer_adapter.json").write_text(body)
+    r = _run(shards, tmp_path / "out", tiny_model, "--adapter", f"v={ad}")
+    assert r.exit_code == EXIT_REFUSED
+    line = one_line(r)
+    assert f"adapter v={ad}: {ad / 'reportminer_adapter.json'}: not an adapter manifest: {said}" in line or \
+        (said == "no base_model" and "no base_model" in line), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_entry_naming_a_folder_is_not_deleted_with_overwrite(monkeypatch, tiny_model, shards, tmp_path):
+    class _Started(Exception):
+        pass
+
+    class _StopAtStart:
+        def __init__(self, *a, **k):
+            raise _Started()
+
+    try:
+        from reportminer.engine import engines  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(engines, "Engine", _StopAtStart)
+    except ImportError:
+        monkeypatch.setattr(runner, "Engine", _StopAtStart)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "keep.parquet").write_bytes(b"x")
+    write_parquet(pa.table({"x": [1]}), out / "done.parquet")
+    RunManifest(identity={"seed": "old"}, shards={
+        "done.parquet": {"output": "done.parquet", "input": {}},
+        "weird": {"output": "sub", "input": {}}}).write(out)
+    cfg = EngineConfig(model=str(tiny_model), max_tokens=8, max_model_len=1024)
+    with pytest.raises(_Started):  # got past --overwrite's deletions to the engine start: no traceback before
+        runner.run(cfg, shards, out, overwrite=True, progress=False)
+    assert (out / "sub" / "keep.parquet").read_bytes() == b"x" and not (out / "done.parquet").exists()
+    assert safe_remove(out, "sub", set()) == "not deleting 'sub' named in the run manifest: it is a folder, not an output shard"
+
+
+# ---- input discovery ----------------------------------------------------------------------------------------
+
+
+def test_input_and_out_the_same_folder_is_named_as_such(no_engine, tiny_model, shards):
+    r = _run(shards, shards, tiny_model)
+    assert r.exit_code == EXIT_REFUSED
+    line = one_line(r)
+    assert f"--input {shards} and --out are the same folder" in line and "mounted" not in line
+
+
+def test_dangling_shard_link_is_named_and_upper_case_suffix_is_read(tmp_path, shards):
+    (shards / "gone.parquet").symlink_to(tmp_path / "nowhere.parquet")
+    os.rename(shards / "shard-00001.parquet", shards / "B.PARQUET")
+    found, notes = find_shards(shards)
+    assert [s.rel for s in found] == ["B.PARQUET", "shard-00000.parquet"]
+    assert [s.out_rel for s in found] == ["B.parquet", "shard-00000.parquet"]
+    assert notes == [f"{shards / 'gone.parquet'}: dangling symlink (to {tmp_path / 'nowhere.parquet'}); its shard is "
+                     "missing from this run"]
+    os.symlink(shards / "B.PARQUET", shards / "B.parquet")  # two inputs, one output name
+    with pytest.raises(DataError, match="B.PARQUET and B.parquet would both be written to B.parquet"):
+        find_shards(shards)
+
+
+def test_dangling_input_link_is_named(tmp_path):
+    link = tmp_path / "shards"
+    link.symlink_to(tmp_path / "unmounted")
+    with pytest.raises(DataError, match=f"{link}: a dangling symlink \\(to {tmp_path / 'unmounted'}\\); is the volume"):
+        find_shards(link)
+
+
+# ---- invalid UTF-8 inside a Parquet string column ---------------------------------------------------------
+
+
+def _bad_utf8_shard(path: Path, bad_row: int = 4, column: str = "paragraph") -> Path:
+    t = jsonl_to_table(DEMO).slice(0, 6)
+    i = t.schema.get_field_index(column)
+    raw = [v.encode() for v in t.column(column).to_pylist()]
+    raw[bad_row] = b"\xff\xfe " + raw[bad_row]
+    arr = pa.array(raw, pa.binary()).view(pa.string())  # pyarrow does not check UTF-8 here, as Parquet readers don't
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(t.set_column(i, column, arr), path)
+    return path
+
+
+def test_invalid_utf8_is_named_by_column_and_row(tmp_path):
+    f = _bad_utf8_shard(tmp_path / "bad.parquet", bad_row=4)
+    reader = ShardReader(InputShard(f, "bad.parquet"), batch_rows=2)
+    got = []
+    with pytest.raises(DataError) as ei:
+        for rb in reader.batches():
+            got.append(rb.num_rows)
+    assert got == [2, 2]  # the batches before the bad row were fine
+    assert str(ei.value).startswith(f"{f}: column paragraph, row 5: invalid UTF-8")
+    assert invalid_utf8(pa.chunked_array([pa.array(["a"]), pa.array([b"\xff"], pa.binary()).view(pa.string())])) == 1
+
+
+def test_invalid_utf8_in_the_id_column_fails_only_its_shard_before_the_engine(no_engine, tiny_model, tmp_path):
+    d = tmp_path / "in"
+    _bad_utf8_shard(d / "a.parquet", bad_row=2, column="id")
+    r = _run(d, tmp_path / "out", tiny_model)
+    assert r.exit_code == EXIT_DATA
+    assert f"{d / 'a.parquet'}: column id, row 3: invalid UTF-8" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.engine
+def test_invalid_utf8_paragraph_fails_its_shard_and_the_good_one_is_written(tiny_model, tmp_path):
+    d = tmp_path / "in"
+    write_parquet(jsonl_to_table(DEMO).slice(6, 6), d / "good.parquet")
+    _bad_utf8_shard(d / "bad.parquet", bad_row=4)
+    cfg = EngineConfig(model=str(tiny_model), max_model_len=1024, kv_cache_memory_bytes="256MiB", max_num_seqs=8,
+                       max_tokens=8, enforce_eager=True)
+    s = runner.run(cfg, d, tmp_path / "out", progress=False)
+    assert s.exit_code == EXIT_DATA and s.shards_done == 1
+    assert s.shards_failed == [{"shard": "bad.parquet", "error": f"{d / 'bad.parquet'}: column paragraph, row 5: invalid "
+                                "UTF-8; the shard is not written (fix the file's encoding; the other shards run)"}]
+    assert pq.read_table(tmp_path / "out" / "good.parquet").num_rows == 6
+    assert not (tmp_path / "out" / "bad.parquet").exists()
+
+
+# ---- settings vLLM would refuse after starting --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key,value,said", [
+    ("temperature", "nan", "temperature: must be a finite number, got nan"),
+    ("temperature", "inf", "temperature: must be a finite number, got inf"),
+    ("temperature", "1e999", "temperature: must be a finite number, got inf"),
+    ("seed", "-1", "seed: must be in 0 .. 4294967295"),
+    ("kv_cache_memory_bytes", "1", "kv_cache_memory_bytes: 1 bytes cannot hold one sequence of max_model_len 1024"),
+    ("max_num_batched_tokens", "16", "max_num_batched_tokens (16) must be >= max_num_seqs (128)"),
+])
+def test_settings_vllm_refuses_late_are_refused_first(tiny_model, key, value, said):
+    base = EngineConfig(model=str(tiny_model), max_tokens=8, max_model_len=1024, device="cpu")
+    if value == "nan":  # `--set` refuses the text nan itself; YAML's .nan and the Python API pass it
+        cfg = EngineConfig.from_dict({**{k: getattr(base, k) for k in ("model", "max_tokens", "max_model_len", "device")},
+                                      key: float("nan")})
+    else:
+        cfg = base.with_sets([f"{key}={value}"])
+    with pytest.raises(ConfigError, match=None) as ei:
+        check_engine_limits(cfg.resolve())
+    assert said in str(ei.value) and "\n" not in str(ei.value)
+
+
+# ---- what readers of the whole --out folder see -------------------------------------------------------------
+
+
+def test_results_folder_reads_with_pyarrow_and_a_polars_glob_despite_bookkeeping(tmp_path):
+    out = tmp_path / "out"
+    write_parquet(pa.table({"id": ["a", "b"]}), out / "x.parquet")
+    write_parquet(pa.table({"id": ["c"]}), out / "sub" / "y.parquet")
+    for name in (LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME, "_rowcache/seg-1.arrow", ".x.parquet.ab12.tmp"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("{}")
+    assert pq.read_table(out).num_rows == 3
+    assert ds.dataset(out).to_table().num_rows == 3
+    pl = pytest.importorskip("polars")
+    assert pl.read_parquet(f"{out}/**/*.parquet").height == 3  # what docs/engine.md tells polars users
+    with pytest.raises(Exception, match="different file extensions"):  # polars 2.1 skips no name: documented
+        pl.read_parquet(out)
+
+
+def test_lock_file_is_not_truncated_by_a_waiting_run(tmp_path):
+    """A refused run must not clear the holder's record (it opened without O_TRUNC)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutLock(out):
+        before = (out / LOCK_NAME).read_text()
+        with pytest.raises(Exception, match="another engine run is writing here"):
+            with OutLock(out):
+                pass
+        assert (out / LOCK_NAME).read_text() == before
+        assert json.loads(before)["pid"] == os.getpid()
