@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from reportminer.data.errors import ConfigError, DataError
-from reportminer.data.io import require_input_columns
+from reportminer.data.io import require_input_columns, require_utf8
 from reportminer.data.manifest import MANIFEST_NAME as ADAPTER_MANIFEST
 from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import ID, INPUT_COLUMNS
@@ -253,47 +253,11 @@ def inspect_shard(path: Path | ObjectPath, rel: str, kind: str) -> ShardInfo:
             ids = f.read(columns=[ID]).column(ID).combine_chunks()
         except Exception as e:
             return ShardInfo(error=f"{path}: cannot read Parquet: {e}")
-    bad = invalid_utf8(ids)
-    if bad is not None:
-        return ShardInfo(num_rows, f"{path}: column {ID}, row {bad + 1}: invalid UTF-8; the shard is not read (fix the "
-                                   "file's encoding)")
+    try:  # ids that are not UTF-8 would break the id report (data.io.require_utf8 names the row)
+        require_utf8(pa.table({ID: ids}), str(path))
+    except DataError as e:
+        return ShardInfo(num_rows, str(e))
     return ShardInfo(num_rows, None, ids)
-
-
-def invalid_utf8(arr: pa.Array) -> int | None:
-    """The index of the first string of `arr` that is not valid UTF-8, or None (non-string arrays: None).
-
-    pyarrow does not check UTF-8 when it reads Parquet; `to_pylist` then raises UnicodeDecodeError deep in
-    the run (issue 19). `validate(full=True)` checks it at memory speed; the slow scan runs only to name
-    the row once something is wrong.
-    """
-    if isinstance(arr, pa.ChunkedArray):
-        offset = 0
-        for chunk in arr.chunks:
-            i = invalid_utf8(chunk)
-            if i is not None:
-                return offset + i
-            offset += len(chunk)
-        return None
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        return invalid_utf8(arr.dictionary.take(arr.indices))
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-        return None
-    try:
-        arr.validate(full=True)
-        return None
-    except pa.ArrowInvalid:
-        pass
-    raw = arr.cast(pa.large_binary() if pa.types.is_large_string(t) else pa.binary())
-    for i, v in enumerate(raw):
-        b = v.as_py()
-        if b is not None:
-            try:
-                b.decode("utf-8")
-            except UnicodeDecodeError:
-                return i
-    return None
 
 
 @dataclass
@@ -443,5 +407,5 @@ def vanished_outputs(out_dir: Path | ObjectPath, finished: dict[str, dict[str, A
 
 
 __all__ = ["IdReport", "ShardInfo", "adapter_manifest_problem", "check_adapters", "check_engine_limits", "check_out",
-           "inspect_shard", "invalid_utf8", "safe_remove",
+           "inspect_shard", "safe_remove",
            "os_reason", "safetensors_problem", "scan_ids", "schema_problem", "vanished_outputs"]

@@ -24,7 +24,7 @@ from reportminer.data.errors import EXIT_DATA, EXIT_REFUSED, ConfigError, DataEr
 from reportminer.data.io import jsonl_to_table, write_parquet, write_shards
 from reportminer.engine import runner
 from reportminer.engine.config import EngineConfig
-from reportminer.engine.preflight import check_engine_limits, invalid_utf8, safe_remove
+from reportminer.engine.preflight import check_engine_limits, safe_remove
 from reportminer.engine.run_manifest import HISTORY_NAME, LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME, OutLock, RunManifest
 from reportminer.engine.shards import InputShard, ShardReader, find_shards
 
@@ -266,8 +266,7 @@ def test_invalid_utf8_is_named_by_column_and_row(tmp_path):
         for rb in reader.batches():
             got.append(rb.num_rows)
     assert got == [2, 2]  # the batches before the bad row were fine
-    assert str(ei.value).startswith(f"{f}: column paragraph, row 5: invalid UTF-8")
-    assert invalid_utf8(pa.chunked_array([pa.array(["a"]), pa.array([b"\xff"], pa.binary()).view(pa.string())])) == 1
+    assert str(ei.value).startswith(f"{f}[row 5, id='demo-05']: column paragraph: not UTF-8 text (byte b'\\xff' at byte 0)")
 
 
 def test_invalid_utf8_in_the_id_column_fails_only_its_shard_before_the_engine(no_engine, tiny_model, tmp_path):
@@ -275,7 +274,7 @@ def test_invalid_utf8_in_the_id_column_fails_only_its_shard_before_the_engine(no
     _bad_utf8_shard(d / "a.parquet", bad_row=2, column="id")
     r = _run(d, tmp_path / "out", tiny_model)
     assert r.exit_code == EXIT_DATA
-    assert f"{d / 'a.parquet'}: column id, row 3: invalid UTF-8" in r.stderr and "Traceback" not in r.stderr
+    assert f"{d / 'a.parquet'}[row 3]: column id: not UTF-8 text" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.engine
@@ -287,8 +286,8 @@ def test_invalid_utf8_paragraph_fails_its_shard_and_the_good_one_is_written(tiny
                        max_tokens=8, enforce_eager=True)
     s = runner.run(cfg, d, tmp_path / "out", progress=False)
     assert s.exit_code == EXIT_DATA and s.shards_done == 1
-    assert s.shards_failed == [{"shard": "bad.parquet", "error": f"{d / 'bad.parquet'}: column paragraph, row 5: invalid "
-                                "UTF-8; the shard is not written (fix the file's encoding; the other shards run)"}]
+    assert [f["shard"] for f in s.shards_failed] == ["bad.parquet"]
+    assert s.shards_failed[0]["error"].startswith(f"{d / 'bad.parquet'}[row 5, id='demo-05']: column paragraph: not UTF-8")
     assert pq.read_table(tmp_path / "out" / "good.parquet").num_rows == 6
     assert not (tmp_path / "out" / "bad.parquet").exists()
 
