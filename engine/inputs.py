@@ -21,6 +21,8 @@ from reportminer.data.errors import DataError
 from reportminer.data.io import iter_jsonl_file, seed_rows_table
 from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH
 
+from .interop import OPENAI_BATCH, batch_requests_table, neither_format, row_format
+
 KINDS = {".parquet": "parquet", ".jsonl": "jsonl"}
 
 
@@ -111,13 +113,26 @@ def file_kind(path: Path) -> str:
 
 
 def read_jsonl_shard(path: Path, rel: str) -> pa.Table:
-    """One seed-format JSONL file as shard columns (data.io's reader; ids `rel:LINE` where a row has none).
+    """One JSONL file as shard columns: seed-format rows (data.io's reader; ids `rel:LINE` where a row has
+    none) or OpenAI batch requests (engine/interop.py), told apart by the first line; a line of neither
+    format is a DataError naming it.
 
     Refuses a row whose paragraph or title is not text (an integer paragraph would run on its digits);
     duplicate ids are not refused here: the run reports them (and `--strict-ids` refuses them).
     """
     rows = []
-    for r in iter_jsonl_file(path, rel):
+    it = iter_jsonl_file(path, rel)
+    first = next(it, None)
+    if first is not None:
+        fmt = row_format(first.obj)
+        if fmt == OPENAI_BATCH:  # `vllm run-batch` / OpenAI Batch API requests (engine/interop.py)
+            return batch_requests_table([first, *it])
+        if fmt is None:  # issue 19: such a file ran and turned every row into empty_paragraph
+            raise neither_format(f"{path}:{first.line}", first.obj)
+        it = iter([first, *it])
+    for r in it:
+        if row_format(r.obj) is None:
+            raise neither_format(f"{path}:{r.line}", r.obj)
         inp = r.obj["input"] if isinstance(r.obj.get("input"), dict) else r.obj
         for col in (PARAGRAPH, CHAPTER_TITLE):
             v = inp.get(col)
