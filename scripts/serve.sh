@@ -13,7 +13,8 @@ one LoRA slot more than adapters (vLLM's CPU kernels read "no adapter" as the la
 reset_loras), max-lora-rank from the adapters' ranks, guided decoding with the guidance backend and
 compact JSON (no free whitespace, as the trainer writes answers), prefix caching, seed 0, and
 `--generation-config vllm` (the model's generation_config.json must not change sampling). Binds
-127.0.0.1 unless HOST says otherwise. Runs in the foreground (exec); stop it with Ctrl-C or SIGTERM.
+127.0.0.1 unless HOST says otherwise. Runs in the foreground; Ctrl-C or SIGTERM stops the server's whole
+process group (its engine-core child included; what remains after STOP_GRACE_S, default 20, is killed).
 
 Environment (all optional; MODEL and ADAPTER are read only when no MODEL argument is given):
   MODEL             model folder or hub id (a hub id needs HF_HUB_OFFLINE=0)
@@ -137,4 +138,32 @@ echo "[serve] ${shown[*]}" >&2
 if [ -n "${VLLM_API_KEY:-}" ]; then
   echo "[serve] API key required (VLLM_API_KEY); clients: engine run --api-key-env NAME_OF_THE_VARIABLE" >&2
 fi
-exec "${cmd[@]}" "${args[@]}"
+# The server runs in a process group of its own, and a stop signal to this script stops that whole group:
+# vLLM's API server starts an engine-core child (VLLM::EngineCore, ~2 GB on the CPU build) that ignored
+# SIGTERM and outlived an `exec`ed server killed alone (issue 19). TERM/INT/HUP go to the group; what is
+# still there after STOP_GRACE_S seconds (default 20) is killed. (SIGKILL of this script cannot be caught:
+# stop the group then, `kill -- -PGID`; the group id is printed below.)
+setsid "${cmd[@]}" "${args[@]}" &
+server=$!
+pgid=$(ps -o pgid= -p "$server" 2>/dev/null | tr -d ' '); pgid=${pgid:-$server}
+echo "[serve] server pid $server, process group $pgid" >&2
+group_alive() { kill -0 -- "-$pgid" 2>/dev/null; }
+stop_group() {
+  trap - TERM INT HUP
+  echo "[serve] stopping process group $pgid (SIG$1)" >&2
+  kill -"$1" -- "-$pgid" 2>/dev/null || true
+  for _ in $(seq 1 $(( ${STOP_GRACE_S:-20} * 10 ))); do group_alive || break; sleep 0.1; done
+  if group_alive; then
+    echo "[serve] still running after ${STOP_GRACE_S:-20} s: SIGKILL to group $pgid" >&2
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+  fi
+  wait "$server" 2>/dev/null || true
+}
+trap 'stop_group TERM; exit 143' TERM
+trap 'stop_group INT; exit 130' INT
+trap 'stop_group HUP; exit 129' HUP
+rc=0
+wait "$server" || rc=$?
+# The server ended by itself: leave no child of it behind either.
+if group_alive; then kill -TERM -- "-$pgid" 2>/dev/null || true; sleep 2; kill -KILL -- "-$pgid" 2>/dev/null || true; fi
+exit "$rc"

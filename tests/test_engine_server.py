@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -87,9 +88,20 @@ class Server:
             time.sleep(1)
         pytest.fail(f"vllm serve not ready within {timeout} s:\n{self.tail()}")
 
+    def server_pgid(self) -> int | None:
+        """The server's own process group (serve.sh starts it under setsid and logs the id)."""
+        m = re.search(r"\[serve\] server pid \d+, process group (\d+)", self.log.read_text(errors="replace"))
+        return int(m.group(1)) if m else None
+
     def kill(self) -> None:
+        """SIGKILL to the server's group and serve.sh's: an abrupt death, nothing left behind."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            for group in (self.server_pgid(), self.proc.pid):
+                if group:
+                    try:
+                        os.killpg(group, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             self.proc.wait(timeout=30)
 
     def tail(self) -> str:
