@@ -441,3 +441,53 @@ def test_server_killed_mid_run_then_restarted_every_row_exactly_once(server, loc
     got, want = _rows(out), _rows(tmp_path / "reference")
     assert [(r["id"], r["adapter"]) for r in got] == [(r["id"], r["adapter"]) for r in want]  # each row once
     assert [{k: r[k] for k in RESULT} for r in got] == [{k: r[k] for k in RESULT} for r in want]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children's children too), from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_to_serve_sh_stops_the_whole_server_group(tiny_model, tmp_path):
+    """Issue 19: killing serve.sh left an orphaned VLLM::EngineCore (~2 GB) that ignored SIGTERM. Started the way a
+    user's script starts it (no session of its own), stopped with SIGTERM to serve.sh alone."""
+    s = Server(tiny_model, {}, tmp_path)
+    env = {**os.environ, "PORT": str(s.port), "KV_CACHE": "256MiB", "MAX_MODEL_LEN": "1024", "EAGER": "1",
+           "VLLM": str(Path(sys.executable).parent / "vllm"), "VLLM_API_KEY": API_KEY, "STOP_GRACE_S": "30"}
+    s.log = tmp_path / "server.log"
+    s.proc = subprocess.Popen([str(REPO / "scripts" / "serve.sh"), str(tiny_model)], stdout=open(s.log, "wb"),
+                              stderr=subprocess.STDOUT, env=env)
+    try:
+        s.wait_ready()
+        below = _descendants(s.proc.pid)
+        assert below, "the server runs below serve.sh"
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(timeout=60) == 143
+        left = [p for p in below if _alive(p)]
+        assert left == [], f"still running after serve.sh stopped ({time.time() - t0:.1f} s): {left}\n{s.tail()}"
+        assert "stopping process group" in s.tail()
+    finally:
+        s.kill()
