@@ -196,11 +196,20 @@ def arrow_metrics_type():
 AGREEMENT = "agreement"
 
 
+# And its evidence in the paragraph (issue 19 item 4; data/grounding.py finds it after decoding, so the
+# guided-decoding schema OUTPUT_JSON_SCHEMA does not change): `spans`, the [start, end) character offsets of
+# the paragraph the metric rests on (`paragraph[start:end]`), and `grounded`, whether there is any.
+SPANS = "spans"
+GROUNDED = "grounded"
+
+
 def arrow_result_metric_type():
-    """Arrow type of one metric in engine results: the metric fields plus `agreement`."""
+    """Arrow type of one metric in engine results: the metric fields plus `agreement`, `spans` and `grounded`."""
     import pyarrow as pa
 
-    return pa.struct(list(arrow_metric_type()) + [pa.field(AGREEMENT, pa.float64())])
+    return pa.struct(list(arrow_metric_type()) + [pa.field(AGREEMENT, pa.float64()),
+                                                  pa.field(SPANS, pa.list_(pa.list_(pa.int32()))),
+                                                  pa.field(GROUNDED, pa.bool_())])
 
 
 def arrow_result_metrics_type():

@@ -74,7 +74,8 @@ def column_scopes(identity: dict[str, Any], names: list[str], adapters: dict[str
     identity that only say which columns a run has (`adapters`, `include_base`) are left out; the
     per-adapter threshold is narrowed to the column's own.
     """
-    common = {k: v for k, v in identity.items() if k not in ("adapters", "include_base", "decoding")}
+    # result_format: how rows are written (engine/run_manifest.py), not what the model answered.
+    common = {k: v for k, v in identity.items() if k not in ("adapters", "include_base", "decoding", "result_format")}
     decoding = dict(identity.get("decoding") or {})
     thresholds = decoding.pop("score_threshold", None) or {}
     scopes = []

@@ -33,6 +33,11 @@ SUMMARY_NAME = "_engine_summary.json"
 HISTORY_NAME = "_engine_runs.jsonl"
 LOCK_NAME = ".engine.lock"
 FORMAT = 1
+# The shape of the result rows, in the run identity so that one --out never holds two shapes (pyarrow reads
+# a folder with the first file's schema and drops the newer fields, polars refuses it). 2: metrics carry
+# `spans` and `grounded` (issue 19). Not in the row-cache scope: cached answers are the same, and the
+# grounding is computed when a row is written, so `--overwrite` of an older --out costs no model call.
+RESULT_FORMAT = 2
 # Names start with "_" or "." so that pyarrow/pandas/Spark readers of the whole --out folder skip them
 # (polars does not: see BOOKKEEPING below).
 
@@ -72,6 +77,7 @@ def run_identity(config: EngineConfig, adapters: list[Adapter]) -> dict[str, Any
         "prompt": prompt_fingerprint(),
         **settings,
         "decoding": decoding_identity(config, adapters),  # samples, thresholds, merged weights (engine/decoding.py)
+        "result_format": RESULT_FORMAT,
     }
 
 
