@@ -344,3 +344,52 @@ def test_lock_file_is_not_truncated_by_a_waiting_run(tmp_path):
                 pass
         assert (out / LOCK_NAME).read_text() == before
         assert json.loads(before)["pid"] == os.getpid()
+
+
+# ---- evidence grounding on every output metric (issue 19 item 4) ------------------------------------------
+
+
+def test_every_output_metric_carries_its_spans_and_grounded_flag():
+    from reportminer.data.schema import GROUNDED, SPANS, arrow_result_metrics_type
+    from reportminer.engine.rows import OK, RowResult, output_schema, output_table
+
+    para = "2025年前三季度，公司实现营业收入120.5亿元，同比增长23.4%；毛利率提升至35.2%。"
+    batch = pa.RecordBatch.from_pylist([{"id": "a", "chapter_title": "t", "paragraph": para}])
+    m = [{"metric_name": "营业收入", "metric_type": "financial", "score": 0.9, "reason": "同比增长23.4%", "agreement": 1.0},
+         {"metric_name": "客户满意度", "metric_type": "business", "score": 0.5, "reason": "无", "agreement": 1.0}]
+    schema, _ = output_schema(batch.schema)
+    results = [RowResult(adapter="v", status=OK, analysis="x", metrics=m, dropped_metrics=[m[1]]),
+               RowResult(adapter="w", status="error", reason="length", detail="cut")]
+    t = output_table(batch, results, 2, schema)
+    assert t.schema.field("metrics").type == arrow_result_metrics_type()
+    got = t.column("metrics").to_pylist()
+    (s0, e0), = [tuple(x) for x in got[0][0][SPANS] if para[x[0]:x[1]] == "营业收入"]
+    assert para[s0:e0] == "营业收入" and got[0][0][GROUNDED] is True
+    assert got[0][1][SPANS] == [] and got[0][1][GROUNDED] is False
+    assert t.column("dropped_metrics").to_pylist()[0][0][GROUNDED] is False
+    assert got[1] is None  # an error row has no metrics to ground
+    assert m[0].get(SPANS) is None  # the row's own dicts are not changed (the row cache keeps them as answered)
+
+
+def test_result_format_is_in_the_run_identity_but_not_in_the_row_cache_scope(tiny_model):
+    from reportminer.engine.row_cache import column_scopes
+    from reportminer.engine.run_manifest import RESULT_FORMAT, run_identity
+
+    cfg = EngineConfig(model=str(tiny_model), max_tokens=8, max_model_len=1024, device="cpu").resolve()
+    ident = run_identity(cfg, [])
+    assert ident["result_format"] == RESULT_FORMAT == 2
+    older = {k: v for k, v in ident.items() if k != "result_format"}
+    assert column_scopes(ident, ["base"], {}) == column_scopes(older, ["base"], {})
+
+
+def test_an_out_of_the_older_result_format_is_refused_naming_it(no_engine, tiny_model, shards, tmp_path):
+    from reportminer.engine.run_manifest import run_identity
+
+    cfg = EngineConfig(model=str(tiny_model), max_tokens=8, max_model_len=1024, device="cpu")
+    out = tmp_path / "out"
+    write_parquet(pa.table({"x": [1]}), out / "shard-00000.parquet")
+    older = {k: v for k, v in run_identity(cfg.resolve(), []).items() if k != "result_format"}
+    RunManifest(identity=older, shards={"shard-00000.parquet": {"output": "shard-00000.parquet", "input": {}}}).write(out)
+    r = _run(shards, out, tiny_model, "--device", "cpu")
+    assert r.exit_code == EXIT_REFUSED
+    assert "holds results of another configuration" in one_line(r) and "result_format: None -> 2" in one_line(r)
