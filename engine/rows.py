@@ -138,7 +138,7 @@ def output_table(batch: pa.RecordBatch, results: list[RowResult], n_adapters: in
     # The input batch keeps its own column order; the output puts id first.
     ordered = [in_cols[in_names.index(ID)]] + [c for name, c in zip(in_names, in_cols) if name != ID]
     ef = {f.name: f.type for f in engine_fields(RAW_SAMPLES in schema.names)}
-    paragraphs = batch.column(PARAGRAPH).to_pylist()
+    paragraphs = batch.column(PARAGRAPH).to_pylist() if PARAGRAPH in batch.schema.names else [None] * n
     engine_cols = [
         pa.array([r.adapter for r in results], ef["adapter"]),
         pa.array([r.analysis for r in results], ef["analysis"]),
