@@ -551,6 +551,29 @@ def output_row(raw: bytes) -> Answer:
         raise _Refused from None
 
 
+def is_batch_row(obj: dict[str, Any]) -> bool:
+    """An OpenAI batch output row (`vllm run-batch` writes them): `custom_id` (the request's, our case id)
+    and `response` (null when the request failed, with `error` set)."""
+    return isinstance(obj.get("custom_id"), str) and "response" in obj
+
+
+def batch_answer(obj: dict[str, Any]) -> Answer:
+    """The `Answer` of a batch output row: the text of `response.body.choices[0]` (`message.content` of a
+    chat completion, `text` of a completion) through `data.parse`; a failed request is an invalid answer
+    whose error names the request's error."""
+    resp = obj.get("response") or {}
+    body = resp.get("body") if isinstance(resp, dict) else None
+    choices = body.get("choices") if isinstance(body, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if choice is None or (isinstance(resp, dict) and resp.get("status_code") not in (None, 200)):
+        err = obj.get("error") or (resp.get("status_code") if isinstance(resp, dict) else None) or "no choices"
+        if isinstance(err, dict):
+            err = err.get("message") or err.get("code") or json.dumps(err, ensure_ascii=False)
+        return Answer([], [], False, f"batch request failed: {err}", [])
+    msg = choice.get("message")
+    return parsed_row(msg.get("content") if isinstance(msg, dict) else choice.get("text"))
+
+
 def pred_chunk(buf: Any, start: int, end: int, text: bool = False) -> dict[str, Any] | None:
     """Columns of the prediction rows in buf[start:end]: `n`, `lines`, `at` (as for `gold_chunk`), `ids`
     (as decoded: any JSON value, None when absent), `group`, `names`/`types` flattened with `counts`,
@@ -582,9 +605,12 @@ def _pred_batch(buf: Any, start: int, end: int, text: bool = False) -> dict[str,
                 got.append((r.id, group(r.scenario, r.type), output_row(r.output)))
             except _DECODE_ERRORS:
                 obj = _loads(line)
-                if "output" not in obj:
+                if "output" in obj:
+                    got.append((obj.get("id"), group(obj.get("scenario"), obj.get("type")), parsed_row(obj["output"])))
+                elif is_batch_row(obj):
+                    got.append((obj["custom_id"], None, batch_answer(obj)))
+                else:
                     raise _Refused from None
-                got.append((obj.get("id"), group(obj.get("scenario"), obj.get("type")), parsed_row(obj["output"])))
     cols = _pred_columns(
         [i for i, _, _ in got], [g for _, g, _ in got], [x for _, _, a in got for x in a.names],
         [x for _, _, a in got for x in a.types], [len(a.names) for _, _, a in got], [a.json_valid for _, _, a in got],

@@ -46,7 +46,7 @@ from reportminer.data.schema import (
 )
 
 from . import fastload
-from .jsonl_chunks import Answer, parsed_row
+from .jsonl_chunks import Answer, is_batch_row, parsed_row
 from .pardecode import Prefetch
 
 # BASE_ADAPTER (data.schema) also labels engine rows whose `adapter` is null/empty.
@@ -290,7 +290,9 @@ def _preds_from_batch_json(path: Path, gold: pl.DataFrame, text: bool = False) -
 
 
 def _preds_from_jsonl(path: Path, gold: pl.DataFrame, pre: Prefetch | None = None, text: bool = False) -> pl.DataFrame:
-    """JSONL with an `output` (object or raw string) per row; joined on `id`, else aligned by line."""
+    """JSONL with an `output` (object or raw string) per row, joined on `id`, else aligned by line; or OpenAI
+    batch output (`vllm run-batch`: `custom_id`, `response.body.choices[0].message.content`), joined on
+    `custom_id`."""
     preds = fastload.pred_frame(path, gold["id"], PRED_SCHEMA, pre, text=text)
     if preds is None:
         _name_pred_error(path, gold.height)
@@ -302,13 +304,16 @@ def _name_pred_error(path: Path, n_gold: int) -> NoReturn:
     with_id: bool | None = None
     for k, row in enumerate(iter_jsonl(path), 1):
         where = f"{row.file}:{row.line}"
-        has_id = row.obj.get(ID) is not None
+        batch = "output" not in row.obj and is_batch_row(row.obj)
+        if "output" not in row.obj and not batch:
+            raise DataError(f"{where}: prediction row has no `output` (object or raw model text) and is no OpenAI "
+                            f"batch output row either (`custom_id` and `response`, as `vllm run-batch` writes); "
+                            f"keys: {', '.join(sorted(map(str, row.obj))[:8]) or 'none'}")
+        has_id = batch or row.obj.get(ID) is not None
         if with_id is None:
             with_id = has_id
         elif with_id != has_id:
             raise DataError(f"{where}: some rows have an `id` and some do not; use ids on every row or none")
-        if "output" not in row.obj:
-            raise DataError(f"{where}: prediction row has no `output` (object or raw model text)")
         if not has_id and k > n_gold:
             raise DataError(f"{where}: prediction row {k} has no gold case {k} (gold has {n_gold} cases)")
     raise DataError(_UNREADABLE.format(path=path, what="predictions"))

@@ -372,3 +372,40 @@ def test_gold_format_errors_say_which_formats_are_accepted(tmp_path: Path, demo_
     with pytest.raises(DataError, match=r"nolabel.jsonl:1: gold row has no output.metrics") as e:
         load_gold(nolabel)
     assert "gold must be" not in str(e.value)  # a JSONL file of the wrong rows: that message is already precise
+
+
+# --------------------------------------------------------------- OpenAI batch output (vllm run-batch)
+
+
+def test_vllm_run_batch_output_is_read_as_predictions(demo_jsonl: Path, repo_root: Path, tmp_path: Path):
+    """evalkit/examples/demo_run_batch.jsonl was written by vLLM 0.32.0's own classes
+    (`BatchRequestOutput(...).model_dump_json()`, vllm/entrypoints/launchers/run_batch.py) from the answers of
+    demo_predictions.jsonl, with demo-04's request failed (status 400, `error` set). Joined on `custom_id`
+    (not the response `id`); the answer is `response.body.choices[0].message.content` through data.parse."""
+    from click.testing import CliRunner
+
+    from reportminer.evalkit.cli import main
+    from reportminer.evalkit.pardecode import Prefetch
+
+    ex = repo_root / "evalkit" / "examples"
+    g = load_gold(demo_jsonl)
+    batch = load_predictions(ex / "demo_run_batch.jsonl", g)[0].frame
+    plain = load_predictions(ex / "demo_predictions.jsonl", g)[0].frame
+    assert batch["id"].to_list() == plain["id"].to_list()
+    others = batch["id"] != "demo-04"
+    cols = ["id", "pred_names", "pred_types", "json_valid", "error"]
+    assert batch.filter(others).select(cols).equals(plain.filter(others).select(cols))
+    failed = batch.filter(~others).row(0, named=True)
+    assert failed["pred_names"] == [] and not failed["json_valid"]
+    assert failed["error"] == "batch request failed: This model's maximum context length is 2048 tokens."
+    with Prefetch([("pred", ex / "demo_run_batch.jsonl")], workers=2, min_bytes=0) as pre:
+        assert load_predictions(ex / "demo_run_batch.jsonl", g, pre=pre)[0].frame.equals(batch)
+    res = CliRunner().invoke(main, ["score", "--gold", str(demo_jsonl), str(ex / "demo_run_batch.jsonl"), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["n"] == 12
+    # A JSONL that is neither format: refused with what each would need, exit 3.
+    other = write_jsonl(tmp_path / "other.jsonl", [{"custom_id": "demo-01", "body": {"messages": []}}])  # a batch *input*
+    res = CliRunner().invoke(main, ["score", "--gold", str(demo_jsonl), str(other)])
+    assert res.exit_code == 3
+    assert ("other.jsonl:1: prediction row has no `output` (object or raw model text) and is no OpenAI batch output "
+            "row either (`custom_id` and `response`, as `vllm run-batch` writes); keys: body, custom_id") in res.stderr
