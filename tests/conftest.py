@@ -37,6 +37,16 @@ def seed_dir() -> Path:
     return SEED_DIR
 
 
+def require_prepared(path: Path, what: str) -> None:
+    """Skip a test whose model or tokenizer is not on this machine; but fail it under scripts/test.sh, which
+    prepared them (REPORTMINER_PREPARED=1): there a missing file is a broken set-up, not a reason to skip."""
+    if path.exists():
+        return
+    if os.environ.get("REPORTMINER_PREPARED") == "1":
+        pytest.fail(f"{what} missing at {path} although scripts/test.sh prepared the models")
+    pytest.skip(f"{what} not prepared on this machine (scripts/test.sh prepares it; or: datakit fetch-model)")
+
+
 @pytest.fixture(scope="session")
 def demo_jsonl() -> Path:
     return REPO / "data" / "demo" / "demo.jsonl"

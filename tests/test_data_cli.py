@@ -103,6 +103,8 @@ def test_ingest_command(run, tmp_path: Path) -> None:
     assert "no paragraphs found" in run("ingest", "--input", tmp_path / "e.md", "--out", tmp_path / "o2", code=3).output
 
 
-@pytest.mark.skipif(not (demo_model_dir() / "SOURCE.json").exists(), reason="demo model not prepared on this machine")
 def test_fetch_model_prints_cached_path(run) -> None:
+    from conftest import require_prepared
+
+    require_prepared(demo_model_dir() / "SOURCE.json", "the demo model")
     assert run("fetch-model").output.strip() == str(demo_model_dir())

@@ -168,10 +168,11 @@ def test_control_tokens_in_report_text_stay_text_qwen3(tokenizer) -> None:
 
 
 def test_control_tokens_in_report_text_stay_text_qwen25() -> None:
+    from conftest import require_prepared
+
     from reportminer.data.models.demo import demo_model_dir
 
-    if not (demo_model_dir() / "tokenizer.json").exists():
-        pytest.skip("demo model (Qwen2.5 tokenizer) not prepared on this machine: datakit fetch-model")
+    require_prepared(demo_model_dir() / "tokenizer.json", "the demo model (Qwen2.5 tokenizer)")
     from transformers import AutoTokenizer
 
     _check_no_injection(AutoTokenizer.from_pretrained(demo_model_dir()))

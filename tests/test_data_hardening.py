@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -293,3 +294,58 @@ def test_shard_export_and_ingest_print_json_on_stdout_and_the_rest_on_stderr(dem
     assert "wrote 1 paragraphs" in res.stderr
     res = run("ingest", "--input", reports, "--out", tmp_path / "corpus", "--json", tmp_path / "i.json")
     assert json.loads((tmp_path / "i.json").read_text(encoding="utf-8"))["unchanged"] == 1 and "wrote 1 paragraphs" in res.stdout
+
+
+# ------------------------------------------------------------------ scripts/test.sh prepares, then runs
+
+
+def _test_sh_copy(tmp_path: Path) -> Path:
+    """scripts/test.sh in a copy of the repository layout whose setup.sh does nothing and whose .venv/bin/python
+    is this interpreter (so that nothing is installed), with this checkout's tests to collect."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    repo = Path(__file__).resolve().parents[1]
+    (root / "scripts" / "test.sh").write_text((repo / "scripts" / "test.sh").read_text())
+    (root / "scripts" / "setup.sh").write_text("#!/bin/sh\nexit 0\n")
+    (root / "scripts" / "setup.sh").chmod(0o755)
+    (root / ".venv" / "bin").mkdir(parents=True)
+    (root / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    (root / "tests").symlink_to(repo / "tests")
+    return root
+
+
+def test_test_sh_prepares_the_models_then_runs_pytest_with_them(tmp_path: Path):
+    from reportminer.data.models.demo import cache_root, demo_model_dir
+
+    if not (demo_model_dir() / "SOURCE.json").exists():
+        pytest.skip("needs the demo model in this machine's cache (scripts/test.sh prepares it)")
+    cache = tmp_path / "cache"  # the real cache's models, seen through links: nothing is fetched or written there
+    cache.mkdir()
+    for sub in ("models", "tokenizers"):
+        (cache / sub).symlink_to(cache_root() / sub)
+    root = _test_sh_copy(tmp_path)
+    env = {**os.environ, "REPORTMINER_CACHE": str(cache), "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run(["bash", str(root / "scripts" / "test.sh"), "-q", "-p", "no:cacheprovider",
+                        "tests/test_data_cli.py::test_fetch_model_prints_cached_path"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f"under {cache}: demo model, Qwen3 tokenizer" in r.stderr and "1 passed" in r.stdout
+    # PREPARE=0: nothing prepared, and a test that needs the model skips rather than fails
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    r = subprocess.run(["bash", str(root / "scripts" / "test.sh"), "-q", "-p", "no:cacheprovider", "-rs",
+                        "tests/test_data_cli.py::test_fetch_model_prints_cached_path"],
+                       cwd=root, env={**env, "REPORTMINER_CACHE": str(empty), "PREPARE": "0"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 skipped" in r.stdout and "[test] prepared" not in r.stderr, (r.stdout, r.stderr)
+    assert list(empty.iterdir()) == []
+
+
+def test_a_missing_model_fails_instead_of_skipping_under_test_sh(tmp_path: Path):
+    env = {**os.environ, "REPORTMINER_CACHE": str(tmp_path), "REPORTMINER_PREPARED": "1",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/test_data_cli.py::test_fetch_model_prints_cached_path"],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "although scripts/test.sh prepared the models" in r.stdout, r.stdout
