@@ -21,17 +21,21 @@ and this module
    count change per kind, verdict changes beside it, and the list of cases that moved.
 
 Issue 16's target is a count-change share of at most 10 % on the generalisation benchmark.
+
+Expanding needs no polars (imported only by `count_stability`): `scripts/experiment.py serve` expands the
+benchmark on the GPU machine, whose image has no polars.
 """
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from reportminer.data.errors import DataError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 SEP = "~"
 KINDS = ("ins", "rem")
@@ -178,6 +182,8 @@ def count_stability(cases: pl.DataFrame) -> dict[str, Any]:
     with a missing side are counted in `missing_pairs`. `share_changed` is over base cases (a case moved
     if any of its variants changed count); `by_kind[k].share_changed` is over variants of kind k.
     """
+    import polars as pl
+
     need = {"id", "n_pred", "n_gold", "verdict", "missing"}
     if not need <= set(cases.columns):
         raise DataError(f"cases frame lacks {sorted(need - set(cases.columns))}")

@@ -16,6 +16,16 @@
 #   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
 #   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
 #   scripts/gpu_experiment.sh pack            # results, manifests, logs (+ adapters of $KEEP) into $OUT
+# Environment for train and serve (issue 16):
+#   AFTER="a b"   start only once the detached jobs a and b have finished (their .done files), or a glob under
+#                 /tmp/exp matches ("serve-m05/*.parquet": that serve's engine is up): one call can queue a
+#                 lease's trainings and serves. On one GPU start a vLLM engine only when no other process will
+#                 free GPU memory during its start (vLLM's memory profiling fails when free memory grows)
+#   GENBENCH=PATH serve: the generalisation benchmark served beside dev with its perturbation variants
+#                 (default benchmarks/genbench/cases.jsonl when it exists; none = dev only)
+#   EAGER=0       serve with CUDA graphs (vLLM captures them at start, ~1 min; the LoRA path runs ~4x faster:
+#                 docs/BENCHMARKS.md); default 1 = --enforce-eager as in rounds 1-3
+#   GPU_MEM=0.2   serve: the share of the GPU's memory vLLM takes (default 0.40); less while trainings run
 set -uo pipefail
 STAGE=/tmp/stage EXP=/tmp/exp OUT=${OUT:-/tmp/out}
 SITE_T=/tmp/site-train SITE_V=/tmp/site-vllm
@@ -25,12 +35,26 @@ export REPORTMINER_CACHE=/tmp/rmcache VLLM_ENABLE_V1_MULTIPROCESSING=0
 # On a fresh machine vLLM JIT-compiled flashinfer's sampling kernels (nvcc + ptxas) for about 3 minutes
 # before the first row (2026-11-30); vLLM's own sampler needs no compile.
 export VLLM_USE_FLASHINFER_SAMPLER=0
+# Several trainings and serves share one GPU: fewer fragments in the caching allocator.
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 mkdir -p "$STAGE" "$EXP" "$OUT"
 # GPU=N pins a detached job to one GPU of a several-GPU machine (two trainings or serves side by side).
 PIN=${GPU:+CUDA_VISIBLE_DEVICES=$GPU}
 declare -A MODEL_DIR=([m05]=/tmp/models/qwen2.5-coder-0.5b-instruct [m15]=/tmp/models/qwen2.5-coder-1.5b-instruct)
 declare -A RECIPE=([m05]=qwen2.5-0.5b-lora [m15]=qwen2.5-1.5b-lora)
 declare -A PKG=([m05]=DEMO [m15]=CODER_1_5B)
+# AFTER="a b serve-x/*.parquet": a shell loop that waits for those jobs' .done files, or for a glob under $EXP
+# to match (a serve's first result shard: its engine has started), as a detached job's first step.
+after() {
+  local w="" j
+  for j in ${AFTER:-}; do
+    case $j in
+      *[*/]*) w+="until compgen -G '$EXP/$j' > /dev/null; do sleep 5; done; " ;;
+      *) w+="while [ ! -f '$EXP/$j.done' ]; do sleep 5; done; " ;;
+    esac
+  done
+  printf '%s' "$w"
+}
 
 rebuild() {  # $1 = set folder: join chunk files, check the MANIFEST of whole-file sha256s
   (cd "$1" && for f in *.chunk000; do [ -e "$f" ] || continue; b=${f%.chunk000}; cat "$b".chunk* > "$b" && rm "$b".chunk*; done \
@@ -96,11 +120,11 @@ train)
   name=$2 m=$3; shift 3
   model=${MODEL_DIR[$m]}
   # waits for its model's conversion, then trains; detached so a call's 10-minute limit cannot kill it
-  setsid nohup bash -c "while [ ! -f '$model/SOURCE.json' ]; do sleep 2; done; \
+  setsid nohup bash -c "$(after)while [ ! -f '$model/SOURCE.json' ]; do sleep 2; done; \
     $PIN PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP train --name $name \
       --model $model --recipe ${RECIPE[$m]} ${*:+$(printf '%q ' "$@")}; echo \"exit \$?\" >> $EXP/$name.done" \
     > "$EXP/$name.log" 2>&1 < /dev/null &
-  echo "started $name on $m${GPU:+ (GPU $GPU)}"
+  echo "started $name on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}"
   ;;
 wait)
   end=$(( $(date +%s) + ${2:-0} ))
@@ -110,7 +134,7 @@ wait)
       n=$(basename "$l" .log)
       case $n in convert-*) continue ;; esac
       if [ -f "$EXP/$n.done" ]; then st=$(cat "$EXP/$n.done"); else st=running; running=$((running + 1)); fi
-      echo "$n: $st | $(grep -o "'epoch': [0-9.]*" "$l" | tail -1) $(grep -o "'eval_loss': [0-9.]*" "$l" | tail -1) $(tail -c 160 "$l" | tr '\n\r' '  ')"
+      echo "$n: $st | $(grep -o "'epoch': '\\?[0-9.]*" "$l" | tail -1) $(grep -o "'eval_loss': '\\?[0-9.]*" "$l" | tail -1) $(tail -c 160 "$l" | tr '\n\r' '  ')"
     done
     [ "$running" = 0 ] || [ "$(date +%s)" -ge "$end" ] && break
     sleep 15; echo ---
@@ -123,14 +147,22 @@ serve)
   args=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=(--adapter "$1=$EXP/$1/best"); shift; done
   [ "${1:-}" = "--" ] && shift
-  setsid nohup bash -c "$PIN PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP serve \
-      --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda --enforce-eager \
+  eager=--enforce-eager; [ "${EAGER:-1}" = 0 ] && eager=
+  gb=${GENBENCH:-benchmarks/genbench/cases.jsonl}
+  setsid nohup bash -c "$(after)$PIN PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP \
+      --genbench $gb serve --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda $eager \
       --gpu-memory-utilization ${GPU_MEM:-0.40} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
-  echo "serving $tag on $m${GPU:+ (GPU $GPU)}"
+  echo "serving $tag on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}; genbench $gb${eager:+; eager}"
   ;;
 pack)
-  cd "$EXP" && tar czf "$OUT/results.tar.gz" serve-*/ */experiment.json */best/reportminer_adapter.json */best/type_prior.json */metrics.json *.log 2>/dev/null
+  # serve-*/ holds the engine results (every adapter over dev + genbench + variants: ~4 MB for four
+  # adapters); a tarball over 15 MB comes back in 15 MB parts (cat results.tar.gz.part* > results.tar.gz).
+  cd "$EXP" && tar czf "$OUT/results.tar.gz" --exclude='serve-*/_rowcache' serve-*/ */experiment.json \
+    */best/reportminer_adapter.json */best/type_prior.json */metrics.json */run.json *.log *.done 2>/dev/null
+  if [ "$(stat -c %s "$OUT/results.tar.gz")" -gt 15728640 ]; then
+    split -b 15M -d -a 1 "$OUT/results.tar.gz" "$OUT/results.tar.gz.part" && rm "$OUT/results.tar.gz"
+  fi
   for k in ${KEEP:-}; do
     split -b 15M -d -a 1 "$EXP/$k/best/adapter_model.safetensors" "$OUT/$k.best.safetensors.part"
     tar czf "$OUT/$k.best.tar.gz" --exclude=adapter_model.safetensors -C "$EXP/$k" best
@@ -138,5 +170,5 @@ pack)
   ls -la "$OUT"
   ;;
 *)
-  sed -n 2,13p "$0"; exit 2 ;;
+  sed -n 2,23p "$0"; exit 2 ;;
 esac

@@ -152,3 +152,15 @@ def test_cli_expand_names_the_bad_line(tmp_path: Path) -> None:
     bench = write_jsonl(tmp_path / "bench.jsonl", [BENCH[2], bad])
     r = CliRunner().invoke(main, ["perturb", "expand", str(bench), "-o", str(tmp_path / "o.jsonl")])
     assert r.exit_code == 3 and "bench.jsonl:2" in r.output
+
+
+def test_expanding_needs_no_polars(tmp_path: Path) -> None:
+    """experiment.py serve expands the benchmark on the GPU machine, whose image has no polars."""
+    import subprocess
+    import sys
+
+    bench = write_jsonl(tmp_path / "bench.jsonl", BENCH)
+    code = ("import sys; from reportminer.evalkit.perturb import expand_file; "
+            f"assert len(expand_file({str(bench)!r}).rows) == 6; assert 'polars' not in sys.modules, 'polars imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -8,7 +8,7 @@ answer, and the one clause appended to the analysis names the grafted figures as
 what the labels of boundary rows do for their excluded numbers.
 
 The pool is the sentences of the training split's 0-metric rows (background paragraphs: industry,
-macro, history) that hold at least one figure; never a dev row's, so dev loss stays an honest measure.
+macro, history) that hold at least one figure other than a date; never a dev row's, so dev loss stays an honest measure.
 For `share` of the rows (each row drawn independently, by a generator seeded with the run's seed), one
 pool sentence not already in the paragraph is inserted at a sentence boundary after the first sentence,
 and `note` (with `{figures}` filled with up to three figures of the sentence) is appended to the
@@ -40,12 +40,20 @@ def sentences(paragraph: str) -> list[str]:
     return [s for s in SENTENCE.findall(paragraph) if s]
 
 
+# Dates are not the figures an analysis sets aside ("2025年", "3月", "三季度" are when, not how much).
+DATE = re.compile(r"^(?:(?:19|20)\d{2}年?|\d{1,4}(?:年|月|季度))$")
+
+
 def figures(sentence: str) -> list[str]:
-    """Figures of a sentence with their units, in order, without repeats."""
+    """Figures of a sentence with their units, in order, without repeats, dates or parts of names."""
     seen: list[str] = []
     for m in FIGURE.finditer(sentence):
         f = m.group(0).strip()
-        if f not in seen:
+        before = sentence[m.start() - 1] if m.start() else ""
+        after = sentence[m.end()] if m.end() < len(sentence) else ""
+        if (before.isascii() and before.isalpha()) or (after.isascii() and after.isalpha()):
+            continue  # part of a name: CR4, 2025Q2, H1, 5G
+        if f not in seen and not DATE.match(f):
             seen.append(f)
     return seen
 

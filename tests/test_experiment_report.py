@@ -1,0 +1,130 @@
+"""scripts/experiment.py's two-benchmark flow (issue 16) on made-up cases and engine-shaped results: one serve
+input for dev + genbench + perturbation variants, results split back by id, each benchmark scored against its
+own gold through the real evalkit CLI, the perturbation share, compares against a baseline adapter, the report."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reportminer.data.io import read_table
+from reportminer.data.schema import arrow_result_metrics_type
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("experiment", REPO / "scripts" / "experiment.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ex = _load()
+
+
+def metric(name: str) -> dict:
+    return {"metric_name": name, "metric_type": "financial", "score": 0.9, "reason": "r"}
+
+
+def row(i: str, scen: str, para: str, names: list[str], perturb: dict | None = None, **kw) -> dict:
+    r = {"id": i, "type": "test", "scenario": scen, **kw, "input": {"chapter_title": "t", "paragraph": para},
+         "output": {"analysis": "a", "metrics": [metric(n) for n in names]}}
+    if perturb:
+        r["perturb"] = perturb
+    return r
+
+
+DEV = [row("dev-0001", "single_metric", "营收增长10%。", ["营业收入"], source_type="A"),
+       row("dev-0002", "empty_output_background", "行业规模100亿元。", [], source_type="B"),
+       row("dev-0003", "single_metric", "毛利率为30%。", ["毛利率"], source_type="C")]
+GEN = [row("gb-w1-001", "boundary_many_numbers_one_core", "毛利率提升至32%。行业规模500亿元。原料价格回落。", ["毛利率"],
+           {"insert": "CPI上涨0.4%。", "insert_after": "32%。", "remove": "行业规模500亿元。"}),
+       row("gb-w1-002", "single_metric", "营收120亿元，增长15%。门店800家。", ["营业收入"],
+           {"insert": "员工1.2万人。", "insert_after": None, "remove": None})]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def fake_results(shards: Path, out: Path, answers) -> None:
+    """Engine-shaped result shards (one per input shard): `answers(adapter, id, gold names)` -> names."""
+    out.mkdir(parents=True)
+    for f in sorted(shards.glob("*.parquet")):
+        t = read_table(f).to_pylist()
+        rows = []
+        for ad in ("b05", "r05"):
+            for r in t:
+                gold = [m["metric_name"] for m in (r["gold_metrics"] or [])]
+                ms = [{**metric(n), "agreement": 1.0} for n in answers(ad, r["id"], gold)]
+                rows.append({"id": r["id"], "adapter": ad, "scenario": r.get("scenario"), "analysis": "a", "metrics": ms,
+                             "raw": json.dumps({"analysis": "a", "metrics": ms}, ensure_ascii=False), "status": "ok",
+                             "error": None})
+        pq.write_table(pa.table({
+            "id": pa.array([r["id"] for r in rows], pa.string()), "adapter": pa.array([r["adapter"] for r in rows]),
+            "scenario": pa.array([r["scenario"] for r in rows], pa.string()),
+            "analysis": pa.array([r["analysis"] for r in rows]),
+            "metrics": pa.array([r["metrics"] for r in rows], arrow_result_metrics_type()),
+            "raw": pa.array([r["raw"] for r in rows]), "status": pa.array([r["status"] for r in rows]),
+            "error": pa.array([r["error"] for r in rows], pa.string())}), out / f.name)
+
+
+def test_serve_input_split_score_perturb_compare(tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    genbench = write_jsonl(tmp_path / "cases.jsonl", GEN)
+
+    shards = ex.serve_input(bench, genbench)
+    assert ex.serve_input(bench, genbench) == shards  # built once per content
+    names = sorted(p.name for p in shards.glob("*.parquet"))
+    assert names == ["dev-00000.parquet", "gen-00000.parquet"]
+    ids = read_table(shards)["id"].to_pylist()
+    assert sorted(ids) == sorted(["dev-0001", "dev-0002", "dev-0003", "gb-w1-001", "gb-w1-001~ins", "gb-w1-001~rem",
+                                  "gb-w1-002", "gb-w1-002~ins"])
+    assert read_table(shards / "dev-00000.parquet").column_names == read_table(shards / "gen-00000.parquet").column_names
+
+    # b05 copies the gold but adds a metric to every inserted variant and misses dev-0003; r05 is the gold.
+    def answers(ad: str, rid: str, gold: list[str]) -> list[str]:
+        if ad == "b05" and rid.endswith("~ins"):
+            return gold + ["CPI"]
+        if ad == "b05" and rid == "dev-0003":
+            return ["净利润"]
+        return gold
+
+    results = tmp_path / "work" / "serve-m05"
+    fake_results(shards, results, answers)
+    a = argparse.Namespace(bench=str(bench), work=str(tmp_path / "work"), results=str(results), genbench=str(genbench),
+                           baseline="b05", gen_baseline=None)
+    rep = ex.score_results(a)
+    b, r = rep["adapters"]["b05"], rep["adapters"]["r05"]
+    assert (b["dev"]["n"], b["gen"]["n"], b["genp"]["n"]) == (3, 2, 5)
+    assert abs(b["dev"]["pass_rate"] - 2 / 3) < 1e-9 and r["dev"]["pass_rate"] == 1.0 and b["gen"]["pass_rate"] == 1.0
+    assert b["perturb"]["share_changed"] == 1.0 and b["perturb"]["ins"][:2] == [2, 2] and b["perturb"]["rem"][:2] == [0, 1]
+    assert r["perturb"]["share_changed"] == 0.0
+    assert r["gen"]["by_scenario"] == {"boundary_many_numbers_one_core": [1, 1], "single_metric": [1, 1]}
+    assert r["gen"]["count"]["gold1"] == 2 and r["gen"]["count"]["gold1_pred2plus"] == 0
+    assert set(r["compare"]) == {"dev", "gen"} and r["compare"]["dev"]["baseline"] == "b05"
+    assert abs(r["compare"]["dev"]["d_pass"] - 1 / 3) < 1e-9 and r["compare"]["gen"]["d_pass"] == 0.0
+    assert b["compare"] == {}  # the baseline is not compared with itself
+    scores = tmp_path / "work" / "scores" / "serve-m05"
+    md = (scores / "report.md").read_text(encoding="utf-8")
+    assert "| r05 | gen | 2 | 100.0 |" in md and "| b05 | 2/2 = 100.0 % |" in md
+    assert json.loads((scores / "report.json").read_text())["adapters"]["r05"]["perturb"]["cases"] == 2
+
+
+def test_dev_only_when_no_genbench(tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    shards = ex.serve_input(bench, None)
+    assert shards.name == "shards" and read_table(shards).num_rows == 3
+    assert ex.gold_files(bench, None) == {"dev": bench / "dev.jsonl"}
