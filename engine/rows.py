@@ -99,7 +99,8 @@ def result_from_text(
 def grounded(paragraph: str | None, metrics: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """`metrics` with each one's evidence in `paragraph` (`spans`, `grounded`: data/grounding.py), computed
     when the row is written, after decoding and whatever the row's source (engine, server, row cache).
-    Measured by its author at about 80 us a metric on this CPU: nothing beside generating the answer."""
+    Measured (output_table, 512 demo rows, 895 gold metrics, best of 5, shared 2-core box under load): 123 ms
+    with grounding against 6 ms without, ~0.13 ms a metric: ~2 % of one core at 100 rows/s."""
     if not metrics:
         return metrics
     return [{**m, SPANS: g.to_dict()[SPANS], GROUNDED: g.grounded} for m, g in zip(metrics, ground_metrics(paragraph, metrics))]
