@@ -176,3 +176,25 @@ def test_processor_is_built_with_ray_data_llm(tiny_model, tiny_adapter):
         import ray
 
         ray.shutdown()
+
+
+def test_batch_output_is_read_back_by_evalkit_score(tmp_path):
+    """The engine's batch output and evalkit's run-batch reader agree: gold answers written as results score
+    perfectly, and a row that never reached the model counts as a failed request."""
+    pytest.importorskip("polars")
+    from reportminer.evalkit.matchers import make_matcher
+    from reportminer.evalkit.score import score_paths
+
+    lines = [json.loads(x) for x in DEMO.read_text(encoding="utf-8").splitlines()]
+    raw = [json.dumps(x["output"], ensure_ascii=False) for x in lines]
+    raw[0] = None
+    n = len(lines)
+    t = pa.table({"id": [x["id"] for x in lines], "adapter": ["v"] * n, "raw": raw, "status": ["error"] + ["ok"] * (n - 1),
+                  "error": ["empty_paragraph: paragraph is empty"] + [None] * (n - 1), "finish_reason": ["stop"] * n,
+                  "prompt_tokens": pa.array([1] * n, pa.int32()), "output_tokens": pa.array([1] * n, pa.int32())})
+    write_batch_output(t, tmp_path / "batch.jsonl")
+    res = score_paths(DEMO, tmp_path / "batch.jsonl", make_matcher("upstream"))[0]
+    verdicts = dict(zip(res.cases["id"].to_list(), res.cases["verdict"].to_list()))
+    assert len(verdicts) == n
+    assert all(verdicts[x["id"]] == "strict" for x in lines[1:]), verdicts
+    assert verdicts[lines[0]["id"]] == "fail"  # never answered: a failed request, not a silent pass
