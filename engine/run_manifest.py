@@ -77,8 +77,37 @@ def run_identity(config: EngineConfig, adapters: list[Adapter]) -> dict[str, Any
         "prompt": prompt_fingerprint(),
         **settings,
         "decoding": decoding_identity(config, adapters),  # samples, thresholds, merged weights (engine/decoding.py)
+        # Eager and compiled vLLM round differently (issue 19: 12 of 360 rows changed when a resumed run switched
+        # to eager): in the identity and so in the row-cache scope. None: not ours to choose (a server's).
+        "enforce_eager": config.enforce_eager,
         "result_format": RESULT_FORMAT,
     }
+
+
+def settle_eager(config: EngineConfig, out_dir: Path | ObjectPath, output_rows: int) -> EngineConfig:
+    """`enforce_eager` for a run that starts vLLM and leaves it open (None), decided once per --out.
+
+    An --out whose manifest already names a choice keeps it, so a resumed or incremental run computes its
+    rows the way the first run did whatever is left to do (issue 19: a resume with fewer than 256 rows left
+    switched to eager and changed rows). A new --out decides by the whole input's size (`output_rows`: all
+    input rows x adapters, not the rows left): eager on CPU below EAGER_BELOW_ROWS, where compiling would
+    cost more than it saves. An explicit setting is never changed; a different one than the --out's is
+    refused by the identity check as another configuration.
+    """
+    import dataclasses
+
+    from .config import EAGER_BELOW_ROWS
+
+    if config.enforce_eager is not None:
+        return config
+    try:
+        manifest = RunManifest.read(out_dir)
+    except ManifestError:
+        manifest = None  # prepare_out reports it
+    recorded = (manifest.identity or {}).get("enforce_eager") if manifest is not None else None
+    if isinstance(recorded, bool):
+        return dataclasses.replace(config, enforce_eager=recorded)
+    return dataclasses.replace(config, enforce_eager=config.device == "cpu" and output_rows < EAGER_BELOW_ROWS)
 
 
 def write_json_or_fail(path: Path | ObjectPath, obj: Any) -> Path | ObjectPath:

@@ -393,3 +393,24 @@ def test_an_out_of_the_older_result_format_is_refused_naming_it(no_engine, tiny_
     r = _run(shards, out, tiny_model, "--device", "cpu")
     assert r.exit_code == EXIT_REFUSED
     assert "holds results of another configuration" in one_line(r) and "result_format: None -> 2" in one_line(r)
+
+
+# ---- results independent of where a run was resumed (issue 19 item 2) -------------------------------------
+
+
+def test_eager_is_decided_once_per_out_and_kept_on_resume(tiny_model, tmp_path):
+    from reportminer.engine.run_manifest import run_identity, settle_eager
+
+    auto = EngineConfig(model=str(tiny_model), max_tokens=8, max_model_len=1024, device="cpu").resolve()
+    assert auto.enforce_eager is None
+    out = tmp_path / "out"
+    assert settle_eager(auto, out, output_rows=100).enforce_eager is True  # a new small --out: eager
+    big = settle_eager(auto, out, output_rows=10_000)
+    assert big.enforce_eager is False  # a new large one: compiled
+    RunManifest(identity=run_identity(big, [])).write(out)
+    # Resumed with 12 rows left (below the 256 that made the old rule switch): still compiled, as the first run.
+    again = settle_eager(auto, out, output_rows=12)
+    assert again.enforce_eager is False and run_identity(again, []) == run_identity(big, [])
+    explicit = auto.override(enforce_eager=True)
+    assert settle_eager(explicit, out, output_rows=12).enforce_eager is True  # the identity check then refuses it
+    assert run_identity(explicit, [])["enforce_eager"] is True
