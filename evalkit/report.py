@@ -18,6 +18,7 @@ import polars as pl
 
 from reportminer.data.io import atomic_path
 
+from .fonts import font_face, matplotlib_family
 from .score import MIXES, VERDICTS, readable, summarize
 
 COLORS = {"strict": "#2e7d32", "loose": "#9ccc65", "fail": "#e53935"}
@@ -31,9 +32,12 @@ def _plt():
     import matplotlib.pyplot as plt
     from matplotlib import font_manager
 
-    # Scenario names and metric names may be Chinese: use a CJK font when the system has one.
-    cjk = [f.name for f in font_manager.fontManager.ttflist if any(k in f.name for k in ("CJK", "Hei", "WenQuanYi", "Noto Sans SC"))]
-    plt.rcParams["font.sans-serif"] = (cjk[:1] + ["DejaVu Sans"]) if cjk else ["DejaVu Sans"]
+    # Scenario names may be Chinese: DejaVu for Latin text, the bundled CJK font for the rest (fonts.py), a
+    # system CJK font only when the bundled one is missing.
+    cjk = [f for f in [matplotlib_family()] if f] or [
+        f.name for f in font_manager.fontManager.ttflist if any(k in f.name for k in ("CJK", "Hei", "WenQuanYi", "Noto Sans SC"))][:1]
+    # A list of families (not the generic sans-serif) so that matplotlib falls back glyph by glyph.
+    plt.rcParams["font.family"] = ["DejaVu Sans", *cjk]
     plt.rcParams["axes.unicode_minus"] = False
     return plt
 
@@ -151,7 +155,7 @@ def plot_types(cases: pl.DataFrame) -> str:
 
 
 CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;
+body{font-family:"reportminer CJK",system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;
 margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .meta{color:#666;font-size:12px}.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
@@ -168,6 +172,9 @@ th{background:#f5f5f5;position:sticky;top:0}td.num{text-align:right;font-variant
 .filters button{margin-right:6px;padding:3px 10px;border:1px solid #bbb;border-radius:4px;background:#fff;cursor:pointer}
 .filters button.on{background:#333;color:#fff}
 .legend{font-size:12px;color:#555;margin:6px 0}
+td.para{min-width:320px;max-width:560px;font-size:12px;line-height:1.6}
+mark{padding:0 1px;border-radius:2px}mark.g{background:#fff3a0}mark.p{background:#bde0fe}mark.gp{background:#c8f0c0}
+.ungrounded{text-decoration:underline dotted #c62828}
 """
 
 SCRIPT = """
@@ -211,6 +218,7 @@ def _count_table(groups: dict[str, dict[str, Any]], label: str) -> str:
 
 
 def _case_rows(cases: pl.DataFrame) -> str:
+    with_text = "paragraph" in cases.columns
     out = []
     for r in cases.iter_rows(named=True):
         hit_g = {h["gold"] for h in r["hits"]}
@@ -219,9 +227,12 @@ def _case_rows(cases: pl.DataFrame) -> str:
             f'<span class="name {"hit" if n in hit_g else "miss"}">{html.escape(n)}<small> {html.escape(t[:1])}</small></span>'
             for n, t in zip(r["gold_names"], r["gold_types"])
         )
+        grounded = r.get("pred_grounded") or [True] * len(r["pred_names"])
+        ungrounded = ' ungrounded" title="not found in the paragraph'
         pred = "".join(
-            f'<span class="name {"hit" if n in hit_p else "extra"}">{html.escape(n)}<small> {html.escape(t[:1])}</small></span>'
-            for n, t in zip(r["pred_names"], r["pred_types"])
+            f'<span class="name {"hit" if n in hit_p else "extra"}{"" if g else ungrounded}">{html.escape(n)}'
+            f'<small> {html.escape(t[:1])}</small></span>'
+            for n, t, g in zip(r["pred_names"], r["pred_types"], grounded)
         )
         hits = "<br>".join(
             html.escape(f"{h['gold']} ← {h['pred']}" + ("" if h["gold"] == h["pred"] else f" ({h['score']:.2f})"))
@@ -237,11 +248,33 @@ def _case_rows(cases: pl.DataFrame) -> str:
         else:
             note = ""
         err = f'<div class="err">{html.escape(note[:200])}</div>' if note else ""
+        para = f'<td class=para>{highlight(r["paragraph"], r["gold_spans"], r["pred_spans"])}</td>' if with_text else ""
         out.append(
             f'<tr data-v="{r["verdict"]}"><td class=id>{html.escape(str(r["id"]))}</td><td>{html.escape(str(r["scenario"] or ""))}</td>'
             f'<td>{html.escape(r["mix"])}</td><td><span class="badge {r["verdict"]}">{r["verdict"]}</span></td>'
-            f'<td class=num>{r["n_gold"]}/{r["n_pred"]}/{r["n_hits"]}</td><td>{gold}</td><td>{pred}{err}</td><td>{hits}</td></tr>'
+            f'<td class=num>{r["n_gold"]}/{r["n_pred"]}/{r["n_hits"]}</td>{para}<td>{gold}</td><td>{pred}{err}</td><td>{hits}</td></tr>'
         )
+    return "".join(out)
+
+
+def highlight(text: str | None, gold: list[list[int]] | None, pred: list[list[int]] | None) -> str:
+    """The paragraph as HTML, the gold metrics' evidence spans marked `g`, the predicted ones' `p`, both
+    `gp` (spans: evalkit.grounding's merged [start, end) pairs)."""
+    if not text:
+        return ""
+    marks = [0] * (len(text) + 1)  # bit 1 gold, bit 2 predicted, per character
+    for bit, spans in ((1, gold or []), (2, pred or [])):
+        for a, b in spans:
+            for i in range(max(a, 0), min(b, len(text))):
+                marks[i] |= bit
+    out, i = [], 0
+    while i < len(text):
+        j = i
+        while j < len(text) and marks[j] == marks[i]:
+            j += 1
+        piece = html.escape(text[i:j])
+        out.append(piece if not marks[i] else f'<mark class={("", "g", "p", "gp")[marks[i]]}>{piece}</mark>')
+        i = j
     return "".join(out)
 
 
@@ -264,6 +297,10 @@ def render_report(cases: pl.DataFrame, title: str | None = None, max_rows: int =
         ("JSON valid", _pct(s["json_valid_rate"])),
         ("missing", f"{s['missing']}"),
     ]
+    if g := s.get("grounding"):
+        cards.append(("predicted not in paragraph", f"{g['pred_ungrounded']} ({_pct(g['pred_ungrounded_rate'])})"))
+        cards.append(("gold not in paragraph", f"{g['gold_ungrounded']} ({_pct(g['gold_ungrounded_rate'])})"))
+    with_text = "paragraph" in cases.columns
     cards_html = "".join(f'<div class="card"><div class="k">{html.escape(k)}</div><div class="v">{html.escape(v)}</div></div>' for k, v in cards)
     shown = cases.head(max_rows)
     capped = (
@@ -282,9 +319,13 @@ def render_report(cases: pl.DataFrame, title: str | None = None, max_rows: int =
     by_scen_counts = (
         f"<div><h3>By scenario</h3>{_count_table(s['by_scenario'], 'scenario')}</div>" if s["by_scenario"] else ""
     )
+    para_head = "<th>paragraph</th>" if with_text else ""
+    para_legend = ("<br>Paragraph: evidence of <mark class=g>gold</mark>, <mark class=p>predicted</mark> and "
+                   "<mark class=gp>both</mark> metrics (data.grounding); a predicted name "
+                   "<span class=ungrounded>underlined</span> was not found in it.") if with_text else ""
     mixes = {k: s["by_metric_type"][k] for k in list(MIXES) + [k for k in s["by_metric_type"] if k not in MIXES] if k in s["by_metric_type"]}
-    return f"""<!doctype html>
-<html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}</style></head>
+    page = f"""<!doctype html>
+<html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{CSS}/*FONT*/</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
 <div class="meta">matcher <b>{html.escape(str(s['matcher']))}</b> · {s['n']} cases · generated {stamp}{src}</div>
@@ -303,13 +344,15 @@ fail: a gold metric missed or counts differ by two or more. passed = strict + lo
 <h2>Cases</h2>
 <div class="legend">Gold names: <span class="hit">hit</span>, <span class="miss">missed</span>; predicted names:
 <span class="hit">matched</span>, <span class="extra">extra</span>; the letter after a name is its type (f/b).
-Counts column: gold / predicted / hits.</div>
+Counts column: gold / predicted / hits.{para_legend}</div>
 {filters}{capped}
-<table id="cases"><thead><tr><th>id</th><th>scen.</th><th>mix</th><th>verdict</th><th>g/p/h</th><th>gold</th><th>predicted</th><th>hits (gold ← predicted)</th></tr></thead>
+<table id="cases"><thead><tr><th>id</th><th>scen.</th><th>mix</th><th>verdict</th><th>g/p/h</th>{para_head}<th>gold</th><th>predicted</th><th>hits (gold ← predicted)</th></tr></thead>
 <tbody>{_case_rows(shown)}</tbody></table>
 <script>{SCRIPT}</script>
 </body></html>
 """
+    # The CJK glyphs this page uses, embedded (fonts.py): no empty boxes where no CJK font is installed.
+    return page.replace("/*FONT*/", font_face(page), 1)
 
 
 def write_report(cases: pl.DataFrame, out: str | os.PathLike, title: str | None = None, max_rows: int = 5000, source: str | None = None) -> Path:
