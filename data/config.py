@@ -345,13 +345,70 @@ def describe(cls: type) -> str:
     return "\n".join(lines)
 
 
-def h(text: str, **kw: Any) -> Any:
-    """`field(metadata={"help": text}, **kw)`, shorter to write in a settings class."""
-    return dataclasses.field(metadata={"help": text}, **kw)
+def h(text: str, *, flag: bool | str | None = None, commands: tuple[str, ...] | None = None,
+      **kw: Any) -> Any:
+    """`field(metadata={"help": text, ...}, **kw)`, shorter to write in a settings class.
+
+    Extra keywords that are not `dataclasses.field` arguments go into the metadata, where the settings
+    class reads them (the engine's `group`, `vllm`, `engine_level`: engine/config.py). Two are read here:
+      flag      the field's command-line option (`field_options`): True for `--the-field-name` (a bool gets
+                `--x/--no-x`), or the declaration itself: `"--kv-cache"`, `"--enforce-eager/--compile"`,
+                `"--include-base"` (a bool with one name is a plain flag); None: `--set key=value` only.
+      commands  the commands that show the flag (None: every command that asks for the class's options);
+      metavar   the flag's value name in --help.
+    """
+    field_args = {k: kw.pop(k) for k in ("default", "default_factory", "init", "repr", "compare") if k in kw}
+    meta = {"help": text, **kw}
+    if flag is not None:
+        meta["flag"] = flag
+    if commands is not None:
+        meta["commands"] = commands
+    return dataclasses.field(metadata=meta, **field_args)
+
+
+def field_options(cls: type, command: str | None = None) -> list[Any]:
+    """click options for the fields of `cls` that declare a `flag` (see `h`), in field order.
+
+    Each option's value lands under the field's name, None when the flag is not given, so that
+    `apply_overrides` layers it over YAML and `--set` exactly like `--set key=value` would: the type, the
+    choices and the help come from the field, and a setting gains its flag by one word in its declaration.
+    """
+    import click
+
+    options = []
+    types_ = field_types(cls)
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("flag")
+        commands = f.metadata.get("commands")
+        if not spec or (command is not None and commands is not None and command not in commands):
+            continue
+        t = types_[f.name]
+        inner = [a for a in get_args(t) if a is not type(None)] if _is_union(t) else [t]
+        base = inner[0] if len(inner) == 1 else str
+        decl = f"--{f.name.replace('_', '-')}" if spec is True else str(spec)
+        if base is bool and spec is True:
+            decl = f"{decl}/--no-{decl[2:]}"
+        text = str(f.metadata.get("help") or "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if default is not None:  # None's meaning is in the help ("none: ...")
+            text += f" Default: {('on' if default else 'off') if isinstance(default, bool) else default}."
+        kw: dict[str, Any] = {"default": None, "help": text.strip() or None}
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
+        if base is bool:
+            if "/" not in decl:  # `--x/--no-x` is a boolean flag already
+                kw["is_flag"] = True
+        elif get_origin(base) is Literal:
+            kw["type"] = click.Choice([str(a) for a in get_args(base)])
+        elif base in (int, float):
+            kw["type"] = base
+        options.append(click.option(*decl.split(" "), f.name, **kw))
+    return options
 
 
 __all__ = [
-    "DuplicateKey", "load_yaml", "apply_overrides", "bundled_configs", "check_types", "coerce_field", "describe", "field_help", "field_types",
+    "DuplicateKey", "load_yaml", "apply_overrides", "bundled_configs", "check_types", "coerce_field", "describe",
+    "field_help", "field_options", "field_types",
     "h", "parse_set", "read_yaml_mapping", "resolve_named", "suggest", "to_yaml", "type_name", "unknown_key_error",
     "values_from",
 ]

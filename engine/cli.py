@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from reportminer.data.config import describe
+from reportminer.data.config import describe, field_options
 from reportminer.data.errors import EXIT_FINDINGS, EXIT_INTERRUPTED, exit_on_error
 from reportminer.data.jsonout import json_option, write_json_out
 
@@ -82,53 +82,26 @@ Examples:
 """
 
 
-def engine_options(f):
-    """Settings shared by run and extract; None (not given) leaves the YAML or default value."""
-    opts = [
-        click.option("--config", "config_path", metavar="NAME|PATH",
-                     help=f"YAML file of settings, or a bundled one by name ({', '.join(bundled_configs(configs_dir()))}); "
-                          "--set and flags override it."),
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any setting (repeatable), e.g. --set max_num_seqs=64; see `engine config --keys`."),
-        click.option("--model", help="Model folder (default: the embedded demo model Qwen2.5-Coder-0.5B-Instruct)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default: the installed vLLM build."),
-        click.option("--guided/--no-guided", default=None, help="Constrain output to the JSON schema (default on)."),
-        click.option("--max-tokens", type=int, help="Output tokens per row (default 1024); a cut row is an error."),
-        click.option("--max-model-len", type=int, help="Prompt + output window (default min(4096, model max))."),
-        click.option("--max-num-seqs", type=int, help="Sequences per engine step (default 128 on CPU, vLLM's on GPU)."),
-        click.option("--max-num-batched-tokens", type=int, help="Tokens per engine step (vLLM default)."),
-        click.option("--kv-cache", "kv_cache_memory_bytes", help="CPU KV-cache size, e.g. 2GiB (default 2GiB)."),
-        click.option("--gpu-memory-utilization", type=float, help="GPU memory share for weights + KV cache (default 0.90)."),
-        click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float16", "float32"]), help="Default auto."),
-        click.option("--tensor-parallel-size", type=int, help="GPUs per model (default 1)."),
-        click.option("--structured-output-backend", type=click.Choice(["guidance", "xgrammar", "outlines", "auto"]),
-                     help="Guided-decoding backend (default guidance)."),
-        click.option("--temperature", type=float, help="Default 0 (greedy)."),
-        click.option("--top-p", type=float, help="Default 1."),
-        click.option("--seed", type=int, help="Default 0."),
-        click.option("--prefix-caching/--no-prefix-caching", "enable_prefix_caching", default=None,
-                     help="Reuse the shared system-prompt KV cache (default on)."),
-        click.option("--enforce-eager/--compile", "enforce_eager", default=None,
-                     help="Skip (or force) torch.compile and CUDA graphs. Default: compile, except on CPU for "
-                          "runs under 256 output rows and for extract, where start time dominates."),
-        click.option("--max-loras", type=int, help="LoRA slots (default adapters + 1)."),
-        click.option("--max-lora-rank", type=int, help="Default: the largest adapter rank."),
-        click.option("-v", "--verbose", is_flag=True, help="Show vLLM's own log."),
-        # Decoding levers (engine/decoding.py).
-        click.option("--samples", type=int, help="Answers sampled per row in one request; > 1 keeps the metrics most "
-                                                 "samples name and records their agreement (default 1)."),
-        click.option("--sample-temperature", type=float, help="Temperature of the samples when --temperature is 0 "
-                                                               "(default 0.7)."),
-        click.option("--vote-threshold", type=float, help="With --samples > 1: share of valid samples that must name "
-                                                           "a metric (default 0.5)."),
-        click.option("--score-threshold", type=float, help="Drop metrics whose score (agreement with --samples > 1) "
-                                                            "is below it; default: the adapter manifest's, else off; 0 = off."),
-        click.option("--type-prior/--no-type-prior", "type_prior", default=None,
-                     help="Retype metrics by each adapter's learned type prior (type_prior.json; default on)."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+def engine_options(command: str):
+    """Settings shared by run, extract and config: --config, --set, and one flag per EngineConfig field that
+    declares one (data.config.field_options: type, choices and help from the field; None, i.e. not given,
+    leaves the YAML or default value)."""
+
+    def decorate(f):
+        opts = [
+            click.option("--config", "config_path", metavar="NAME|PATH",
+                         help=f"YAML file of settings, or a bundled one by name ({', '.join(bundled_configs(configs_dir()))}); "
+                              "--set and flags override it."),
+            click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                         help="Override any setting (repeatable), e.g. --set max_num_seqs=64; see `engine config --keys`."),
+            *field_options(EngineConfig, command),
+            click.option("-v", "--verbose", is_flag=True, help="Show vLLM's own log."),
+        ]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return decorate
 
 
 def build_config(config_path: str | None, sets: tuple[str, ...] = (), adapters: tuple[str, ...] = (),
@@ -185,25 +158,12 @@ class _Location(click.Path):
               help="Output folder, or an s3:// / gs:// prefix.")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH",
               help="LoRA adapter; repeat for several (every row runs under each).")
-@click.option("--include-base", is_flag=True, default=None,
-              help="With adapters: also run every row on the base model (adapter column 'base').")
-@click.option("--chunk-size", type=int, help="Requests kept queued in vLLM (default 8 x max-num-seqs).")
-@click.option("--batch-rows", type=int, help="Rows read per Parquet record batch (default 512).")
 @click.option("--overwrite", is_flag=True, help="Discard results in OUT (any configuration) and redo every shard.")
 @click.option("--prune", is_flag=True, help="Delete outputs in OUT whose input shard is gone (reported either way).")
 @click.option("--strict-ids", is_flag=True, help="Refuse input with null or duplicate ids (exit 3; reported either way).")
-@click.option("--merge-adapter", is_flag=True, default=None,
-              help="One adapter only: fold it into the base weights once (cached) and serve without LoRA.")
-@click.option("--server", metavar="URL", help="Send the rows to a running `vllm serve` (OpenAI-compatible, e.g. "
-                                              "http://127.0.0.1:8000; scripts/serve.sh) instead of starting vLLM here.")
-@click.option("--api-key-env", "server_api_key_env", metavar="NAME",
-              help="With --server: environment variable holding the server's API key.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_option("the run summary")
-@click.option("--backend", type=click.Choice(["local", "ray"]),
-              help="local (default): one engine here; ray: Ray Data over ray_actors engine actors "
-                   "(--set ray_actors=N ray_gpus_per_actor=G ray_address=ADDR; docs/engine.md).")
-@engine_options
+@engine_options("run")
 @exit_on_error("engine")
 def run_cmd(input_path, out_dir, adapters, overwrite, prune, strict_ids, quiet, json_out, config_path, sets,
             verbose, **flags):
@@ -228,7 +188,7 @@ def run_cmd(input_path, out_dir, adapters, overwrite, prune, strict_ids, quiet, 
 @click.option("--text", required=True, help="The paragraph ('-' reads it from stdin).")
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="One LoRA adapter (NAME= optional).")
 @click.option("--pretty", is_flag=True, help="Indent the JSON.")
-@engine_options
+@engine_options("extract")
 @exit_on_error("engine")
 def extract_cmd(title, text, adapters, pretty, config_path, sets, verbose, **flags):
     _setup_logging(verbose)
@@ -251,11 +211,8 @@ def extract_cmd(title, text, adapters, pretty, config_path, sets, verbose, **fla
 
 @main.command("config", help=CONFIG_HELP)
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="LoRA adapter; repeat for several.")
-@click.option("--include-base", is_flag=True, default=None, help="With adapters: also run the base model.")
-@click.option("--chunk-size", type=int, help="Requests kept queued in vLLM.")
-@click.option("--batch-rows", type=int, help="Rows read per Parquet record batch.")
 @click.option("--keys", is_flag=True, help="List every setting with its type, default and help, and exit.")
-@engine_options
+@engine_options("config")
 @exit_on_error("engine")
 def config_cmd(adapters, keys, config_path, sets, verbose, **flags):
     if keys:

@@ -27,6 +27,8 @@ from reportminer.data.config import (
 from reportminer.data.errors import ConfigError
 from reportminer.data.schema import BASE_ADAPTER as BASE
 
+from .adapters import lora_rank
+
 # Rows of an input shard read per Parquet record batch; small enough to keep memory flat, large enough
 # that Arrow and the tokenizer work in bulk.
 DEFAULT_BATCH_ROWS = 512
@@ -37,6 +39,9 @@ EAGER_BELOW_ROWS = 256
 
 # vLLM accepts only these LoRA ranks for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+# The groups of EngineConfig's fields (each field's metadata `group`), in the order the file declares them.
+GROUPS = ("model", "scheduler", "lora", "sampling", "pipeline", "backend")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.I)
 
@@ -75,92 +80,156 @@ class EngineConfig:
 
     Read from YAML (`from_yaml`), changed by `--set key=value` and flags (`override`, `with_sets`), every
     value type-checked on the way in (reportminer.data.config); `engine config` prints the result.
+
+    One flat set of keys (the YAML files, `--set` and `engine config` stay flat), grouped by each field's
+    metadata (`group`: model, scheduler, lora, sampling, pipeline, backend; `EngineConfig.group(name)`).
+    Everything else about a setting is derived from its declaration, so a new setting is one field:
+      flag          its `engine run/extract/config` option (data.config.field_options; help from the field);
+      vllm          the `vllm.LLM` keyword / `vllm serve` option it becomes (`vllm_kwargs`, `serve_args`);
+      engine_level  fixed when vLLM starts: a run handed a started engine must agree (`ENGINE_LEVEL`).
+    A setting that changes a row's output also goes into `result_settings` (the run identity).
     """
 
-    # What runs.
-    model: str | None = h("A model folder; none: the embedded demo model (fetched on first use).", default=None)
-    adapters: dict[str, str] = h("name -> LoRA folder; every row runs under each, in one pass.", default_factory=dict)
-    include_base: bool = h("With adapters: also run every row on the base model (adapter 'base').", default=False)
+    # ---- model: what runs -------------------------------------------------------------------------------
+    model: str | None = h("A model folder; none: the embedded demo model (fetched on first use).", default=None,
+                          group="model", vllm="model", engine_level=True, flag=True)
+    adapters: dict[str, str] = h("name -> LoRA folder; every row runs under each, in one pass.", default_factory=dict,
+                                 group="model")
+    include_base: bool = h("With adapters: also run every row on the base model (adapter 'base').", default=False,
+                           group="model", flag="--include-base", commands=("run", "config"))
 
-    # Engine (fixed when the vLLM engine starts).
-    device: Literal["auto", "cpu", "cuda"] = h("auto follows the installed vLLM build.", default="auto")
+    # ---- scheduler: the vLLM engine, fixed when it starts -----------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = h("auto follows the installed vLLM build.", default="auto",
+                                               group="scheduler", engine_level=True, flag=True)
     max_model_len: int | None = h("Prompt + output window; none: min(4096, the model's max_position_embeddings).",
-                                  default=None)
-    max_num_seqs: int | None = h("Sequences per engine step; none: 128 on CPU, vLLM's default on GPU.", default=None)
-    max_num_batched_tokens: int | None = h("Tokens per engine step; none: vLLM's default.", default=None)
-    kv_cache_memory_bytes: int | str | None = h("CPU KV cache, bytes or e.g. 2GiB; none: 2 GiB.", default=None)
-    gpu_memory_utilization: float | None = h("GPU share for weights + KV cache; none: 0.90.", default=None)
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = h("Weight dtype; auto keeps the model's.", default="auto")
-    tensor_parallel_size: int = h("GPUs per model.", default=1)
-    enable_prefix_caching: bool = h("Reuse the KV cache of the shared system prompt.", default=True)
+                                  default=None, group="scheduler", vllm="max_model_len", engine_level=True, flag=True)
+    max_num_seqs: int | None = h("Sequences per engine step; none: 128 on CPU, vLLM's default on GPU.", default=None,
+                                 group="scheduler", vllm="max_num_seqs", engine_level=True, flag=True)
+    max_num_batched_tokens: int | None = h("Tokens per engine step; none: vLLM's default.", default=None,
+                                           group="scheduler", vllm="max_num_batched_tokens", engine_level=True,
+                                           flag=True)
+    kv_cache_memory_bytes: int | str | None = h("CPU KV cache, bytes or e.g. 2GiB; none: 2 GiB.", default=None,
+                                                group="scheduler", vllm="kv_cache_memory_bytes", engine_level=True,
+                                                flag="--kv-cache")
+    gpu_memory_utilization: float | None = h("GPU share for weights + KV cache; none: 0.90.", default=None,
+                                             group="scheduler", vllm="gpu_memory_utilization", engine_level=True,
+                                             flag=True)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = h("Weight dtype; auto keeps the model's.", default="auto",
+                                                                 group="scheduler", vllm="dtype", engine_level=True,
+                                                                 flag=True)
+    tensor_parallel_size: int = h("GPUs per model.", default=1, group="scheduler", vllm="tensor_parallel_size",
+                                  engine_level=True, flag=True)
+    enable_prefix_caching: bool = h("Reuse the KV cache of the shared system prompt.", default=True,
+                                    group="scheduler", vllm="enable_prefix_caching", engine_level=True,
+                                    flag="--prefix-caching/--no-prefix-caching")
     enforce_eager: bool | None = h(
         "Skip torch.compile and CUDA graphs; none: eager for short CPU runs (under 256 output rows), compiled otherwise.",
-        default=None)
+        default=None, group="scheduler", vllm="enforce_eager", engine_level=True, flag="--enforce-eager/--compile")
     structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = h(
-        "Guided-decoding backend; guidance kept JSON strings clean, xgrammar did not.", default="guidance")
-    max_loras: int | None = h("LoRA slots; none: number of adapters + 1 (one slot stays empty, see generate.py).",
-                              default=None)
-    max_lora_rank: int | None = h("none: the largest adapter rank, rounded up to a rank vLLM accepts.", default=None)
+        "Guided-decoding backend; guidance kept JSON strings clean, xgrammar did not.", default="guidance",
+        group="scheduler", vllm="structured_outputs_config", engine_level=True, flag=True)
 
-    # Sampling (per run).
-    guided: bool = h("Constrain output to data.schema.OUTPUT_JSON_SCHEMA.", default=True)
-    temperature: float = h("0 is greedy.", default=0.0)
-    top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0)
-    seed: int = h("Sampling seed.", default=0)
-    max_tokens: int = h("Output tokens per row; a cut answer is a row error (reason length).", default=1024)
+    # ---- lora: adapter slots (checked against a started engine by Engine.check_compatible) -------------
+    max_loras: int | None = h("LoRA slots; none: number of adapters + 1 (one slot stays empty, see generate.py).",
+                              default=None, group="lora", vllm="max_loras", flag=True)
+    max_lora_rank: int | None = h("none: the largest adapter rank, rounded up to a rank vLLM accepts.", default=None,
+                                  group="lora", vllm="max_lora_rank", flag=True)
+
+    # ---- sampling: per run, per request -----------------------------------------------------------------
+    guided: bool = h("Constrain output to data.schema.OUTPUT_JSON_SCHEMA.", default=True, group="sampling", flag=True)
+    temperature: float = h("0 is greedy.", default=0.0, group="sampling", flag=True)
+    top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0, group="sampling", flag=True)
+    seed: int = h("Sampling seed.", default=0, group="sampling", vllm="seed", flag=True)
+    max_tokens: int = h("Output tokens per row; a cut answer is a row error (reason length).", default=1024,
+                        group="sampling", flag=True)
     stall_timeout_s: float | None = h(
         "Hang watchdog: seconds in which no in-flight row finishes before those rows are aborted as error rows; "
         "0: off; None: 900 on GPU (a row there takes seconds), off on CPU (a full batch of long answers can "
-        "take longer than any fixed bound on two cores).", default=None)
+        "take longer than any fixed bound on two cores).", default=None, group="sampling")
     # Decoding levers (issue 7; logic in engine/decoding.py, engine/vote.py, engine/merge.py).
     samples: int = h("Answers per row from one request (vLLM n); > 1 votes the metric set (self-consistency).",
-                     default=1)
-    sample_temperature: float = h("With samples > 1 and temperature 0: the temperature the samples use.", default=0.7)
+                     default=1, group="sampling", flag=True)
+    sample_temperature: float = h("With samples > 1 and temperature 0: the temperature the samples use.", default=0.7,
+                                  group="sampling", flag=True)
     vote_threshold: float = h("With samples > 1: keep a metric named by at least this share of valid samples.",
-                              default=0.5)
+                              default=0.5, group="sampling", flag=True)
     score_threshold: float | None = h(
         "Drop metrics below it (score; agreement when samples > 1); None: the adapter manifest's, else off.",
-        default=None)
+        default=None, group="sampling", flag=True)
     merge_adapter: bool = h("Fold the one adapter into the base weights (cached) and serve without LoRA.",
-                            default=False)
+                            default=False, group="sampling", flag="--merge-adapter", commands=("run",))
     type_prior: bool = h("Retype each answer's metrics by its adapter's learned type prior (type_prior.json, "
                          "written by the trainer from its labels); false: the types as the model answered.",
-                         default=True)
+                         default=True, group="sampling", flag=True)
 
-    # Pipeline.
+    # ---- pipeline: how rows are read and queued (no effect on a row's output) ---------------------------
     chunk_size: int | None = h("Requests kept queued in vLLM ahead of the scheduler; none: 8 x max_num_seqs.",
-                               default=None)
-    batch_rows: int = h("Parquet rows read per record batch.", default=DEFAULT_BATCH_ROWS)
+                               default=None, group="pipeline", flag=True, commands=("run", "config"))
+    batch_rows: int = h("Parquet rows read per record batch.", default=DEFAULT_BATCH_ROWS, group="pipeline",
+                        flag=True, commands=("run", "config"))
     row_cache: bool = h(
         "Serve a paragraph already extracted under the same model, adapter weights, prompt, schema and decoding "
         "settings from OUT/_rowcache instead of recomputing it, whatever shard it is in (ok rows only; "
-        "rm -r OUT/_rowcache clears it).", default=True)
+        "rm -r OUT/_rowcache clears it).", default=True, group="pipeline")
 
-    # Backend (where the engines run; no effect on a row's output, so not part of the run identity).
+    # ---- backend: where the engines run (no effect on a row's output, so not part of the run identity) --
     backend: Literal["local", "ray"] = h(
         "local: one engine in this process; ray: Ray Data maps the shards over an actor pool, one engine per "
-        "actor (engine/ray_backend.py, needs the `ray` extra).", default="local")
+        "actor (engine/ray_backend.py, needs the `ray` extra).", default="local", group="backend", flag=True,
+        commands=("run",))
     ray_address: str | None = h(
         "Ray cluster to use: none attaches to RAY_ADDRESS (set by `ray job submit`) or else starts a local "
-        "Ray instance; 'auto' or 'HOST:PORT' attaches to a running cluster.", default=None)
-    ray_actors: int = h("backend ray: engine actors (each processes whole shards).", default=1)
+        "Ray instance; 'auto' or 'HOST:PORT' attaches to a running cluster.", default=None, group="backend")
+    ray_actors: int = h("backend ray: engine actors (each processes whole shards).", default=1, group="backend")
     ray_gpus_per_actor: float | None = h(
-        "backend ray: GPUs each actor reserves; none: tensor_parallel_size on cuda, 0 on cpu.", default=None)
-    ray_cpus_per_actor: float = h("backend ray: CPUs each actor reserves.", default=1.0)
+        "backend ray: GPUs each actor reserves; none: tensor_parallel_size on cuda, 0 on cpu.", default=None,
+        group="backend")
+    ray_cpus_per_actor: float = h("backend ray: CPUs each actor reserves.", default=1.0, group="backend")
 
     # Server mode (engine/server.py): send the rows to a running OpenAI-compatible vLLM server instead of
-    # starting vLLM here. The engine-level settings above then belong to the server (scripts/serve.sh).
+    # starting vLLM here. The scheduler settings above then belong to the server (`engine serve-args`).
     server: str | None = h(
         "Base URL of a `vllm serve` server (e.g. http://127.0.0.1:8000); none: start vLLM in this process.",
-        default=None)
+        default=None, group="backend", flag="--server", metavar="URL", commands=("run",))
     server_api_key_env: str | None = h("Name of the environment variable holding the server's API key (sent as "
-                                       "a Bearer token); none: no key.", default=None)
+                                       "a Bearer token); none: no key.", default=None, group="backend",
+                                       flag="--api-key-env", metavar="NAME", commands=("run",))
     server_concurrency: int = h("Requests in flight at the server (keep it above the server's max_num_seqs "
-                                "so its batch stays full; vLLM's GPU default is 256).", default=512)
-    server_timeout_s: float = h("Seconds one request may take before it is retried.", default=600.0)
+                                "so its batch stays full; vLLM's GPU default is 256).", default=512, group="backend")
+    server_timeout_s: float = h("Seconds one request may take before it is retried.", default=600.0, group="backend")
     server_retries: int = h("Retries of a request after a connection error, timeout or 5xx; then the row is a "
-                            "server_error row.", default=4)
-    server_backoff_s: float = h("Wait before the first retry; doubled each time, at most 60 s.", default=1.0)
+                            "server_error row.", default=4, group="backend")
+    server_backoff_s: float = h("Wait before the first retry; doubled each time, at most 60 s.", default=1.0,
+                                group="backend")
+
+    @classmethod
+    def group(cls, name: str) -> list[str]:
+        """The keys of one group (model, scheduler, lora, sampling, pipeline, backend), in field order."""
+        names = [f.name for f in fields(cls) if f.metadata.get("group") == name]
+        if not names:
+            raise ConfigError(f"no settings group {name!r}; groups: {', '.join(GROUPS)}")
+        return names
+
+    def vllm_kwargs(self) -> dict[str, Any]:
+        """The `vllm.LLM(...)` keywords of these (resolved) settings: every field that names its `vllm` keyword,
+        left out where None (vLLM's own default); two fields expand into more than one keyword."""
+        kw: dict[str, Any] = {}
+        for f in fields(self):
+            name, value = f.metadata.get("vllm"), getattr(self, f.name)
+            if name is None or value is None:
+                continue
+            if f.name == "structured_output_backend":
+                # Compact JSON: what to_json writes for training targets, so served and trained text agree.
+                value = {"backend": value, "disable_any_whitespace": True}
+            elif f.name in ("max_loras", "max_lora_rank"):
+                continue  # below: all or nothing
+            elif f.name == "enforce_eager":
+                value = bool(value)
+            kw[name] = value
+        if self.max_loras:
+            kw.update(enable_lora=True, max_loras=self.max_loras, max_cpu_loras=self.max_loras,
+                      max_lora_rank=self.max_lora_rank or 16)
+        return kw
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -270,8 +339,6 @@ class EngineConfig:
         if c.stall_timeout_s is None:
             c.stall_timeout_s = 900.0 if c.device == "cuda" else 0.0
         if c.adapters:
-            from .adapters import lora_rank
-
             ranks = [lora_rank(Path(p)) for p in c.adapters.values()]
             if c.max_lora_rank is None:
                 c.max_lora_rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
@@ -308,8 +375,6 @@ class EngineConfig:
             raise ConfigError(f"ray_gpus_per_actor: must be >= 0, got {self.ray_gpus_per_actor}")
         if self.ray_cpus_per_actor < 0:
             raise ConfigError(f"ray_cpus_per_actor: must be >= 0, got {self.ray_cpus_per_actor}")
-        from .decoding import validate_decoding
-
         validate_decoding(self)
 
     # ---- identity -------------------------------------------------------------------------------------
@@ -350,8 +415,6 @@ def _resolve_for_server(c: EngineConfig) -> EngineConfig:
     """Server mode: the server owns device, KV cache and LoRA slots (set where it starts), so no vLLM is
     imported here; the model folder still gives the tokenizer that renders the prompts, and max_model_len
     decides too-long rows before they are sent (checked against the server's own at start)."""
-    from .server import check_server_config
-
     if c.max_model_len is None:
         c.max_model_len = min(4096, _model_max_len(Path(c.model)))  # type: ignore[arg-type]
     if c.stall_timeout_s is None:
@@ -359,6 +422,57 @@ def _resolve_for_server(c: EngineConfig) -> EngineConfig:
     check_server_config(c)
     c.validate()
     return c
+
+
+# Settings fixed when vLLM starts; a run handed an existing Engine must agree on them (Engine.check_compatible).
+ENGINE_LEVEL = tuple(f.name for f in fields(EngineConfig) if f.metadata.get("engine_level"))
+
+
+def eager_for(config: EngineConfig, output_rows: int) -> EngineConfig:
+    """enforce_eager settled for a run of `output_rows` (rows x adapters) when the settings leave it open:
+    compiling costs about a minute on CPU, so short CPU runs start eager (EAGER_BELOW_ROWS)."""
+    if config.enforce_eager is not None:
+        return config
+    return dataclasses.replace(config, enforce_eager=config.device == "cpu" and output_rows < EAGER_BELOW_ROWS)
+
+
+def validate_decoding(c: EngineConfig) -> None:
+    """The decoding levers' values (engine/decoding.py applies them)."""
+    if not isinstance(c.samples, int) or isinstance(c.samples, bool) or c.samples < 1:
+        raise ConfigError(f"samples: expected a positive integer, got {c.samples!r}")
+    if not c.sample_temperature > 0:
+        raise ConfigError(f"sample_temperature: must be > 0 (samples of a greedy decoder are all the same), got {c.sample_temperature}")
+    if not 0 < c.vote_threshold <= 1:
+        raise ConfigError(f"vote_threshold: must be in (0, 1], got {c.vote_threshold}")
+    if c.score_threshold is not None and not 0 <= c.score_threshold <= 1:
+        raise ConfigError(f"score_threshold: must be in [0, 1] (0 turns an adapter manifest's threshold off), got {c.score_threshold}")
+    if c.merge_adapter and (len(c.adapters) != 1 or c.include_base):
+        raise ConfigError(
+            f"merge_adapter: needs exactly one adapter and no include_base (got {len(c.adapters)} adapter(s)"
+            f"{', include_base' if c.include_base else ''}); the merged model serves one adapter's rows only"
+        )
+
+
+def check_server_config(c: EngineConfig) -> None:
+    """Settings server mode (engine/server.py) cannot honour, refused before anything starts (exit 2)."""
+    url = c.server or ""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"server: expected an http(s) URL such as http://127.0.0.1:8000, got {url!r}")
+    if c.backend != "local":
+        raise ConfigError(f"backend {c.backend}: not with server (the server does the generation; the ray "
+                          "backend starts its own engines): give one of them")
+    if c.merge_adapter:
+        raise ConfigError("merge_adapter: not with server: the server serves the weights it was started with "
+                          "(serve a merged model there instead)")
+    if c.server_concurrency < 1:
+        raise ConfigError(f"server_concurrency: expected a positive integer, got {c.server_concurrency}")
+    if c.server_retries < 0:
+        raise ConfigError(f"server_retries: expected 0 or more, got {c.server_retries}")
+    if not c.server_timeout_s > 0 or c.server_backoff_s < 0:
+        raise ConfigError(f"server_timeout_s must be > 0 and server_backoff_s >= 0 (got {c.server_timeout_s}, "
+                          f"{c.server_backoff_s})")
+    if c.server_api_key_env and not os.environ.get(c.server_api_key_env):
+        raise ConfigError(f"server_api_key_env: the environment variable {c.server_api_key_env} is not set or empty")
 
 
 def _adapters_from_yaml(value: Any, where: str = "config") -> dict[str, str]:

@@ -27,30 +27,17 @@ from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import AGREEMENT, Extraction
 from reportminer.data.type_prior import TypePrior
 
-from .config import BASE, ConfigError
+from .config import BASE, ConfigError, validate_decoding
 from .rows import OK, RowResult, result_from_text
 from .vote import split_by_threshold, vote
 
 if TYPE_CHECKING:
     from .adapters import Adapter
     from .config import EngineConfig
-    from .generate import Completion
+    from .seam import Completion
 
-
-def validate_decoding(c: "EngineConfig") -> None:
-    if not isinstance(c.samples, int) or isinstance(c.samples, bool) or c.samples < 1:
-        raise ConfigError(f"samples: expected a positive integer, got {c.samples!r}")
-    if not c.sample_temperature > 0:
-        raise ConfigError(f"sample_temperature: must be > 0 (samples of a greedy decoder are all the same), got {c.sample_temperature}")
-    if not 0 < c.vote_threshold <= 1:
-        raise ConfigError(f"vote_threshold: must be in (0, 1], got {c.vote_threshold}")
-    if c.score_threshold is not None and not 0 <= c.score_threshold <= 1:
-        raise ConfigError(f"score_threshold: must be in [0, 1] (0 turns an adapter manifest's threshold off), got {c.score_threshold}")
-    if c.merge_adapter and (len(c.adapters) != 1 or c.include_base):
-        raise ConfigError(
-            f"merge_adapter: needs exactly one adapter and no include_base (got {len(c.adapters)} adapter(s)"
-            f"{', include_base' if c.include_base else ''}); the merged model serves one adapter's rows only"
-        )
+__all__ = ["adapter_thresholds", "adapter_type_priors", "decoding_identity", "manifest_threshold",
+           "row_from_completion", "sampling_temperature", "threshold_key", "validate_decoding"]
 
 
 def sampling_temperature(c: "EngineConfig") -> float:

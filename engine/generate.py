@@ -18,50 +18,16 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from reportminer.data.prompt import render_prompt
 from reportminer.data.schema import OUTPUT_JSON_SCHEMA
 
 from .adapters import Adapter
-from .config import ConfigError, EngineConfig
+from .config import ENGINE_LEVEL, ConfigError, EngineConfig
+from .decoding import sampling_temperature
+from .seam import Completion, Request, Sample, encode_prompts
 
 log = logging.getLogger("engine")
-
-# Settings fixed when vLLM starts; a run handed an existing Engine must agree on them.
-ENGINE_LEVEL = (
-    "model", "device", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes",
-    "gpu_memory_utilization", "dtype", "tensor_parallel_size", "enable_prefix_caching", "enforce_eager",
-    "structured_output_backend",
-)
-
-
-@dataclass
-class Request:
-    key: Any  # the caller's handle, returned with the completion
-    prompt_token_ids: list[int]
-    adapter: Adapter | None
-
-
-@dataclass
-class Completion:
-    key: Any
-    text: str | None
-    finish_reason: str | None
-    prompt_tokens: int
-    output_tokens: int
-    rejected: str | None = None  # vLLM refused the request (message); no text
-    reason: str | None = None  # with `rejected`: the row's error reason; None: rejected (server mode: server_error)
-    samples: list["Sample"] | None = None  # every answer when sampling params ask for n > 1 (text etc. = sample 0)
-
-
-@dataclass
-class Sample:
-    text: str | None
-    finish_reason: str | None
-    output_tokens: int
-
 
 # vLLM warnings that are expected here and say nothing to an operator: we pass token ids (counted
 # before submission) rather than text, adapters use the base model's tokenizer by design, and the CPU
@@ -105,27 +71,7 @@ class Engine:
         prepare_process_env(config.device)
         from vllm import LLM
 
-        kwargs: dict[str, Any] = dict(
-            model=config.model,
-            max_model_len=config.max_model_len,
-            dtype=config.dtype,
-            tensor_parallel_size=config.tensor_parallel_size,
-            seed=config.seed,
-            enable_prefix_caching=config.enable_prefix_caching,
-            enforce_eager=bool(config.enforce_eager),
-            # Compact JSON: what to_json writes for training targets, so served and trained text agree.
-            structured_outputs_config={"backend": config.structured_output_backend, "disable_any_whitespace": True},
-        )
-        for k in ("max_num_seqs", "max_num_batched_tokens", "kv_cache_memory_bytes", "gpu_memory_utilization"):
-            if getattr(config, k) is not None:
-                kwargs[k] = getattr(config, k)
-        if config.max_loras:
-            kwargs.update(
-                enable_lora=True,
-                max_loras=config.max_loras,
-                max_cpu_loras=config.max_loras,
-                max_lora_rank=config.max_lora_rank or 16,
-            )
+        kwargs = config.vllm_kwargs()  # derived from the fields (EngineConfig.vllm_kwargs)
         log.info("starting vLLM: %s", {k: v for k, v in kwargs.items() if k != "structured_outputs_config"})
         _quiet_vllm_logs()
         self.llm = LLM(**kwargs)
@@ -167,16 +113,11 @@ class Engine:
 
     def encode_prompts(self, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]:
         """Token ids of the served prompt for each row (the chat template already holds any BOS)."""
-        texts = [render_prompt(self.tokenizer, t, p) for t, p in zip(titles, paragraphs)]
-        if not texts:
-            return []
-        return list(self.tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return encode_prompts(self.tokenizer, titles, paragraphs)
 
     def sampling_params(self, config: EngineConfig):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-        from .decoding import sampling_temperature
 
         temperature = sampling_temperature(config)  # config.temperature, or sample_temperature for samples > 1
         sp = SamplingParams(
@@ -370,3 +311,7 @@ class Feeder:
     def close(self) -> None:
         """Abort whatever is still unfinished (interrupt or error), leaving the engine reusable."""
         self.abort(lambda key: True)
+
+
+# Request, Completion and Sample live in engine/seam.py (shared with server mode); ENGINE_LEVEL in config.py.
+__all__ = ["ENGINE_LEVEL", "Completion", "Engine", "Feeder", "Request", "Sample", "prepare_process_env"]

@@ -1,15 +1,15 @@
 """`engine run --backend ray`: the same run, its shards mapped by Ray Data over a pool of engine actors.
 
-The driver (this process) does what the local backend does around the rows: plan, lock --out, select the
-shards still to do, record the manifest and the summary. The rows themselves go through Ray Data:
+`RayBackend` implements the backend seam (backends.py): `runner.run` plans, locks --out, selects the shards
+still to do and writes the summary, as for the local backend. The rows themselves go through Ray Data:
 
   from_items(one item per shard to do, one block each)
     -> map_batches(ShardWorker, batch_size=1, ActorPoolStrategy(size=ray_actors), num_gpus=ray_gpus_per_actor)
     -> iter_rows() on the driver: one summary per shard, in completion order
 
-Each actor holds one `Engine` and runs whole shards through `runner.process_shards`, the local backend's own
-pipeline, so a shard's output file is written and committed (rename) by the same code: same files, columns,
-per-row error semantics. Resume is the local backend's too (`runner._select` skips committed shards).
+Each actor holds one engine (engines.open_engine) and runs whole shards through `pipeline.process_shards`, the
+local backend's own pipeline, so a shard's output file is written and committed (rename) by the same code: same files, columns,
+per-row error semantics. Resume is the local backend's too (`plan.select` skips committed shards).
 
 Nothing finished is lost when a part dies:
 - an actor that dies mid-shard leaves only a temporary file; Ray Data restarts the actor and retries the
@@ -28,30 +28,26 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from reportminer.data.errors import ConfigError, RunFailed
 
 from .adapters import Adapter
-from .config import EAGER_BELOW_ROWS, EngineConfig
-from .preflight import check_out
-from .run_manifest import OutLock, RunManifest, now
-from .runner import (
-    _finish,
-    _input_paths,
-    _new_summary,
-    _plan,
-    _prepare_out,
-    _select,
-    _Shard,
-    _summarise,
-    process_shards,
-)
+from .config import EngineConfig
+from .engines import open_engine
+from .generate import prepare_process_env
+from .pipeline import process_shards
+from .row_cache import RowCache
+from .run_manifest import RunManifest
+from .seam import DoneShard, Outcome, ShardJob
 from .shards import InputShard
 from .storage import ObjectPath, is_remote, write_json
-from .summary import RowStats, RunSummary
+from .summary import RowStats
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 log = logging.getLogger("engine")
 
@@ -85,17 +81,14 @@ class _MarkerManifest(RunManifest):
 
 
 class ShardWorker:
-    """One Ray Data actor: one engine, started once, then whole shards through `runner.process_shards`."""
+    """One Ray Data actor: one engine, started once, then whole shards through `pipeline.process_shards`."""
 
     def __init__(self, config: EngineConfig, adapters: list[Adapter], merged: str | None, out_dir: str):
-        from .generate import Engine, prepare_process_env
-        from .merge import serving_config
-
         _actor_logging()
         prepare_process_env(config.device)
         self.config, self.adapters, self.out_dir = config, adapters, Path(out_dir)
         t = time.perf_counter()
-        self.engine = Engine(serving_config(config, Path(merged) if merged else None))
+        self.engine = open_engine(config, Path(merged) if merged else None)
         self.engine.reset_loras()
         self.start_s = time.perf_counter() - t
         self.ready_at = time.time()  # wall clock: the driver measures generation from the first ready engine
@@ -106,8 +99,9 @@ class ShardWorker:
         for rel, path, fp, num_rows in zip(batch["rel"], batch["path"], batch["fp"], batch["num_rows"]):
             rel = str(rel)
             manifest = _MarkerManifest(identity={})
-            pipeline = process_shards(self.engine, self.config, self.adapters, self.out_dir, manifest,
-                                      [(InputShard(Path(str(path)), rel), json.loads(str(fp)), int(num_rows))])
+            shard = InputShard(Path(str(path)), rel)
+            job = ShardJob(shard, json.loads(str(fp)), int(num_rows), shard.out_path(self.out_dir))  # type: ignore[arg-type]
+            pipeline = process_shards(self.engine, self.config, self.adapters, self.out_dir, manifest, [job])
             entry = manifest.shards.get(rel)
             out["rel"].append(rel)
             out["entry"].append(json.dumps(entry) if entry else "")
@@ -140,33 +134,14 @@ def _stats(d: dict[str, Any]) -> RowStats:
     return RowStats(**{**d, "errors_by_reason": Counter(d.get("errors_by_reason") or {})})
 
 
-class _Done:
-    """A committed shard as `runner._summarise` counts it (the attributes of runner._Shard it reads)."""
-
-    def __init__(self, num_rows: int, stats: RowStats):
-        self.num_rows, self.stats = num_rows, stats
-
-
-class _Results:
-    """What the actors reported, shaped like runner._Pipeline for `runner._summarise`."""
-
-    def __init__(self, names: list[str], out: Path):
-        from .row_cache import RowCache
-
-        self.cache = RowCache.open(out, [], enabled=False)  # the actors use no row cache yet (docs/engine.md)
-        self.stats = RowStats()
-        self.by_adapter = {n: RowStats() for n in names}
-        self.done: list[_Done] = []
-        self.failed: list[tuple[str, str]] = []
-
-    def add(self, s: RowStats, into: RowStats) -> None:
-        into.output_rows += s.output_rows
-        into.ok += s.ok
-        into.error += s.error
-        into.errors_by_reason.update(s.errors_by_reason)
-        into.prompt_tokens += s.prompt_tokens
-        into.output_tokens += s.output_tokens
-        into.retyped_metrics += s.retyped_metrics
+def _add(s: RowStats, into: RowStats) -> None:
+    into.output_rows += s.output_rows
+    into.ok += s.ok
+    into.error += s.error
+    into.errors_by_reason.update(s.errors_by_reason)
+    into.prompt_tokens += s.prompt_tokens
+    into.output_tokens += s.output_tokens
+    into.retyped_metrics += s.retyped_metrics
 
 
 def actor_env(device: str) -> dict[str, str]:
@@ -225,108 +200,107 @@ def _ray_init(config: EngineConfig) -> bool:
     return True
 
 
-def _execute(config: EngineConfig, adapters: list[Adapter], merged: Path | None, out: Path, todo: list[_Shard],
-             manifest: RunManifest, results: _Results, progress: bool) -> tuple[float, float, bool]:
-    """Map the shards over the actor pool; record each as its summary arrives: (gen s, engine start s, interrupted)."""
-    import ray
-    import ray.data
-    from ray.data import ActorPoolStrategy, DataContext
+class RayBackend:
+    """The backend seam (backends.Backend) over Ray Data: `start` attaches to or starts Ray, `execute` maps the
+    shards to do over the actor pool and records each as its summary arrives, `stop` shuts down a Ray this
+    backend started. `run` does the rest, as for the local backend."""
 
-    started = _ray_init(config)
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    gpus = config.ray_gpus_per_actor
-    if gpus is None:
-        gpus = float(config.tensor_parallel_size) if config.device == "cuda" else 0.0
-    items = [{"rel": st.shard.rel, "path": str(st.shard.path.resolve()), "fp": json.dumps(st.fp),
-              "num_rows": st.num_rows} for st in todo]
-    by_rel = {st.shard.rel: st for st in todo}
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(  # one block, one task per shard
-        ShardWorker,
-        fn_constructor_kwargs={"config": config, "adapters": adapters, "merged": str(merged) if merged else None,
-                               "out_dir": str(out.resolve())},
-        batch_size=1,
-        batch_format="numpy",
-        # One shard in flight per actor: a shard queued behind a busy actor would idle while another is free.
-        compute=ActorPoolStrategy(size=min(config.ray_actors, len(items)), max_tasks_in_flight_per_actor=1),
-        num_cpus=config.ray_cpus_per_actor,
-        num_gpus=gpus,
-        runtime_env={"env_vars": actor_env(config.device)},
-    )
-    t0 = time.perf_counter()
-    engine_start = 0.0
-    first_ready: float | None = None  # time.time() of the first actor whose engine was up
-    last_row = 0.0
-    interrupted = False
-    try:
-        for row in ds.iter_rows():
-            rel = str(row["rel"])
-            stats = json.loads(str(row["stats"]))
-            engine_start = max(engine_start, float(row["engine_start_s"]))
-            ready = float(row["ready_at"])
-            first_ready = ready if first_ready is None else min(first_ready, ready)
-            last_row = time.time()
-            results.add(_stats(stats["work"]), results.stats)
-            for n, s in stats["by_adapter"].items():
-                results.add(_stats(s), results.by_adapter.setdefault(n, RowStats()))
-            if row["error"]:
-                results.failed.append((rel, str(row["error"])))
-                log.error("shard failed: %s", row["error"])
-                continue
-            manifest.shards[rel] = json.loads(str(row["entry"]))
-            manifest.write(out)
-            marker_path(out, rel).unlink(missing_ok=True)
-            results.done.append(_Done(by_rel[rel].num_rows, _stats(stats["shard"])))
-            log.info("%s: committed by a Ray actor (%d/%d)", rel, len(results.done), len(todo))
-    except KeyboardInterrupt:
-        interrupted = True
-    except Exception as e:  # an engine that cannot start, a lost cluster: committed shards stay recorded
-        raise RunFailed(f"backend ray: the run failed after {len(results.done)} of {len(todo)} shard(s): "
-                        f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
-    finally:
-        if started:
+    starts_vllm = True  # the actors' engines: run settles enforce_eager by the run's size, as for local engines
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def check(self, input_path: str | Path, out_dir: str | Path) -> None:
+        for where in (input_path, out_dir):
+            if is_remote(str(where)):  # the markers and the tests cover shared folders only, so far
+                raise ConfigError(f"backend ray: {where}: s3:// and gs:// are not supported with the ray backend "
+                                  "yet; use a folder every node mounts, or backend local")
+
+    def adopt(self, out_dir: Path, manifest: RunManifest, overwrite: bool) -> None:
+        _adopt_markers(out_dir, manifest, discard=overwrite)
+
+    def start(self, plan: Plan, config: EngineConfig) -> None:
+        self.started = _ray_init(config)
+
+    def stop(self) -> None:
+        if self.started:
+            import ray
+
             ray.shutdown()
-        _remove_empty(out / MARKER_DIR)
-    wall = time.perf_counter() - t0
-    if first_ready is not None:
-        # Generation time from the first engine that was up to the last shard: wall minus the slowest start
-        # also counted Ray's worker start-up and imports (seconds, before the timer in the actor) and its
-        # shutdown as generation, which understated rows/s, and the most for the most actors.
-        return max(last_row - first_ready, 0.0), engine_start, interrupted
-    return max(wall - engine_start, 0.0), engine_start, interrupted
+            self.started = False
+
+    def execute(self, plan: Plan, config: EngineConfig, todo: list[ShardJob], manifest: RunManifest,
+                progress: bool) -> Outcome:
+        """Map the shards over the actor pool; record each as its summary arrives."""
+        import ray.data
+        from ray.data import ActorPoolStrategy, DataContext
+
+        out, merged = plan.out_dir, plan.merged
+        outcome = Outcome(by_adapter={n: RowStats() for n in config.adapter_names},
+                          # the actors use no row cache yet (docs/engine.md): its stats say so
+                          row_cache=RowCache.open(out, [], enabled=False).stats.as_dict())
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        gpus = config.ray_gpus_per_actor
+        if gpus is None:
+            gpus = float(config.tensor_parallel_size) if config.device == "cuda" else 0.0
+        items = [{"rel": j.shard.rel, "path": str(j.shard.path.resolve()), "fp": json.dumps(j.fp),
+                  "num_rows": j.num_rows} for j in todo]
+        by_rel = {j.shard.rel: j for j in todo}
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(  # one block, one task per shard
+            ShardWorker,
+            fn_constructor_kwargs={"config": config, "adapters": plan.adapters,
+                                   "merged": str(merged) if merged else None, "out_dir": str(out.resolve())},
+            batch_size=1,
+            batch_format="numpy",
+            # One shard in flight per actor: a shard queued behind a busy actor would idle while another is free.
+            compute=ActorPoolStrategy(size=min(config.ray_actors, len(items)), max_tasks_in_flight_per_actor=1),
+            num_cpus=config.ray_cpus_per_actor,
+            num_gpus=gpus,
+            runtime_env={"env_vars": actor_env(config.device)},
+        )
+        t0 = time.perf_counter()
+        engine_start = 0.0
+        first_ready: float | None = None  # time.time() of the first actor whose engine was up
+        last_row = 0.0
+        try:
+            for row in ds.iter_rows():
+                rel = str(row["rel"])
+                stats = json.loads(str(row["stats"]))
+                engine_start = max(engine_start, float(row["engine_start_s"]))
+                ready = float(row["ready_at"])
+                first_ready = ready if first_ready is None else min(first_ready, ready)
+                last_row = time.time()
+                _add(_stats(stats["work"]), outcome.stats)
+                for n, st in stats["by_adapter"].items():
+                    _add(_stats(st), outcome.by_adapter.setdefault(n, RowStats()))
+                if row["error"]:
+                    outcome.failed.append((rel, str(row["error"])))
+                    log.error("shard failed: %s", row["error"])
+                    continue
+                manifest.shards[rel] = json.loads(str(row["entry"]))
+                manifest.write(out)
+                marker_path(out, rel).unlink(missing_ok=True)
+                outcome.done.append(DoneShard(rel, by_rel[rel].num_rows, _stats(stats["shard"])))
+                log.info("%s: committed by a Ray actor (%d/%d)", rel, len(outcome.done), len(todo))
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+        except Exception as e:  # an engine that cannot start, a lost cluster: committed shards stay recorded
+            raise RunFailed(f"backend ray: the run failed after {len(outcome.done)} of {len(todo)} shard(s): "
+                            f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from e
+        finally:
+            self.stop()
+            _remove_empty(out / MARKER_DIR)
+        wall = time.perf_counter() - t0
+        outcome.engine_start_s = engine_start
+        if first_ready is not None:
+            # Generation time from the first engine that was up to the last shard: wall minus the slowest start
+            # also counted Ray's worker start-up and imports (seconds, before the timer in the actor) and its
+            # shutdown as generation, which understated rows/s, and the most for the most actors.
+            outcome.gen_s = max(last_row - first_ready, 0.0)
+        else:
+            outcome.gen_s = max(wall - engine_start, 0.0)
+        return outcome
 
 
-def run_ray(config: EngineConfig, input_path: str | Path, out_dir: str | Path, *, overwrite: bool = False,
-            progress: bool = True, prune: bool = False, strict_ids: bool = False) -> RunSummary:
-    """`runner.run` with the rows mapped over Ray actors; same refusals, files, manifest, summary, exit codes."""
-    t0 = time.perf_counter()
-    started_at = now()
-    for where in (input_path, out_dir):
-        if is_remote(str(where)):  # the markers and the tests cover shared folders only, so far
-            raise ConfigError(f"backend ray: {where}: s3:// and gs:// are not supported with the ray backend yet; "
-                              "use a folder every node mounts, or backend local")
-    plan = _plan(config, Path(input_path), Path(out_dir), None, strict_ids)
-    config, out = plan.config, plan.out_dir
-    check_out(out)  # as the local backend: a folder we can write in, else refused (exit 2)
-    summary = _new_summary(plan, started_at)
-    with OutLock(out):
-        # the local backend's steps (runner.run): overwrite deletes only outputs inside --out, never an input
-        manifest = _prepare_out(out, plan.identity, config, plan.adapters, overwrite, _input_paths(plan),
-                                summary.warnings)
-        _adopt_markers(out, manifest, discard=overwrite)
-        todo, failed_early = _select(plan, manifest, summary, prune)
-        results = _Results(config.adapter_names, out)
-        gen_s, interrupted = 0.0, False
-        if todo:
-            if config.enforce_eager is None:  # the local backend's rule (runner._start), so outputs match it
-                work = sum(s.num_rows for s in todo) * len(config.adapter_names)
-                config = replace(config, enforce_eager=config.device == "cpu" and work < EAGER_BELOW_ROWS)
-                summary.settings["enforce_eager"] = config.enforce_eager
-            gen_s, summary.engine_start_s, interrupted = _execute(
-                config, plan.adapters, plan.merged, out, todo, manifest, results, progress)
-        # _Results carries the attributes of runner._Pipeline that _summarise reads.
-        _summarise(summary, cast(Any, results), failed_early, manifest, todo, gen_s, interrupted)
-        return _finish(out, summary, t0, interrupted)
-
-
-__all__ = ["MARKER_DIR", "ShardWorker", "actor_env", "run_ray"]
+__all__ = ["MARKER_DIR", "RayBackend", "ShardWorker", "actor_env"]

@@ -4,9 +4,10 @@ Teams already run `vllm serve` deployments (scripts/serve.sh starts one with an 
 rows there instead of starting vLLM in the run's process. Everything around generation stays the runner's:
 shards, output columns, run manifest, resume, per-row errors.
 
-`ServerEngine` stands in for `generate.Engine`:
-- prompts are rendered and tokenised here by the inherited `Engine.encode_prompts` (data.prompt.render_prompt
-  with the model folder's own tokenizer), then sent as token ids to `/v1/completions`. The server thus sees
+`ServerEngine` implements the engine seam (seam.GenerationEngine) as `generate.Engine` does; the backend
+around it is the local one (backends.LocalBackend), chosen by `engines.open_engine` when `server` is set:
+- prompts are rendered and tokenised here by `seam.encode_prompts` (data.prompt.render_prompt with the model
+  folder's own tokenizer, as the local engine does), then sent as token ids to `/v1/completions`. The server thus sees
   exactly the tokens the local engine would, applies no chat template of its own, and too-long rows are
   found before anything is sent;
 - each request carries the contract's JSON schema as vLLM's `structured_outputs: {"json": ...}` (the
@@ -14,15 +15,15 @@ shards, output columns, run manifest, resume, per-row errors.
   adapter's name (or the base model's) as `model`, every sampling parameter explicitly (a server started
   with `--generation-config auto` would otherwise fill in the model's own top_k / repetition_penalty), and
   `return_token_ids` for per-answer token counts;
-- `ServerFeeder` has `generate.Feeder`'s interface (run, abort, close): an asyncio loop with one
+- `ServerFeeder` has `generate.Feeder`'s interface (seam.RequestFeeder) (run, abort, close): an asyncio loop with one
   `httpx.AsyncClient` in a background thread keeps at most `server_concurrency` requests in flight.
   Connection errors, timeouts and 5xx / 429 answers are retried with exponential backoff; a request that
   still fails becomes a `server_error` row, and the run manifest records it per shard so that a rerun
-  redoes those shards (runner._select). A 4xx answer is the server refusing that request: a `rejected` row.
+  redoes those shards (plan.select). A 4xx answer is the server refusing that request: a `rejected` row.
 - 401 / 403 is the server refusing the API key, not a row: a configuration error (ServerAuthRefused, exit 2),
   never retried. At start (the /v1/models check) nothing is written; mid-run (a key revoked or rotated
   under a running job) the run stops at the first such answer: shards already committed are kept, the
-  shards in progress leave no file (runner.process_shards removes their temporary files), so a rerun with
+  shards in progress leave no file (pipeline.process_shards removes their temporary files), so a rerun with
   the right key does the rest. Rows are not turned into error rows one by one: every row would fail the
   same way, and a run "finished with row errors" would hide that the key is wrong.
 """
@@ -35,20 +36,20 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from reportminer.data.errors import ConfigError, RunFailed
 from reportminer.data.schema import OUTPUT_JSON_SCHEMA, SERVER_ERROR
 
-from .generate import Completion, Engine, Feeder, Request, Sample
+from .adapters import Adapter
+from .config import EngineConfig, check_server_config
+from .decoding import sampling_temperature
+from .seam import Completion, Request, Sample, encode_prompts
 
 if TYPE_CHECKING:
     import httpx
-
-    from .adapters import Adapter
-    from .config import EngineConfig
 
 log = logging.getLogger("engine")
 
@@ -65,7 +66,7 @@ class ServerAuthRefused(ConfigError):
     """The server answered 401/403: the API key is missing, wrong or revoked (exit 2, never retried)."""
 
 
-def auth_refused(c: "EngineConfig", url: str, r: "httpx.Response", mid_run: bool = False) -> ServerAuthRefused:
+def auth_refused(c: EngineConfig, url: str, r: "httpx.Response", mid_run: bool = False) -> ServerAuthRefused:
     """One line naming the variable the key came from (never the key), and what to do."""
     status = f"server {url}: {r.status_code} {r.reason_phrase}"
     if c.server_api_key_env:
@@ -78,60 +79,38 @@ def auth_refused(c: "EngineConfig", url: str, r: "httpx.Response", mid_run: bool
     return ServerAuthRefused(f"{status}: {what}")
 
 
-def check_server_config(c: "EngineConfig") -> None:
-    """Settings server mode cannot honour, refused before anything starts (exit 2)."""
-    url = c.server or ""
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"server: expected an http(s) URL such as http://127.0.0.1:8000, got {url!r}")
-    if c.backend != "local":
-        raise ConfigError(f"backend {c.backend}: not with server (the server does the generation; the ray "
-                          "backend starts its own engines): give one of them")
-    if c.merge_adapter:
-        raise ConfigError("merge_adapter: not with server: the server serves the weights it was started with "
-                          "(serve a merged model there instead)")
-    if c.server_concurrency < 1:
-        raise ConfigError(f"server_concurrency: expected a positive integer, got {c.server_concurrency}")
-    if c.server_retries < 0:
-        raise ConfigError(f"server_retries: expected 0 or more, got {c.server_retries}")
-    if not c.server_timeout_s > 0 or c.server_backoff_s < 0:
-        raise ConfigError(f"server_timeout_s must be > 0 and server_backoff_s >= 0 (got {c.server_timeout_s}, "
-                          f"{c.server_backoff_s})")
-    if c.server_api_key_env and not os.environ.get(c.server_api_key_env):
-        raise ConfigError(f"server_api_key_env: the environment variable {c.server_api_key_env} is not set or empty")
-
-
 def base_url(url: str) -> str:
     """`http://host:port` from `http://host:port`, `.../` or `.../v1`."""
     url = url.rstrip("/")
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def backoff_s(c: "EngineConfig", attempt: int) -> float:
+def backoff_s(c: EngineConfig, attempt: int) -> float:
     """Wait before retry number `attempt` (0-based): server_backoff_s doubled each time, at most 60 s."""
     return float(min(MAX_BACKOFF_S, c.server_backoff_s * 2**attempt))
 
 
-def _headers(c: "EngineConfig") -> dict[str, str]:
+def _headers(c: EngineConfig) -> dict[str, str]:
     if c.server_api_key_env:
         return {"Authorization": f"Bearer {os.environ[c.server_api_key_env]}"}
     return {}
 
 
-def _timeout(c: "EngineConfig") -> "httpx.Timeout":
+def _timeout(c: EngineConfig) -> "httpx.Timeout":
     import httpx
 
     return httpx.Timeout(c.server_timeout_s, connect=min(10.0, c.server_timeout_s))
 
 
-class ServerEngine(Engine):
-    """`Engine`'s surface over a vLLM server: prompts rendered here, generation there.
+class ServerEngine:
+    """The engine seam (seam.GenerationEngine) over a vLLM server: prompts rendered here, generation there.
 
     Start checks (before any row is sent): the server answers /v1/models (retried like a request; else
     ServerUnavailable, exit 4), serves every adapter under its name and the base model, and its
     max_model_len is not below the run's (else rows the run counts as fitting would be refused): ConfigError.
     """
 
-    def __init__(self, config: "EngineConfig"):  # no super().__init__: that starts vLLM
+    def __init__(self, config: EngineConfig):
         from transformers import AutoTokenizer
 
         self.config = config
@@ -188,19 +167,20 @@ class ServerEngine(Engine):
         log.info("server %s: model %s, adapters %s", self.url, base["id"], list(c.adapters))
         return str(base["id"]), served
 
-    # ---- what the runner calls ------------------------------------------------------------------------
+    # ---- the engine seam ------------------------------------------------------------------------------
 
-    def check_compatible(self, run: "EngineConfig", adapters: list["Adapter"]) -> None:
+    def encode_prompts(self, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, titles, paragraphs)
+
+    def check_compatible(self, run: EngineConfig, adapters: list[Adapter]) -> None:
         if base_url(run.server or "") != self.url:
             raise ConfigError(f"this engine talks to {self.url}; the run wants server {run.server!r}")
         missing = [a.name for a in adapters if a.name not in self.served]
         if missing:
             raise ConfigError(f"server {self.url} does not serve adapter(s) {missing}")
 
-    def sampling_params(self, config: "EngineConfig") -> dict[str, Any]:
+    def sampling_params(self, config: EngineConfig) -> dict[str, Any]:
         """The request body's sampling part: what Engine.sampling_params sets, every field explicit."""
-        from .decoding import sampling_temperature
-
         temperature = sampling_temperature(config)
         body: dict[str, Any] = {
             "n": config.samples, "temperature": temperature, "top_p": config.top_p, "max_tokens": config.max_tokens,
@@ -217,7 +197,7 @@ class ServerEngine(Engine):
             body["structured_outputs"] = {"json": OUTPUT_JSON_SCHEMA}
         return body
 
-    def model_name(self, adapter: "Adapter | None") -> str:
+    def model_name(self, adapter: Adapter | None) -> str:
         return self.base_name if adapter is None else adapter.name
 
     @property
@@ -229,7 +209,7 @@ class ServerEngine(Engine):
         """At most server_concurrency requests in flight (the runner's window is for a local vLLM queue)."""
         return ServerFeeder(self, sampling_params, self.config.server_concurrency, may_submit)
 
-    def lora_request(self, adapter: "Adapter | None"):
+    def lora_request(self, adapter: Adapter | None):
         return None
 
     def reset_loras(self) -> None:
@@ -239,11 +219,11 @@ class ServerEngine(Engine):
         pass
 
 
-class ServerFeeder(Feeder):
-    """`Feeder` over HTTP: the runner's thread submits and consumes; an event loop thread does the I/O."""
+class ServerFeeder:
+    """The feeder seam (seam.RequestFeeder, as generate.Feeder) over HTTP: the runner's thread submits and consumes; an event loop thread does the I/O."""
 
     def __init__(self, engine: ServerEngine, body: dict[str, Any], window: int,
-                 may_submit: Callable[[], bool] | None = None):  # no super().__init__: no vLLM core here
+                 may_submit: Callable[[], bool] | None = None):
         self.engine = self.server = engine
         self.config = engine.config
         self.body = body

@@ -4,12 +4,14 @@ from __future__ import annotations
 from .adapters import load_adapters
 from .config import ConfigError, EngineConfig
 from .decoding import adapter_thresholds, adapter_type_priors, row_from_completion
-from .generate import Engine, Request
+from .engines import open_engine
 from .preflight import check_adapters
 from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
+from .seam import GenerationEngine, Request
 
 
-def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, engine: Engine | None = None) -> RowResult:
+def extract(config: EngineConfig, title: str | None, paragraph: str | None, *,
+            engine: GenerationEngine | None = None) -> RowResult:
     """The extraction for one paragraph under the config's adapter (at most one) or the base model."""
     check_adapters(config.adapters, config.max_lora_rank)  # the same one-line refusals as `engine run`
     config = config.resolve()
@@ -22,12 +24,8 @@ def extract(config: EngineConfig, title: str | None, paragraph: str | None, *, e
     name = adapter.name if adapter else "base"
     if paragraph is None or not paragraph.strip():
         return error_row(name, EMPTY_PARAGRAPH, "paragraph is empty")
-    if engine is None and config.server:  # server mode (engine/server.py), e.g. --set server=URL
-        from .server import ServerEngine
-
-        engine = ServerEngine(config)
-    elif engine is None:
-        engine = Engine(config)
+    if engine is None:  # a local vLLM, or server mode (--set server=URL): engines.open_engine
+        engine = open_engine(config)
     else:
         engine.check_compatible(config, adapters)
     engine.reset_loras()

@@ -8,7 +8,10 @@ The rule (ARCHITECTURE.md):
   - data/ (the contract) imports none of the three;
   - nothing imports the old bare top-level names (`import data`, `from engine import ...`, `trainer.x`,
     `evalkit.x`): the rooms are installed only as `reportminer.<room>` (pkg/__init__.py says why);
-  - a relative import does not climb out of the `reportminer` package.
+  - a relative import does not climb out of the `reportminer` package;
+  - no import loop between the package's modules (two or more modules that import each other, directly
+    or around a circle), counting lazy and TYPE_CHECKING imports too: a loop is reported once, as the
+    modules of one strongly connected component of the import graph.
 Every import is checked, at module level or inside a function, under `if TYPE_CHECKING:` too, and so are
 `importlib.import_module("...")` / `__import__("...")` calls with a literal name. Absolute
 (`reportminer.engine.x`) and relative (`from ..engine import x`) forms are resolved to the same name.
@@ -124,6 +127,67 @@ def check_file(root: Path, path: Path) -> list[str]:
     return problems
 
 
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports (every import, lazy and TYPE_CHECKING included). An import
+    of a name inside a module counts as an import of that module; a module's own parent packages do not
+    count (Python imports them first anyway)."""
+    mods: dict[str, tuple[Path, bool]] = {}
+    for path in python_files(root):
+        name, is_pkg = module_name(root, path)
+        if name:
+            mods[name] = (path, is_pkg)
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, (path, is_pkg) in mods.items():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except SyntaxError:
+            continue  # named by check_file
+        for _line, name, _written in imported_names(tree, m, is_pkg):
+            parts = (name or "").split(".")
+            while parts and ".".join(parts) not in mods:
+                parts.pop()
+            target = ".".join(parts)
+            if target and target != m and not m.startswith(target + "."):
+                graph[m].add(target)
+    return graph
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Every import loop: the strongly connected components of more than one module (Tarjan's algorithm)."""
+    graph = import_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    loops: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return loops
+
+
 def python_files(root: Path) -> Iterator[Path]:
     for folder in SCANNED:
         d = root / folder
@@ -139,6 +203,9 @@ def check(root: Path) -> tuple[list[str], int]:
     for path in python_files(root):
         n += 1
         problems.extend(check_file(root, path))
+    for loop in import_cycles(root):
+        problems.append(f"import loop: {' -> '.join(loop)} (each imports another of them; move what they share "
+                        "into a module below them)")
     return problems, n
 
 
@@ -150,7 +217,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"import check: {len(problems)} violation(s) in {n} files (the rule: ARCHITECTURE.md)", file=sys.stderr)
         return 1
-    print(f"import check: {n} files, the rooms import only reportminer.data and never each other")
+    print(f"import check: {n} files, the rooms import only reportminer.data and never each other; no import loop")
     return 0
 
 

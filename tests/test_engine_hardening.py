@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from reportminer.data.errors import EXIT_DATA, EXIT_FAILED, EXIT_REFUSED, ConfigMismatch, RunFailed, error_line
 from reportminer.data.io import jsonl_to_table, read_table, write_parquet, write_shards
-from reportminer.engine import runner
+from reportminer.engine import engines, runner
 from reportminer.engine.cli import main
 from reportminer.engine.config import EngineConfig
 from reportminer.engine.run_manifest import MANIFEST_NAME, RunManifest
@@ -44,7 +44,7 @@ class _EngineTripwire:
 
 @pytest.fixture
 def no_engine(monkeypatch):
-    monkeypatch.setattr(runner, "Engine", _EngineTripwire)
+    monkeypatch.setattr(engines, "Engine", _EngineTripwire)
 
 
 def engine_cli(*args: str):
@@ -156,9 +156,7 @@ def test_corrupt_adapter_manifest_is_named(no_engine, tiny_model, tiny_adapter, 
 
 
 def test_extract_refuses_a_truncated_adapter_the_same_way(monkeypatch, tiny_model, tiny_adapter, tmp_path):
-    from reportminer.engine import single
-
-    monkeypatch.setattr(single, "Engine", _EngineTripwire)
+    monkeypatch.setattr(engines, "Engine", _EngineTripwire)
     ad = _copy_adapter(tiny_adapter, tmp_path / "trunc")
     w = ad / "adapter_model.safetensors"
     with open(w, "r+b") as fh:
@@ -279,7 +277,7 @@ class _StartFails:
 
 
 def test_failed_start_leaves_no_manifest_and_the_corrected_rerun_is_not_refused(monkeypatch, tiny_model, shards, tmp_path):
-    monkeypatch.setattr(runner, "Engine", _StartFails)
+    monkeypatch.setattr(engines, "Engine", _StartFails)
     out = tmp_path / "out"
     cfg = EngineConfig(model=str(tiny_model), max_tokens=8, max_model_len=1024, seed=1)
     with pytest.raises(RuntimeError, match="injected"):

@@ -77,3 +77,21 @@ def test_each_kind_of_violation_is_named_by_file_and_line(tmp_path: Path, capsys
     assert ci.main([str(root)]) == 1
     out = capsys.readouterr()
     assert "engine/bad.py:3:" in out.out and "10 violation(s)" in out.err
+
+
+def test_an_import_loop_is_named_even_through_lazy_and_type_checking_imports(tmp_path: Path):
+    ci = _script()
+    root = _tree(tmp_path, {
+        "pkg/__init__.py": "",
+        "engine/__init__.py": "",
+        "engine/a.py": "from .b import B\nA = 1\n",
+        "engine/b.py": "def f():\n    from .c import C\nB = 2\n",
+        "engine/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from reportminer.engine.a import A\nC = 3\n",
+        "engine/d.py": "from .a import A\n",  # imports into the loop, is not part of it
+    })
+    assert ci.import_cycles(root) == [["reportminer.engine.a", "reportminer.engine.b", "reportminer.engine.c"]]
+    problems, _ = ci.check(root)
+    assert problems == ["import loop: reportminer.engine.a -> reportminer.engine.b -> reportminer.engine.c (each "
+                        "imports another of them; move what they share into a module below them)"]
+    (root / "engine/c.py").write_text("C = 3\n")
+    assert ci.import_cycles(root) == []

@@ -1,0 +1,155 @@
+"""The two seams of a run: what the row pipeline needs from an engine, and what `run` needs from a backend.
+
+An **engine** turns token-id requests into completions. Two exist: `generate.Engine` (an in-process
+`vllm.LLM`) and `server.ServerEngine` (HTTP to a `vllm serve`); `engines.open_engine` picks one. The row
+pipeline (`pipeline.py`) needs from it only `GenerationEngine`'s members, so either one writes the same
+files.
+
+A **backend** takes the shards a run selected and gets them done. `run` (`runner.py`) owns everything
+around that once for every backend: plan (settings, shards, adapters, refusals), the `--out` lock, the
+choice of shards to do, the run manifest's first write, the summary and the run log. A backend has three
+steps: `start` (its engines, or a cluster), `execute` (every shard of the plan it is given, each committed
+and recorded in the manifest, returning an `Outcome`), `stop`. Two exist: `backends.LocalBackend` (one
+engine of either kind in this process) and `ray_backend.RayBackend` (an engine per Ray actor);
+`backends.make_backend` picks one. None of them imports a private name of another module.
+
+This module imports only the contract, the settings and the row statistics, so both seams sit below
+everything that implements or uses them (no import loop in engine/: scripts/check_imports.py --cycles).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from reportminer.data.prompt import render_prompt
+
+from .adapters import Adapter
+from .config import EngineConfig
+from .summary import RowStats
+
+if TYPE_CHECKING:
+    from .shards import InputShard
+
+
+# ---- requests and completions ---------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    key: Any  # the caller's handle, returned with the completion
+    prompt_token_ids: list[int]
+    adapter: Adapter | None
+
+
+@dataclass
+class Sample:
+    text: str | None
+    finish_reason: str | None
+    output_tokens: int
+
+
+@dataclass
+class Completion:
+    key: Any
+    text: str | None
+    finish_reason: str | None
+    prompt_tokens: int
+    output_tokens: int
+    rejected: str | None = None  # the engine refused the request (message); no text
+    reason: str | None = None  # with `rejected`: the row's error reason; None: rejected (server mode: server_error)
+    samples: list[Sample] | None = None  # every answer when sampling params ask for n > 1 (text etc. = sample 0)
+
+
+def encode_prompts(tokenizer: Any, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]:
+    """Token ids of the served prompt for each row (data.prompt.render_prompt with the model's own chat
+    template, which already holds any BOS): both engines tokenise here, so too-long rows are found before
+    anything is submitted and a server sees exactly the tokens a local engine would."""
+    texts = [render_prompt(tokenizer, t, p) for t, p in zip(titles, paragraphs)]
+    if not texts:
+        return []
+    return list(tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+# ---- the engine seam ------------------------------------------------------------------------------------
+
+
+class RequestFeeder(Protocol):
+    """Submits requests from an iterator while fewer than its window are unfinished; yields completions in
+    any order. `abort` drops unfinished requests whose key matches; `close` aborts the rest."""
+
+    def run(self, requests: Iterator[Request]) -> Iterator[Completion]: ...
+
+    def abort(self, predicate: Callable[[Any], bool]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class GenerationEngine(Protocol):
+    """What the row pipeline (and `extract`) use of an engine."""
+
+    config: EngineConfig
+
+    @property
+    def max_num_seqs(self) -> int:
+        """Sequences the engine decodes together (sizes the pipeline's request window)."""
+        ...
+
+    def check_compatible(self, run: EngineConfig, adapters: list[Adapter]) -> None:
+        """ConfigError when a run's settings or adapters do not fit this started engine."""
+
+    def encode_prompts(self, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]: ...
+
+    def sampling_params(self, config: EngineConfig) -> Any:
+        """The run's sampling settings in the form this engine's feeder sends (vLLM `SamplingParams`, or the
+        sampling part of an HTTP request body); opaque to the pipeline, which hands it to `feeder`."""
+
+    def feeder(self, sampling_params: Any, window: int, may_submit: Callable[[], bool] | None = None,
+               stall_timeout_s: Any = "engine") -> RequestFeeder: ...
+
+    def reset_loras(self) -> None:
+        """Called once before a run's first request (vLLM's CPU LoRA slots: generate.Engine.reset_loras)."""
+
+    def close(self) -> None: ...
+
+
+# ---- what a backend is given and returns (the Backend protocol: backends.py) ----------------------------
+
+
+@dataclass
+class ShardJob:
+    """One input shard to do: where it is, its content fingerprint and row count, and its output path."""
+
+    shard: InputShard
+    fp: dict[str, Any]
+    num_rows: int
+    out_path: Path  # or a storage.ObjectPath under s3:// / gs:// (the same methods)
+
+
+@dataclass
+class DoneShard:
+    """A shard committed in this run, as the summary counts it."""
+
+    rel: str
+    num_rows: int
+    stats: RowStats
+
+
+@dataclass
+class Outcome:
+    """What a backend's `execute` did: committed shards (recorded in the manifest), failed shards, row and
+    token counts of all work (failed or interrupted shards included), and its times."""
+
+    done: list[DoneShard] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (shard rel, error)
+    stats: RowStats = field(default_factory=RowStats)
+    by_adapter: dict[str, RowStats] = field(default_factory=dict)
+    row_cache: dict[str, Any] = field(default_factory=dict)  # row_cache.RowCache stats (served, computed, ...)
+    gen_s: float = 0.0  # generation seconds: what rows_per_s divides by
+    engine_start_s: float | None = None  # None: no engine was started (one was handed in)
+    interrupted: bool = False
+
+
+__all__ = ["Completion", "DoneShard", "GenerationEngine", "Outcome", "Request", "RequestFeeder",
+           "Sample", "ShardJob", "encode_prompts"]
