@@ -215,7 +215,11 @@ def ingest(input_: Path, out: Path, rows_per_shard: int, max_chars: int, min_cha
     from .ingest import IngestConfig, ingest_to_shards
 
     cfg = IngestConfig(max_chars=max_chars, min_chars=min_chars, strip_numbering=not keep_numbering)
-    res = ingest_to_shards(input_, out, rows_per_shard, cfg, progress=_progress())
+    _sigterm_as_interrupt()
+    try:
+        res = ingest_to_shards(input_, out, rows_per_shard, cfg, progress=_progress())
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{out} is as it was (the new shards were written beside it and removed)") from None
     if res.empty_files:
         click.echo(f"note: no paragraphs in {len(res.empty_files)} file(s): {', '.join(res.empty_files[:10])}", err=True)
     if not res.paragraphs:

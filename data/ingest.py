@@ -40,6 +40,7 @@ import hashlib
 import math
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .io import DataError, wide_encoding, write_parquet
+from .io import DataError, commit_staged, stage_beside, wide_encoding, write_parquet
 from .schema import CHAPTER_TITLE, ID, PARAGRAPH, SOURCE
 
 DOC = "doc"
@@ -427,18 +428,6 @@ def ingest_table(path: str | os.PathLike, cfg: IngestConfig = IngestConfig()) ->
     return _to_table(rows)
 
 
-def prune_stale_shards(out_dir: str | os.PathLike, keep: list[Path], prefix: str = "shard") -> list[Path]:
-    """Delete `prefix-*.parquet` files in `out_dir` that this run did not write, so a rerun with fewer
-    rows does not leave old shards behind to be read as part of the set. Other files are left alone."""
-    keep_names = {p.name for p in keep}
-    removed = []
-    for f in sorted(Path(out_dir).glob(f"{prefix}-*.parquet")):
-        if f.name not in keep_names:
-            f.unlink()
-            removed.append(f)
-    return removed
-
-
 def _id_hash(pid: str) -> bytes:
     return hashlib.sha256(pid.encode()).digest()
 
@@ -448,20 +437,26 @@ def ends_shard(pid: str, rows_per_shard: int) -> bool:
     return int.from_bytes(_id_hash(pid)[:8], "big") % rows_per_shard == 0
 
 
-def _write_shard(rows: list[Paragraph], out_dir: Path, res: IngestResult) -> None:
-    """`shard-<12 hex of the last id's hash>.parquet`; an existing file with the same rows is left as it is
-    (its mtime too, so the engine's fingerprint takes its fast path)."""
-    path = out_dir / f"shard-{_id_hash(rows[-1].id).hex()[:12]}.parquet"
+def _write_shard(rows: list[Paragraph], out_dir: Path, stage: Path, res: IngestResult) -> None:
+    """`shard-<12 hex of the last id's hash>.parquet` into the staging folder; an existing file in `out_dir`
+    with the same rows is hard-linked there instead (same inode, so its mtime too: the engine's fingerprint
+    takes its fast path after the swap)."""
+    name = f"shard-{_id_hash(rows[-1].id).hex()[:12]}.parquet"
+    old, path = out_dir / name, stage / name
     table = _to_table(rows)
     try:
-        same = path.exists() and pq.read_table(path).equals(table)
+        same = old.is_file() and pq.read_table(old).equals(table)
     except Exception:  # a damaged old file is simply replaced
         same = False
     if same:
+        try:
+            os.link(old, path)
+        except OSError:  # a file system without hard links: a copy with the old mtime
+            shutil.copy2(old, path)
         res.unchanged += 1
     else:
         write_parquet(table, path)
-    res.shards.append(path)
+    res.shards.append(out_dir / name)
 
 
 def ingest_to_shards(
@@ -472,11 +467,27 @@ def ingest_to_shards(
     progress: bool = False,
 ) -> IngestResult:
     """Stream paragraphs into `shard-<hash>.parquet` files of about `rows_per_shard` rows, cut by content
-    (see the module docstring) so unchanged reports keep their shards; memory stays at one shard."""
+    (see the module docstring) so unchanged reports keep their shards; memory stays at one shard.
+
+    The new set is built in a folder beside `out_dir` (unchanged shards hard-linked, not rewritten) and
+    swapped in whole at the end (data.io.commit_staged), as `datakit shard` does: an interrupted ingest
+    leaves `out_dir` as it was, never new shards among stale ones. Nothing is swapped in when no
+    paragraph was found."""
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
     res = IngestResult()
     out = Path(out_dir)
+    stage = stage_beside(out)
+    try:
+        _ingest_into(path, out, stage, rows_per_shard, cfg, progress, res)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+    return res
+
+
+def _ingest_into(path: str | os.PathLike, out: Path, stage: Path, rows_per_shard: int, cfg: IngestConfig,
+                 progress: bool, res: IngestResult) -> None:
     buf: list[Paragraph] = []
     docs_seen: set[str] = set()
     for p in iter_paragraphs(path, cfg, progress):
@@ -484,10 +495,10 @@ def ingest_to_shards(
         buf.append(p)
         res.paragraphs += 1
         if ends_shard(p.id, rows_per_shard) or len(buf) >= MAX_SHARD_FACTOR * rows_per_shard:
-            _write_shard(buf, out, res)
+            _write_shard(buf, out, stage, res)
             buf = []
     if buf:
-        _write_shard(buf, out, res)
+        _write_shard(buf, out, stage, res)
     root = Path(path)
     files = report_files(root)
     res.files = len(files)
@@ -497,5 +508,5 @@ def ingest_to_shards(
         if (f.relative_to(root).as_posix() if root.is_dir() else f.name) not in docs_seen
     ]
     if res.paragraphs:
-        res.removed_stale = prune_stale_shards(out_dir, res.shards)
-    return res
+        keep = {p.name for p in res.shards}
+        res.removed_stale = [out / n for n in commit_staged(stage, out) if n not in keep]

@@ -77,10 +77,23 @@ class JsonlRow:
         return str(raw) if raw is not None else self.source
 
 
-def _data_files(root: Path, suffix: str) -> list[Path]:
-    """Data files under `root`: hidden files and `_`-prefixed bookkeeping files (the engine's
-    `_engine_runs.jsonl` beside its result shards) are not data."""
-    return sorted(f for f in root.rglob(f"*{suffix}") if f.is_file() and not f.name.startswith((".", "_")))
+def _data_files(root: Path, suffix: str, skip_private: bool = True) -> list[Path]:
+    """Data files under `root`, their suffix matched case-blind (`B.PARQUET` is a shard too; it was skipped
+    without a word, issue 19, as the engine's discovery now also reads it): hidden files and, with
+    `skip_private`, `_`-prefixed bookkeeping files (the engine's `_engine_runs.jsonl` beside its result
+    shards) are not data. A symbolic link to a missing file is a DataError: a data set that silently lost a
+    file (an unmounted volume) must not be validated, counted or converted as if whole."""
+    skip = (".", "_") if skip_private else (".",)
+    found = []
+    for f in root.rglob("*"):
+        if not f.name.lower().endswith(suffix) or f.name.startswith(skip):
+            continue
+        if f.is_symlink() and not f.exists():
+            raise DataError(f"{f}: a dangling symbolic link (to {os.readlink(f)}); is the volume mounted? "
+                            "(remove the link to go on without it)")
+        if f.is_file():
+            found.append(f)
+    return sorted(found)
 
 
 def data_kind(path: str | os.PathLike) -> DataKind:
@@ -94,7 +107,7 @@ def data_kind(path: str | os.PathLike) -> DataKind:
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     if not p.is_dir():
-        return "parquet" if p.suffix == ".parquet" else "jsonl"
+        return "parquet" if p.suffix.lower() == ".parquet" else "jsonl"
     jsonl, parquet = _data_files(p, ".jsonl"), _data_files(p, ".parquet")
     if jsonl and parquet:
         raise DataError(
@@ -400,19 +413,31 @@ def write_shard_set(table: pa.Table, out_dir: str | os.PathLike, rows_per_shard:
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = stage_beside(out)
     try:
         names = [p.name for p in write_shards(table, tmp, rows_per_shard, prefix)]
-        os.chmod(tmp, out.stat().st_mode & 0o7777 if out.exists() else 0o777 & ~_umask())
-        with _signals_held():
-            replaced = _swap_in(tmp, out, prefix)
+        replaced = commit_staged(tmp, out, prefix)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return ShardSet([out / n for n in names], [n for n in replaced if n not in set(names)])
+
+
+def stage_beside(out: Path) -> Path:
+    """A new empty folder `.NAME.XXXX.partial` beside `out` to build a shard set in (the caller removes it
+    on failure: `commit_staged` consumes it on success)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+
+
+def commit_staged(tmp: Path, out: Path, prefix: str = "shard") -> list[str]:
+    """Make the complete folder `tmp` be `out` (mode of the old `out`, other files of the old `out` kept,
+    Ctrl-C held off while it happens); the names of the old `prefix-*.parquet` shards it replaced."""
+    os.chmod(tmp, out.stat().st_mode & 0o7777 if out.exists() else 0o777 & ~_umask())
+    with _signals_held():
+        return _swap_in(tmp, out, prefix)
 
 
 def _umask() -> int:
@@ -470,10 +495,11 @@ def _swap_in(new: Path, out: Path, prefix: str) -> list[str]:
 
 
 def parquet_files(path: str | os.PathLike) -> list[Path]:
-    """A Parquet file, or every *.parquet under a folder (recursively, sorted, hidden temp files skipped)."""
+    """A Parquet file, or every *.parquet under a folder (recursively, sorted, suffix case-blind, hidden temp
+    files skipped; a dangling symlink is a DataError: `_data_files`)."""
     p = Path(path)
     if p.is_dir():
-        return sorted(f for f in p.rglob("*.parquet") if f.is_file() and not f.name.startswith("."))
+        return _data_files(p, ".parquet", skip_private=False)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     return [p]

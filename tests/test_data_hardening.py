@@ -349,3 +349,56 @@ def test_a_missing_model_fails_instead_of_skipping_under_test_sh(tmp_path: Path)
                         "tests/test_data_cli.py::test_fetch_model_prints_cached_path"],
                        cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "although scripts/test.sh prepared the models" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------ files that were skipped without a word
+
+
+def test_an_upper_case_suffix_is_data_and_a_dangling_link_is_named(demo_jsonl: Path, tmp_path: Path):
+    shards = tmp_path / "shards"
+    run("shard", "--input", demo_jsonl, "--out", shards, "--rows-per-shard", "6")
+    (shards / "shard-00001.parquet").rename(shards / "B.PARQUET")
+    assert "OK: 12 rows (12 labelled) in 2 file(s)" in run("validate", shards).stdout
+    assert json.loads(run("stats", shards, "--json", "-").stdout)["rows"] == 12
+    assert "wrote 12 rows" in run("export", "--input", shards, "--out", tmp_path / "all.jsonl").stdout
+    (tmp_path / "all.jsonl").unlink()
+    before = tree(tmp_path)
+    (shards / "gone.parquet").symlink_to(tmp_path / "unmounted" / "gone.parquet")
+    for args in (["validate", shards], ["stats", shards], ["export", "--input", shards, "--out", tmp_path / "x.jsonl"]):
+        res = run(*args, code=EXIT_DATA)
+        assert res.stderr.strip() == (f"datakit: data error: DataError: {shards / 'gone.parquet'}: a dangling symbolic link "
+                                      f"(to {tmp_path / 'unmounted' / 'gone.parquet'}); is the volume mounted? "
+                                      "(remove the link to go on without it)"), args
+    (shards / "gone.parquet").unlink()
+    assert tree(tmp_path) == before
+
+
+def test_interrupted_ingest_leaves_the_older_corpus_as_it_was(tmp_path: Path, monkeypatch):
+    """The same all-or-nothing for `datakit ingest`: Ctrl-C after a few new shards, --out byte for byte."""
+    from reportminer.data import ingest as ding
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for i in range(30):
+        (reports / f"r{i:02d}.md").write_text(
+            f"# 第{i}篇\n\n" + "\n\n".join(f"公司第{k}段：营业收入同比增长{k + i}%，毛利率{30 + k}%。" for k in range(3)) + "\n",
+            encoding="utf-8")
+    out = tmp_path / "corpus"
+    run("ingest", "--input", reports, "--out", out, "--rows-per-shard", "5")
+    before = tree(tmp_path)
+    for i in range(30):  # every report edited: every shard would be rewritten
+        (reports / f"r{i:02d}.md").write_text((reports / f"r{i:02d}.md").read_text(encoding="utf-8") + "\n补充：订单充足。\n", encoding="utf-8")
+    before.update({k: v for k, v in tree(tmp_path).items() if k.startswith("reports/")})
+    real, calls = ding.write_parquet, []
+
+    def interrupted_after_3(table, path):
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(table, path)
+
+    monkeypatch.setattr(ding, "write_parquet", interrupted_after_3)
+    res = run("ingest", "--input", reports, "--out", out, "--rows-per-shard", "5", code=EXIT_INTERRUPTED)
+    assert res.stderr.strip() == f"datakit: interrupted; {out} is as it was (the new shards were written beside it and removed)"
+    assert all(p.parent != out for p in calls)
+    assert tree(tmp_path) == before
