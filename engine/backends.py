@@ -31,8 +31,8 @@ class Backend(Protocol):
     """Where a run's rows are computed. `run` calls, under the --out lock: `adopt` (before the shards to do
     are chosen), then, when there is work, `start`, the manifest's first write, `execute`, and `stop`."""
 
-    # True when this backend starts vLLM engines for the run: `run` then settles enforce_eager by the run's
-    # size (config.eager_for) before `start`, the same rule for every backend, so their outputs match.
+    # True when this backend starts vLLM engines for the run: `run` then settles enforce_eager once per
+    # --out (run_manifest.settle_eager) before `start`, the same rule for every backend, so their outputs match.
     starts_vllm: bool
 
     def check(self, input_path: str | Path, out_dir: str | Path) -> None:

@@ -96,7 +96,7 @@ def settle_eager(config: EngineConfig, out_dir: Path | ObjectPath, output_rows: 
     """
     import dataclasses
 
-    from .config import EAGER_BELOW_ROWS
+    from .config import eager_for
 
     if config.enforce_eager is not None:
         return config
@@ -107,7 +107,7 @@ def settle_eager(config: EngineConfig, out_dir: Path | ObjectPath, output_rows: 
     recorded = (manifest.identity or {}).get("enforce_eager") if manifest is not None else None
     if isinstance(recorded, bool):
         return dataclasses.replace(config, enforce_eager=recorded)
-    return dataclasses.replace(config, enforce_eager=config.device == "cpu" and output_rows < EAGER_BELOW_ROWS)
+    return eager_for(config, output_rows)
 
 
 def write_json_or_fail(path: Path | ObjectPath, obj: Any) -> Path | ObjectPath:

@@ -10,16 +10,26 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from reportminer.data.errors import ConfigMismatch, RunFailed
 
 from .backends import make_backend
-from .config import EngineConfig, eager_for
+from .config import EngineConfig
 from .plan import Plan, input_paths, make_plan, prepare_out, select
 from .preflight import check_out, os_reason
-from .run_manifest import HISTORY_NAME, MANIFEST_NAME, SUMMARY_NAME, OutLock, RunManifest, now, write_json_or_fail
+from .run_manifest import (
+    HISTORY_NAME,
+    MANIFEST_NAME,
+    SUMMARY_NAME,
+    OutLock,
+    RunManifest,
+    now,
+    run_identity,
+    settle_eager,
+    write_json_or_fail,
+)
 from .seam import GenerationEngine, Outcome, ShardJob
 from .storage import append_line, location
 from .summary import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, EXIT_SHARD_FAILED, RowStats, RunSummary
@@ -57,14 +67,19 @@ def run(
 
     summary = new_summary(plan, started_at)
     with OutLock(out):
+        if backend.starts_vllm and config.enforce_eager is None:
+            # One rule for every backend, decided once per --out (run_manifest.settle_eager): the choice its
+            # manifest records, else by the whole input's size. Never by the rows left, so a resumed run
+            # computes its rows as the first one did (issue 19); and it is in the identity the manifest checks.
+            rows = sum(i.num_rows for i in (plan.infos or {}).values()) * len(config.adapter_names)
+            config = settle_eager(config, out, rows)
+            plan = replace(plan, config=config, identity=run_identity(config, plan.adapters))
+            summary.settings["enforce_eager"] = config.enforce_eager
         manifest = prepare_out(out, plan.identity, config, plan.adapters, overwrite, input_paths(plan), summary.warnings)
         backend.adopt(out, manifest, overwrite)
         todo, failed_early = select(plan, manifest, summary, prune)
         outcome: Outcome | None = None
         if todo:
-            if backend.starts_vllm and config.enforce_eager is None:  # one rule for every backend: same outputs
-                config = eager_for(config, sum(j.num_rows for j in todo) * len(config.adapter_names))
-                summary.settings["enforce_eager"] = config.enforce_eager
             backend.start(plan, config)
             try:
                 # Written only once the engines are up: a run that fails to start leaves nothing that would make
