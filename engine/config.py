@@ -123,7 +123,8 @@ class EngineConfig:
                                     group="scheduler", vllm="enable_prefix_caching", engine_level=True,
                                     flag="--prefix-caching/--no-prefix-caching")
     enforce_eager: bool | None = h(
-        "Skip torch.compile and CUDA graphs; none: eager for short CPU runs (under 256 output rows), compiled otherwise.",
+        "Skip torch.compile and CUDA graphs; none: decided once per --out and kept on resume: eager for a CPU "
+        "input under 256 output rows, compiled otherwise.",
         default=None, group="scheduler", vllm="enforce_eager", engine_level=True, flag="--enforce-eager/--compile")
     structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = h(
         "Guided-decoding backend; guidance kept JSON strings clean, xgrammar did not.", default="guidance",
@@ -376,6 +377,7 @@ class EngineConfig:
         if self.ray_cpus_per_actor < 0:
             raise ConfigError(f"ray_cpus_per_actor: must be >= 0, got {self.ray_cpus_per_actor}")
         validate_decoding(self)
+        check_engine_limits(self)
 
     # ---- identity -------------------------------------------------------------------------------------
 
@@ -434,6 +436,61 @@ def eager_for(config: EngineConfig, output_rows: int) -> EngineConfig:
     if config.enforce_eager is not None:
         return config
     return dataclasses.replace(config, enforce_eager=config.device == "cpu" and output_rows < EAGER_BELOW_ROWS)
+
+
+# ---- settings vLLM would refuse only after it started -------------------------------------------------
+
+
+def _kv_bytes_per_token(model: Path) -> int | None:
+    """K and V of one token over all layers (2 bytes an element: the bf16/fp16 lower bound), or None."""
+    try:
+        cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config") or cfg
+    try:
+        layers, heads = int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return 2 * layers * kv_heads * head_dim * 2
+
+
+def check_engine_limits(c: EngineConfig) -> None:
+    """Values that pass the types but that vLLM refuses only once it starts, as a traceback with exit 1
+    (issue 19): refused here as ConfigError (exit 2), one line. `c` is a resolved EngineConfig.
+
+    The bounds are vLLM 0.32's: SamplingParams wants a finite temperature; the seed goes to
+    np.random.seed (0 .. 2**32-1; vLLM turns -1 into "no seed", i.e. unreproducible rows); the scheduler
+    wants max_num_batched_tokens >= max_num_seqs; the KV cache must hold at least one sequence of
+    max_model_len tokens (2 bytes an element, the smallest KV dtype vLLM uses here by default).
+    """
+    import math
+
+    for name in ("temperature", "top_p", "sample_temperature", "vote_threshold", "score_threshold",
+                 "stall_timeout_s", "gpu_memory_utilization", "server_timeout_s", "server_backoff_s"):
+        v = getattr(c, name, None)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name}: must be a finite number, got {v}")
+    seed = getattr(c, "seed", 0)
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: must be in 0 .. {2**32 - 1} (vLLM seeds numpy with it; -1 would mean no seed, "
+                          f"so rows could not be reproduced), got {seed}")
+    mnbt, seqs = getattr(c, "max_num_batched_tokens", None), getattr(c, "max_num_seqs", None)
+    if mnbt is not None and seqs is not None and mnbt < seqs:
+        raise ConfigError(f"max_num_batched_tokens ({mnbt}) must be >= max_num_seqs ({seqs}) (vLLM's rule); "
+                          "raise it or lower max_num_seqs")
+    kv = getattr(c, "kv_cache_memory_bytes", None)
+    if isinstance(kv, int) and c.max_model_len and getattr(c, "server", None) is None and c.model:
+        per_token = _kv_bytes_per_token(Path(c.model))
+        if per_token:
+            need = per_token * c.max_model_len
+            if kv < need:
+                raise ConfigError(
+                    f"kv_cache_memory_bytes: {kv} bytes cannot hold one sequence of max_model_len {c.max_model_len} "
+                    f"tokens ({per_token} bytes a token for this model: at least {need} bytes, "
+                    f"{-(-need // 2**20)} MiB); raise it (e.g. 2GiB) or lower max_model_len")
 
 
 def validate_decoding(c: EngineConfig) -> None:

@@ -33,6 +33,7 @@ from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import ID, INPUT_COLUMNS
 from reportminer.data.type_prior import TypePrior
 
+from .config import check_engine_limits  # re-exported: the settings' own check (config.validate runs it)
 from .inputs import read_jsonl_shard
 from .storage import ObjectPath, parquet_source
 
@@ -143,61 +144,6 @@ def adapter_manifest_problem(path: Path) -> str | None:
     if wrong:
         return f"not an adapter manifest: {', '.join(wrong)}"
     return None
-
-
-# ---- settings vLLM would refuse only after it started -------------------------------------------------
-
-
-def _kv_bytes_per_token(model: Path) -> int | None:
-    """K and V of one token over all layers (2 bytes an element: the bf16/fp16 lower bound), or None."""
-    try:
-        cfg = json.loads((model / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cfg = cfg.get("text_config") or cfg
-    try:
-        layers, heads = int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
-        kv_heads = int(cfg.get("num_key_value_heads") or heads)
-        head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
-    return 2 * layers * kv_heads * head_dim * 2
-
-
-def check_engine_limits(c: Any) -> None:
-    """Values that pass the types but that vLLM refuses only once it starts, as a traceback with exit 1
-    (issue 19): refused here as ConfigError (exit 2), one line. `c` is a resolved EngineConfig.
-
-    The bounds are vLLM 0.32's: SamplingParams wants a finite temperature; the seed goes to
-    np.random.seed (0 .. 2**32-1; vLLM turns -1 into "no seed", i.e. unreproducible rows); the scheduler
-    wants max_num_batched_tokens >= max_num_seqs; the KV cache must hold at least one sequence of
-    max_model_len tokens (2 bytes an element, the smallest KV dtype vLLM uses here by default).
-    """
-    import math
-
-    for name in ("temperature", "top_p", "sample_temperature", "vote_threshold", "score_threshold",
-                 "stall_timeout_s", "gpu_memory_utilization", "server_timeout_s", "server_backoff_s"):
-        v = getattr(c, name, None)
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"{name}: must be a finite number, got {v}")
-    seed = getattr(c, "seed", 0)
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"seed: must be in 0 .. {2**32 - 1} (vLLM seeds numpy with it; -1 would mean no seed, "
-                          f"so rows could not be reproduced), got {seed}")
-    mnbt, seqs = getattr(c, "max_num_batched_tokens", None), getattr(c, "max_num_seqs", None)
-    if mnbt is not None and seqs is not None and mnbt < seqs:
-        raise ConfigError(f"max_num_batched_tokens ({mnbt}) must be >= max_num_seqs ({seqs}) (vLLM's rule); "
-                          "raise it or lower max_num_seqs")
-    kv = getattr(c, "kv_cache_memory_bytes", None)
-    if isinstance(kv, int) and c.max_model_len and getattr(c, "server", None) is None and c.model:
-        per_token = _kv_bytes_per_token(Path(c.model))
-        if per_token:
-            need = per_token * c.max_model_len
-            if kv < need:
-                raise ConfigError(
-                    f"kv_cache_memory_bytes: {kv} bytes cannot hold one sequence of max_model_len {c.max_model_len} "
-                    f"tokens ({per_token} bytes a token for this model: at least {need} bytes, "
-                    f"{-(-need // 2**20)} MiB); raise it (e.g. 2GiB) or lower max_model_len")
 
 
 # ---- input shards -------------------------------------------------------------------------------------

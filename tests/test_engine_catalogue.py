@@ -414,3 +414,16 @@ def test_eager_is_decided_once_per_out_and_kept_on_resume(tiny_model, tmp_path):
     explicit = auto.override(enforce_eager=True)
     assert settle_eager(explicit, out, output_rows=12).enforce_eager is True  # the identity check then refuses it
     assert run_identity(explicit, [])["enforce_eager"] is True
+
+
+@pytest.mark.parametrize("setting,said", [
+    ("temperature=1e999", "temperature: must be a finite number, got inf"),
+    ("seed=-1", "seed: must be in 0 .. 4294967295"),
+    ("kv_cache_memory_bytes=1", "kv_cache_memory_bytes: 1 bytes cannot hold one sequence"),
+    ("max_num_batched_tokens=16", "max_num_batched_tokens (16) must be >= max_num_seqs"),
+])
+def test_late_vllm_settings_are_one_line_before_the_engine(no_engine, tiny_model, shards, tmp_path, setting, said):
+    r = _run(shards, tmp_path / "out", tiny_model, "--device", "cpu", "--set", setting)
+    assert r.exit_code == EXIT_REFUSED
+    assert said in one_line(r)
+    assert not (tmp_path / "out").exists()
