@@ -200,6 +200,10 @@ class EngineConfig:
     server_timeout_s: float = h("Seconds one request may take before it is retried.", default=600.0, group="backend")
     server_retries: int = h("Retries of a request after a connection error, timeout or 5xx; then the row is a "
                             "server_error row.", default=4, group="backend")
+    server_unreachable_s: float = h(
+        "Circuit breaker: stop the run (exit 4, finished shards kept, no error rows for rows never answered) once "
+        "no request has reached the server for this many seconds (engine/breaker.py).", default=300.0,
+        group="backend")
     server_backoff_s: float = h("Wait before the first retry; doubled each time, at most 60 s.", default=1.0,
                                 group="backend")
 
@@ -469,7 +473,8 @@ def check_engine_limits(c: EngineConfig) -> None:
     import math
 
     for name in ("temperature", "top_p", "sample_temperature", "vote_threshold", "score_threshold",
-                 "stall_timeout_s", "gpu_memory_utilization", "server_timeout_s", "server_backoff_s"):
+                 "stall_timeout_s", "gpu_memory_utilization", "server_timeout_s", "server_backoff_s",
+                 "server_unreachable_s"):
         v = getattr(c, name, None)
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{name}: must be a finite number, got {v}")
@@ -525,6 +530,8 @@ def check_server_config(c: EngineConfig) -> None:
         raise ConfigError(f"server_concurrency: expected a positive integer, got {c.server_concurrency}")
     if c.server_retries < 0:
         raise ConfigError(f"server_retries: expected 0 or more, got {c.server_retries}")
+    if not c.server_unreachable_s > 0:
+        raise ConfigError(f"server_unreachable_s: must be > 0, got {c.server_unreachable_s}")
     if not c.server_timeout_s > 0 or c.server_backoff_s < 0:
         raise ConfigError(f"server_timeout_s must be > 0 and server_backoff_s >= 0 (got {c.server_timeout_s}, "
                           f"{c.server_backoff_s})")

@@ -17,9 +17,14 @@ around it is the local one (backends.LocalBackend), chosen by `engines.open_engi
   `return_token_ids` for per-answer token counts;
 - `ServerFeeder` has `generate.Feeder`'s interface (seam.RequestFeeder) (run, abort, close): an asyncio loop with one
   `httpx.AsyncClient` in a background thread keeps at most `server_concurrency` requests in flight.
-  Connection errors, timeouts and 5xx / 429 answers are retried with exponential backoff; a request that
-  still fails becomes a `server_error` row, and the run manifest records it per shard so that a rerun
-  redoes those shards (plan.select). A 4xx answer is the server refusing that request: a `rejected` row.
+  Timeouts and 408 / 429 / 500 answers are retried with exponential backoff; a request that still fails
+  becomes a `server_error` row, and the run manifest records it per shard so that a rerun redoes those
+  shards (plan.select). A 4xx answer is the server refusing that request: a `rejected` row.
+- a server that cannot be reached (connection refused or reset, 502/503/504 from a proxy) is not a row's
+  failure: the requests wait for it with jittered backoff, and once none has reached it for
+  `server_unreachable_s` the circuit breaker (engine/breaker.py) stops the run with ServerUnreachable
+  (exit 4): committed shards are kept, rows in flight are not written, the rerun does the rest (issue 19:
+  a dead server used to turn every remaining row into a `server_error` row, for hours on a large input).
 - 401 / 403 is the server refusing the API key, not a row: a configuration error (ServerAuthRefused, exit 2),
   never retried. At start (the /v1/models check) nothing is written; mid-run (a key revoked or rotated
   under a running job) the run stops at the first such answer: shards already committed are kept, the
@@ -44,6 +49,7 @@ from reportminer.data.errors import ConfigError, RunFailed
 from reportminer.data.schema import OUTPUT_JSON_SCHEMA, SERVER_ERROR
 
 from .adapters import Adapter
+from .breaker import CircuitBreaker, ServerUnreachable
 from .config import EngineConfig, check_server_config
 from .decoding import sampling_temperature
 from .seam import Completion, Request, Sample, encode_prompts
@@ -55,6 +61,8 @@ log = logging.getLogger("engine")
 
 MAX_BACKOFF_S = 60.0
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+GATEWAY_STATUS = frozenset({502, 503, 504})  # what a proxy or load balancer answers for a server that is gone
+UNREACHABLE_TRIES = 1000  # per row: only a request that alone cannot get through while others do ever gets here
 AUTH_STATUS = frozenset({401, 403})
 
 
@@ -236,6 +244,9 @@ class ServerFeeder:
         self._thread = threading.Thread(target=self._loop.run_forever, name="engine-server-io", daemon=True)
         self._thread.start()
         self._client: httpx.AsyncClient | None = None
+        # One breaker for all requests of the run: the server is down when none of them reaches it.
+        self.breaker = CircuitBreaker(self.config.server_unreachable_s, backoff_s=max(self.config.server_backoff_s, 0.05),
+                                      max_backoff_s=MAX_BACKOFF_S)
 
     async def _get_client(self) -> "httpx.AsyncClient":
         import httpx
@@ -247,8 +258,17 @@ class ServerFeeder:
         return self._client
 
     async def _one(self, req: Request) -> Completion:
-        """One row's request, retried on connection errors, timeouts and 5xx; never raises for those.
-        Raises ServerAuthRefused on 401/403."""
+        """One row's request; never raises for a row's failure. Raises ServerAuthRefused on 401/403, and
+        ServerUnreachable (exit 4) once the circuit breaker opens.
+
+        Not reaching the server (connection refused or reset, a 502/503/504 from what stands in front of it)
+        does not use the row's retries: the request waits, with full jitter (breaker.wait_s), with every other
+        request, until an answer comes back from anyone or the breaker opens (`server_unreachable_s`); a
+        per-row cap of UNREACHABLE_TRIES keeps one request that alone cannot get through from looping. A
+        timeout, a 408/429/500 or an unreadable answer uses one of the row's `server_retries`; then the row is
+        a `server_error` row. (httpx's own transport retries cover connection failures only, without jitter
+        or a run-wide view; tenacity is not installed here: the loop below is the retry policy.)
+        """
         import httpx
 
         c = self.config
@@ -256,28 +276,50 @@ class ServerFeeder:
         body = {**self.body, "model": self.server.model_name(req.adapter), "prompt": req.prompt_token_ids}
         n_prompt = len(req.prompt_token_ids)
         last = ""
-        for attempt in range(c.server_retries + 1):
-            if attempt:
-                await asyncio.sleep(backoff_s(c, attempt - 1))
+        tries = unreachable = 0
+        while True:
+            down = False  # this attempt did not reach the server
+            self.breaker.check(self.server.url)
             try:
                 r = await client.post("/v1/completions", json=body)
-            except httpx.TransportError as e:  # refused, reset, timed out: the server may come back
+            except httpx.TimeoutException as e:  # the server may be there but slow: a try of the row's own
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                continue
-            if r.status_code == 200:
-                try:
-                    return self._completion(req, r.json())
-                except ValueError as e:  # not JSON: a proxy's page, a cut answer; try again
-                    last = f"unreadable answer: {e}"
-                    continue
-            if r.status_code in AUTH_STATUS:  # the key, not this row: stop the run (fut.result() raises it)
-                raise auth_refused(c, self.server.url, r, mid_run=True)
-            last = f"HTTP {r.status_code}: {_message(r)}"
-            if r.status_code not in RETRY_STATUS:  # the server refuses this request: retrying will not help
-                return Completion(req.key, None, None, n_prompt, 0, rejected=last)
-        log.warning("row gave up after %d tries: %s", c.server_retries + 1, last)
-        return Completion(req.key, None, None, n_prompt, 0, rejected=f"{c.server_retries + 1} tries, last: {last}",
-                          reason=SERVER_ERROR)
+                if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                    self.breaker.unreachable(last)
+                    unreachable, down = unreachable + 1, True
+                else:
+                    tries += 1
+            except httpx.TransportError as e:  # refused, reset, closed: the server is not there (now)
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                self.breaker.unreachable(last)
+                unreachable, down = unreachable + 1, True
+            else:
+                if r.status_code in GATEWAY_STATUS:  # a proxy answering for a server that is gone
+                    last = f"HTTP {r.status_code}: {_message(r)}"
+                    self.breaker.unreachable(last)
+                    unreachable, down = unreachable + 1, True
+                else:
+                    self.breaker.reachable()
+                    if r.status_code == 200:
+                        try:
+                            return self._completion(req, r.json())
+                        except ValueError as e:  # not JSON: a proxy's page, a cut answer; try again
+                            last = f"unreadable answer: {e}"
+                            tries += 1
+                    else:
+                        if r.status_code in AUTH_STATUS:  # the key, not this row: stop the run (fut.result() raises it)
+                            raise auth_refused(c, self.server.url, r, mid_run=True)
+                        last = f"HTTP {r.status_code}: {_message(r)}"
+                        if r.status_code not in RETRY_STATUS:  # the server refuses this request: retrying will not help
+                            return Completion(req.key, None, None, n_prompt, 0, rejected=last)
+                        tries += 1
+            if tries > c.server_retries or unreachable > UNREACHABLE_TRIES:
+                break
+            self.breaker.check(self.server.url)
+            await asyncio.sleep(self.breaker.wait_s() if down else backoff_s(c, tries - 1))
+        n = tries + unreachable
+        log.warning("row gave up after %d tries: %s", n, last)
+        return Completion(req.key, None, None, n_prompt, 0, rejected=f"{n} tries, last: {last}", reason=SERVER_ERROR)
 
     def _completion(self, req: Request, data: dict[str, Any]) -> Completion:
         choices = sorted(data.get("choices") or [], key=lambda ch: ch.get("index", 0))
@@ -361,5 +403,5 @@ def _message(r: "httpx.Response") -> str:
     return r.text[:500]
 
 
-__all__ = ["ServerAuthRefused", "ServerEngine", "ServerFeeder", "ServerUnavailable", "base_url",
+__all__ = ["ServerAuthRefused", "ServerEngine", "ServerFeeder", "ServerUnavailable", "ServerUnreachable", "base_url",
            "check_server_config"]
