@@ -162,11 +162,13 @@ class _Location(click.Path):
 @click.option("--prune", is_flag=True, help="Delete outputs in OUT whose input shard is gone (reported either way).")
 @click.option("--strict-ids", is_flag=True, help="Refuse input with null or duplicate ids (exit 3; reported either way).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--batch-output", "batch_output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Also write OUT's results as OpenAI batch output JSONL (vllm run-batch's format).")
 @json_option("the run summary")
 @engine_options("run")
 @exit_on_error("engine")
-def run_cmd(input_path, out_dir, adapters, overwrite, prune, strict_ids, quiet, json_out, config_path, sets,
-            verbose, **flags):
+def run_cmd(input_path, out_dir, adapters, overwrite, prune, strict_ids, quiet, batch_output, json_out, config_path,
+            sets, verbose, **flags):
     _setup_logging(verbose)
     cfg = build_config(config_path, sets, adapters, **flags)
     from .runner import run
@@ -178,9 +180,33 @@ def run_cmd(input_path, out_dir, adapters, overwrite, prune, strict_ids, quiet, 
         click.echo(f"engine: interrupted; finished shards are kept, rerun to continue\n{e}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     click.echo(summary.render(), err=True)
+    if batch_output is not None:
+        _write_batch_output(out_dir, batch_output)
     if json_out:
         write_json_out(None, json_out, text=summary.to_json())
     sys.exit(summary.exit_code)
+
+
+def _write_batch_output(out_dir: Path, path: Path) -> None:
+    """--batch-output: every finished result row of OUT as OpenAI batch output lines (engine/interop.py)."""
+    from reportminer.data.errors import ConfigError
+
+    from .interop import write_batch_output
+    from .storage import is_remote
+
+    if is_remote(str(out_dir)):
+        raise ConfigError("--batch-output: reads a local --out (copy the results down first)")
+    import pyarrow as pa
+
+    from reportminer.data.errors import DataError
+    from reportminer.data.io import read_table
+
+    try:
+        results = read_table(out_dir)
+    except DataError:  # no finished shard yet: an empty file says so
+        results = pa.table({"id": pa.array([], pa.string())})
+    n = write_batch_output(results, path)
+    click.echo(f"batch output: {n} line(s) -> {path}", err=True)
 
 
 @main.command("extract", help=EXTRACT_HELP)

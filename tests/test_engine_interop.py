@@ -198,3 +198,21 @@ def test_batch_output_is_read_back_by_evalkit_score(tmp_path):
     assert len(verdicts) == n
     assert all(verdicts[x["id"]] == "strict" for x in lines[1:]), verdicts
     assert verdicts[lines[0]["id"]] == "fail"  # never answered: a failed request, not a silent pass
+
+
+@pytest.mark.engine
+def test_engine_run_writes_batch_output_beside_the_results(tiny_model, tmp_path):
+    """`engine run --batch-output FILE` on batch requests: one output line per request, its custom_id."""
+    from click.testing import CliRunner
+
+    from reportminer.engine.cli import main
+
+    f = _batch_file(tmp_path / "requests.jsonl", n=4)
+    r = CliRunner().invoke(main, ["run", "--input", str(f), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                                  "--max-tokens", "8", "--max-model-len", "1024", "--enforce-eager", "--kv-cache",
+                                  "256MiB", "-q", "--batch-output", str(tmp_path / "out.jsonl")])
+    assert r.exit_code in (0, 1), r.output + (r.stderr if r.stderr_bytes else "")
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["custom_id"] for x in lines] == ["req-0", "req-1", "req-2", "req-3"]
+    assert all((x["response"] or {}).get("status_code") == 200 or x["error"] for x in lines)
+    assert "batch output: 4 line(s)" in r.stderr
