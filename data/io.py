@@ -79,7 +79,7 @@ class JsonlRow:
 
 def _data_files(root: Path, suffix: str, skip_private: bool = True) -> list[Path]:
     """Data files under `root`, their suffix matched case-blind (`B.PARQUET` is a shard too; it was skipped
-    without a word, issue 19, as the engine's discovery now also reads it): hidden files and, with
+    without a word, issue 19, as the engine's discovery now also reads it): hidden files and folders and, with
     `skip_private`, `_`-prefixed bookkeeping files (the engine's `_engine_runs.jsonl` beside its result
     shards) are not data. A symbolic link to a missing file is a DataError: a data set that silently lost a
     file (an unmounted volume) must not be validated, counted or converted as if whole."""
@@ -88,6 +88,8 @@ def _data_files(root: Path, suffix: str, skip_private: bool = True) -> list[Path
     for f in root.rglob("*"):
         if not f.name.lower().endswith(suffix) or f.name.startswith(skip):
             continue
+        if any(part.startswith(".") for part in f.relative_to(root).parts[:-1]):
+            continue  # inside a hidden folder (a shard set being staged: stage_beside), as the engine skips it
         if f.is_symlink() and not f.exists():
             raise DataError(f"{f}: a dangling symbolic link (to {os.readlink(f)}); is the volume mounted? "
                             "(remove the link to go on without it)")
@@ -424,20 +426,46 @@ def write_shard_set(table: pa.Table, out_dir: str | os.PathLike, rows_per_shard:
 
 
 def stage_beside(out: Path) -> Path:
-    """A new empty folder `.NAME.XXXX.partial` beside `out` to build a shard set in (the caller removes it
-    on failure: `commit_staged` consumes it on success)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """A new empty folder to build a shard set in: `.NAME.XXXX.partial` beside `out`, or, where `out` is a
+    mount point (a container's volume: it cannot be renamed) or its parent cannot be written, a hidden
+    `.staging.XXXX.partial` inside `out` (hidden folders are not data, for data.io and for the engine's
+    discovery alike). The caller removes it on failure; `commit_staged` consumes it on success."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    if out.is_dir() and os.path.ismount(out):
+        return Path(tempfile.mkdtemp(prefix=".staging.", suffix=".partial", dir=out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as e:  # e.g. a root-owned /data above the user's own /data/shards
+        if not out.is_dir():
+            raise DataError(f"{out}: cannot create it: {e.strerror or e}") from None
+        return Path(tempfile.mkdtemp(prefix=".staging.", suffix=".partial", dir=out))
 
 
 def commit_staged(tmp: Path, out: Path, prefix: str = "shard") -> list[str]:
     """Make the complete folder `tmp` be `out` (mode of the old `out`, other files of the old `out` kept,
     Ctrl-C held off while it happens); the names of the old `prefix-*.parquet` shards it replaced."""
+    if tmp.parent == out:
+        with _signals_held():
+            return _swap_inside(tmp, out, prefix)
     os.chmod(tmp, out.stat().st_mode & 0o7777 if out.exists() else 0o777 & ~_umask())
     with _signals_held():
         return _swap_in(tmp, out, prefix)
+
+
+def _swap_inside(new: Path, out: Path, prefix: str) -> list[str]:
+    """The staging folder inside `out`: old shards deleted, new ones renamed in, with Ctrl-C held off. Not one
+    atomic step as the exchange is (a reader listing `out` meanwhile, or a SIGKILL, can see part of it), but
+    only renames within one folder, a few milliseconds for hundreds of shards."""
+    shard = re.compile(rf"{re.escape(prefix)}-.*\.parquet")
+    removed = sorted(e.name for e in out.iterdir() if shard.fullmatch(e.name) and e.is_file())
+    for name in removed:
+        (out / name).unlink()
+    for entry in sorted(new.iterdir()):
+        os.replace(entry, out / entry.name)
+    new.rmdir()
+    return removed
 
 
 def _umask() -> int:

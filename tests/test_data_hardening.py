@@ -402,3 +402,38 @@ def test_interrupted_ingest_leaves_the_older_corpus_as_it_was(tmp_path: Path, mo
     assert res.stderr.strip() == f"datakit: interrupted; {out} is as it was (the new shards were written beside it and removed)"
     assert all(p.parent != out for p in calls)
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("why", ["mount point", "parent not writable"])
+def test_an_out_that_cannot_be_renamed_is_staged_inside_it(why, demo_jsonl: Path, tmp_path: Path, monkeypatch):
+    """`--out /out` on a container's volume cannot be renamed, and a root-owned parent cannot hold the staging
+    folder: the set is then staged in a hidden folder inside --out, and still never read half-done."""
+    out = tmp_path / "vol"
+    run("shard", "--input", demo_jsonl, "--out", out, "--rows-per-shard", "3")
+    (out / "keep.txt").write_text("mine", encoding="utf-8")
+    if why == "mount point":
+        monkeypatch.setattr(dio.os.path, "ismount", lambda p: Path(p) == out)
+    else:
+        real_mkdtemp = dio.tempfile.mkdtemp
+
+        def no_parent(prefix=None, suffix=None, dir=None):
+            if Path(dir) == tmp_path:
+                raise PermissionError(13, "Permission denied")
+            return real_mkdtemp(prefix=prefix, suffix=suffix, dir=dir)
+
+        monkeypatch.setattr(dio.tempfile, "mkdtemp", no_parent)
+    seen: list[list[str]] = []
+    real = dio.write_parquet
+
+    def write_and_look(table, path):
+        seen.append(read_table(out).column("id").to_pylist())  # what a reader of --out sees meanwhile
+        return real(table, path)
+
+    monkeypatch.setattr(dio, "write_parquet", write_and_look)
+    res = run("shard", "--input", demo_jsonl, "--out", out, "--rows-per-shard", "5")
+    assert "wrote 12 rows to 3 shard(s)" in res.stdout and "(removed 1 stale shard(s))" in res.stdout
+    old_ids = [f"demo-{i:02d}" for i in range(1, 13)]
+    assert seen and all(ids == old_ids for ids in seen)  # the old set, whole, while the new one was written
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]
+    assert read_table(out).num_rows == 12
