@@ -205,7 +205,7 @@ class RayBackend:
     shards to do over the actor pool and records each as its summary arrives, `stop` shuts down a Ray this
     backend started. `run` does the rest, as for the local backend."""
 
-    starts_vllm = True  # the actors' engines: run settles enforce_eager by the run's size, as for local engines
+    starts_vllm = True  # the actors' engines: run settles enforce_eager once per --out, as for local engines
 
     def __init__(self) -> None:
         self.started = False
