@@ -309,7 +309,12 @@ def _test_sh_copy(tmp_path: Path) -> Path:
     (root / "scripts" / "setup.sh").write_text("#!/bin/sh\nexit 0\n")
     (root / "scripts" / "setup.sh").chmod(0o755)
     (root / ".venv" / "bin").mkdir(parents=True)
-    (root / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    # A wrapper, not a symlink: Python finds its venv (pyvenv.cfg, site-packages, the editable install's .pth
+    # finder) from the path it is started by, so a linked copy started as repo/.venv/bin/python was a bare
+    # interpreter in a clean CI checkout ("No module named 'reportminer'"), where no srcview PYTHONPATH helps.
+    wrapper = root / ".venv" / "bin" / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
     (root / "tests").symlink_to(repo / "tests")
     return root
 
