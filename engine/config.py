@@ -37,6 +37,9 @@ DEFAULT_BATCH_ROWS = 512
 # decode speed; below this many output rows a run (and `extract`, always) starts eager instead.
 EAGER_BELOW_ROWS = 256
 
+# StructuredOutputsConfig's switches (vLLM 0.27-0.32) that structured_output_options may set.
+STRUCTURED_OUTPUT_OPTIONS = ("disable_any_whitespace", "disable_additional_properties")
+
 # vLLM accepts only these LoRA ranks for max_lora_rank.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -129,6 +132,18 @@ class EngineConfig:
     structured_output_backend: Literal["guidance", "xgrammar", "outlines", "auto"] = h(
         "Guided-decoding backend; guidance kept JSON strings clean, xgrammar did not.", default="guidance",
         group="scheduler", vllm="structured_outputs_config", engine_level=True, flag=True)
+    structured_output_options: dict[str, bool] = h(
+        "More vLLM structured-output options (StructuredOutputsConfig), e.g. {disable_additional_properties: true} "
+        "for guidance; disable_any_whitespace is true unless set here (compact JSON, as the adapters were trained).",
+        default_factory=dict, group="scheduler", engine_level=True)
+    quantization: Literal["none", "fp8"] = h(
+        "Weight quantization vLLM applies when it loads the model: fp8 (dynamic FP8 weights; H100/H200 and newer "
+        "GPUs, refused on CPU); none: the weights as stored.", default="none", group="scheduler",
+        vllm="quantization", engine_level=True, flag=True)
+    warmup: bool | None = h(
+        "Before rows flow, run one max_num_seqs batch of short requests through every served adapter and the "
+        "grammar, so kernels compile at start, not mid-run (engine/warmup.py); none: on for cuda, off on cpu.",
+        default=None, group="scheduler", flag="--warmup/--no-warmup")
 
     # ---- lora: adapter slots (checked against a started engine by Engine.check_compatible) -------------
     max_loras: int | None = h("LoRA slots; none: number of adapters + 1 (one slot stays empty, see generate.py).",
@@ -157,8 +172,10 @@ class EngineConfig:
     score_threshold: float | None = h(
         "Drop metrics below it (score; agreement when samples > 1); None: the adapter manifest's, else off.",
         default=None, group="sampling", flag=True)
-    merge_adapter: bool = h("Fold the one adapter into the base weights (cached) and serve without LoRA.",
-                            default=False, group="sampling", flag="--merge-adapter", commands=("run",))
+    merge_adapter: bool | None = h(
+        "Fold the one adapter into the base weights (cached) and serve without LoRA; none: on for cuda when "
+        "exactly one adapter is served and no base rows (LoRA cost 0.42x bare rows/s on an H100), off otherwise.",
+        default=None, group="sampling", flag="--merge-adapter/--no-merge-adapter", commands=("run",))
     type_prior: bool = h("Retype each answer's metrics by its adapter's learned type prior (type_prior.json, "
                          "written by the trainer from its labels); false: the types as the model answered.",
                          default=True, group="sampling", flag=True)
@@ -225,7 +242,9 @@ class EngineConfig:
                 continue
             if f.name == "structured_output_backend":
                 # Compact JSON: what to_json writes for training targets, so served and trained text agree.
-                value = {"backend": value, "disable_any_whitespace": True}
+                value = {"backend": value, "disable_any_whitespace": True, **self.structured_output_options}
+            elif f.name == "quantization" and value == "none":
+                continue
             elif f.name in ("max_loras", "max_lora_rank"):
                 continue  # below: all or nothing
             elif f.name == "enforce_eager":
@@ -343,6 +362,11 @@ class EngineConfig:
             c.chunk_size = 8 * c.max_num_seqs  # else the engine's effective max_num_seqs decides (see Engine)
         if c.stall_timeout_s is None:
             c.stall_timeout_s = 900.0 if c.device == "cuda" else 0.0
+        if c.quantization != "none" and c.device != "cuda":
+            raise ConfigError(f"quantization {c.quantization}: needs a CUDA GPU with FP8 support (H100, H200 or "
+                              f"newer); the {c.device} build cannot run it (use quantization: none)")
+        if c.merge_adapter is None:  # one adapter on a GPU: merged, so rows cost what the bare model costs
+            c.merge_adapter = c.device == "cuda" and len(c.adapters) == 1 and not c.include_base
         if c.adapters:
             ranks = [lora_rank(Path(p)) for p in c.adapters.values()]
             if c.max_lora_rank is None:
@@ -380,6 +404,10 @@ class EngineConfig:
             raise ConfigError(f"ray_gpus_per_actor: must be >= 0, got {self.ray_gpus_per_actor}")
         if self.ray_cpus_per_actor < 0:
             raise ConfigError(f"ray_cpus_per_actor: must be >= 0, got {self.ray_cpus_per_actor}")
+        unknown = sorted(set(self.structured_output_options) - set(STRUCTURED_OUTPUT_OPTIONS))
+        if unknown:
+            raise ConfigError(f"structured_output_options: unknown {', '.join(unknown)} (vLLM takes "
+                              f"{', '.join(STRUCTURED_OUTPUT_OPTIONS)} here; the backend is structured_output_backend)")
         validate_decoding(self)
         check_engine_limits(self)
 
@@ -408,13 +436,19 @@ class EngineConfig:
 
         max_model_len is in because it decides which rows are too long; dtype because it changes logits.
         """
-        return {
+        out = {
             **self.sampling_settings(),
             "max_model_len": self.max_model_len,
             "dtype": self.dtype,
             "include_base": self.include_base or not self.adapters,
             "adapters": list(self.adapters),
         }
+        # Only when set: an --out written before these settings existed keeps its identity.
+        if self.quantization != "none":
+            out["quantization"] = self.quantization
+        if self.structured_output_options and self.guided:
+            out["structured_output_options"] = dict(sorted(self.structured_output_options.items()))
+        return out
 
 
 def _resolve_for_server(c: EngineConfig) -> EngineConfig:
@@ -425,6 +459,8 @@ def _resolve_for_server(c: EngineConfig) -> EngineConfig:
         c.max_model_len = min(4096, _model_max_len(Path(c.model)))  # type: ignore[arg-type]
     if c.stall_timeout_s is None:
         c.stall_timeout_s = 0.0  # server_timeout_s bounds every request instead
+    if c.merge_adapter is None:
+        c.merge_adapter = False  # the server serves the weights it was started with
     check_server_config(c)
     c.validate()
     return c

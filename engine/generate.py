@@ -23,9 +23,11 @@ from typing import Any
 from reportminer.data.schema import OUTPUT_JSON_SCHEMA
 
 from .adapters import Adapter
+from .compile_cache import CacheState, CompileEnv, apply_env, cache_folders, describe_start
 from .config import ENGINE_LEVEL, ConfigError, EngineConfig
 from .decoding import sampling_temperature
 from .seam import Completion, Request, Sample, encode_prompts
+from .stall import ActivityProbe
 
 log = logging.getLogger("engine")
 
@@ -54,12 +56,20 @@ def _quiet_vllm_logs() -> None:
             h.addFilter(f)
 
 
-def prepare_process_env(device: str) -> None:
+def prepare_process_env(device: str) -> CompileEnv:
     """Environment vLLM reads at import: the CPU build runs its engine core in-process (two cores do not
-    gain from a second process, and a SIGKILL then leaves no orphan behind)."""
+    gain from a second process, and a SIGKILL then leaves no orphan behind); every compile cache under one
+    folder (engine/compile_cache.py), unless the user placed one."""
     if device == "cpu":
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return apply_env()
+
+
+def warmup_wanted(config: EngineConfig) -> bool:
+    """`warmup` when set, else on for CUDA (where first-request compiles cost minutes) and off on CPU."""
+    value = getattr(config, "warmup", None)
+    return config.device == "cuda" if value is None else bool(value)
 
 
 class Engine:
@@ -68,7 +78,9 @@ class Engine:
     def __init__(self, config: EngineConfig):
         self.config = dataclasses.replace(config, enforce_eager=bool(config.enforce_eager))
         config = self.config
-        prepare_process_env(config.device)
+        self.compile_env = prepare_process_env(config.device)
+        cache_before = CacheState.snapshot(cache_folders())
+        t_start = time.perf_counter()
         from vllm import LLM
 
         kwargs = config.vllm_kwargs()  # derived from the fields (EngineConfig.vllm_kwargs)
@@ -79,6 +91,16 @@ class Engine:
         self.tokenizer = self.llm.get_tokenizer()
         self._lora_ids: dict[tuple[str, str], int] = {}
         self._request_seq = itertools.count()
+        self.start_s = time.perf_counter() - t_start  # vLLM's own start (load, compile, CUDA graphs)
+        self.warmup_s: float | None = None
+        if warmup_wanted(config):
+            from .warmup import warm_up
+
+            self.warmup_s = warm_up(self).seconds
+        self.reset_loras()  # the warm-up's adapters leave their slots (see reset_loras)
+        self.start_line = describe_start(cache_before, CacheState.snapshot(cache_folders()),
+                                         time.perf_counter() - t_start, self.compile_env.root)
+        log.info(self.start_line)
 
     @classmethod
     def start(cls, config: EngineConfig) -> "Engine":
@@ -222,6 +244,9 @@ class Feeder:
         # three engines sat at 100 % CPU, GPU idle, 99 of 600 rows unfinished, for minutes. Those requests are
         # aborted and become `aborted` error rows (named in the log), so a nightly run ends instead of hanging.
         self.stall_timeout_s = stall_timeout_s
+        # What the watchdog saw when it fires (GPU idle or busy, CPU, compile-cache writes: engine/stall.py),
+        # so a cold Triton cache mid-run is told apart from a hang.
+        self.probe = ActivityProbe(engine.config.device)
         self.core = engine.llm.llm_engine
         self.sampling_params = sampling_params
         self.window = max(1, window)
@@ -255,8 +280,8 @@ class Feeder:
     def _stalled(self, why: str | None = None) -> Iterator[Completion]:
         """Abort every in-flight request (no progress for stall_timeout_s); each ends as an aborted row."""
         stuck = list(self.in_flight.items())
-        log.error("%s with %d request(s) in flight: aborting them as error rows (keys %s)",
-                  why or f"no progress for {self.stall_timeout_s:.0f} s", len(stuck), [req.key for _, req in stuck][:20])
+        log.error("%s; aborting the %d request(s) in flight as error rows (keys %s)",
+                  why or self.probe.explain(len(stuck)), len(stuck), [req.key for _, req in stuck][:20])
         self.core.abort_request([rid for rid, _ in stuck])
         for rid, req in stuck:
             del self.in_flight[rid]
@@ -265,6 +290,7 @@ class Feeder:
     def run(self, requests: Iterator[Request]) -> Iterator[Completion]:
         exhausted = False
         last_progress = time.monotonic()
+        self.probe.mark()
         while True:
             while not exhausted and len(self.in_flight) < self.window and (self.may_submit() or not self.in_flight):
                 req = next(requests, None)
@@ -281,6 +307,7 @@ class Feeder:
             outputs = self.core.step()
             if outputs:
                 last_progress = time.monotonic()
+                self.probe.mark()
             elif not self.core.has_unfinished_requests():
                 # vLLM holds none of our in-flight requests, so no step will ever finish them: without this
                 # check the loop spins at 100 % CPU with the GPU idle (the H200 stall's signature) until the

@@ -14,6 +14,9 @@ def extract(config: EngineConfig, title: str | None, paragraph: str | None, *,
             engine: GenerationEngine | None = None) -> RowResult:
     """The extraction for one paragraph under the config's adapter (at most one) or the base model."""
     check_adapters(config.adapters, config.max_lora_rank)  # the same one-line refusals as `engine run`
+    # One paragraph: the adapter as LoRA (a merge is for runs), and no warm-up batch of 512 requests before it.
+    config = config.override(merge_adapter=False if config.merge_adapter is None else None,
+                              warmup=False if config.warmup is None and engine is None else None)
     config = config.resolve()
     if config.enforce_eager is None and engine is None:  # one paragraph never repays compiling the model
         config = config.override(enforce_eager=True)

@@ -39,7 +39,12 @@ SUMMARY=${SUMMARY:-$OUT/_engine_summary.json}
 summary_stamp() { stat -c '%y %s %i' "$SUMMARY" 2>/dev/null || echo none; }
 before=$(summary_stamp)
 
-echo "[nightly] $(date -Is) start: $ENGINE ${args[*]}"
+# Compiled kernels (vLLM, Triton, inductor, flashinfer) are kept in one folder between nights, so only the
+# first night after a model, adapter rank or vLLM change pays the compile (minutes on a fresh GPU; the engine
+# prints "compile cache warm" or what it compiled). Default $REPORTMINER_CACHE/compile; COMPILE_CACHE=DIR to
+# put it elsewhere (a volume of its own in a container).
+[ -n "${COMPILE_CACHE:-}" ] && export REPORTMINER_COMPILE_CACHE="$COMPILE_CACHE"
+echo "[nightly] $(date -Is) start: $ENGINE ${args[*]}${REPORTMINER_COMPILE_CACHE:+ (compile cache $REPORTMINER_COMPILE_CACHE)}"
 "$ENGINE" "${args[@]}"
 rc=$?
 case $OUT in

@@ -134,6 +134,12 @@ for a in "${cmd[@]}" "${args[@]}"; do
   else shown+=("$a"); [ "$a" = --api-key ] && hide=1
   fi
 done
+# Every compile cache under one folder, as the engine places them (engine/compile_cache.py: vLLM, Triton,
+# inductor, flashinfer; variables already set are kept), so a mounted cache volume makes the next start warm.
+if exports=$("$python" -m reportminer.engine.compile_cache --shell 2>/dev/null); then
+  eval "$exports"
+  echo "[serve] compile cache: $REPORTMINER_COMPILE_CACHE" >&2
+fi
 echo "[serve] ${shown[*]}" >&2
 if [ -n "${VLLM_API_KEY:-}" ]; then
   echo "[serve] API key required (VLLM_API_KEY); clients: engine run --api-key-env NAME_OF_THE_VARIABLE" >&2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -344,11 +345,13 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(eng, base_config
 # ---- the hang watchdog ----------------------------------------------------------------------------------
 
 
-def test_a_stalled_engine_ends_the_run_with_aborted_rows_not_a_hang(eng, base_config, shards, tmp_path, monkeypatch):
+def test_a_stalled_engine_ends_the_run_with_aborted_rows_not_a_hang(eng, base_config, shards, tmp_path, monkeypatch,
+                                                                      caplog):
     """vLLM holding requests it never advances (seen on the H200) must not hang a nightly run.
 
     The real engine runs; after its first few steps its `step` reports nothing any more, which is exactly
-    what a stalled vLLM looks like from outside (100 % CPU, empty steps, requests in flight).
+    what a stalled vLLM looks like from outside (100 % CPU, empty steps, requests in flight). The message
+    says what the watchdog measured (engine/stall.py): here no GPU, and this process's CPU share.
     """
     core = eng.llm.llm_engine
     real_step, calls = core.step, {"n": 0}
@@ -371,6 +374,29 @@ def test_a_stalled_engine_ends_the_run_with_aborted_rows_not_a_hang(eng, base_co
     assert aborted and s.errors_by_reason.get("aborted") == len(aborted)
     assert_row_contract(rows)
     assert s.exit_code == EXIT_ROW_ERRORS
+    said = [r.getMessage() for r in caplog.records if r.name == "engine" and r.levelname == "ERROR"]
+    assert said and re.match(r"no row finished for \d+ s \(\d+ in flight\); GPU: none seen \(cpu device\); "
+                             r"CPU (busy|idle) in this process \(\d+\.\d cores\): .*; aborting the \d+ request", said[0]), said
+
+
+def test_warm_up_runs_every_adapter_under_the_grammar_and_leaves_nothing_behind(eng, base_config, shards, tmp_path):
+    """engine/warmup.py on the started engine: one batch over both adapters with guided JSON, answers cut
+    short, nothing left in flight; a run afterwards gives the rows of a run before it."""
+    from reportminer.engine.warmup import warm_up
+
+    eng.llm.reset_prefix_cache()  # as the warm-up leaves it: both runs start from an empty prefix cache
+    before = run(base_config, shards, tmp_path / "before", engine=eng, progress=False)
+    report = warm_up(eng, requests=6, max_tokens=4)
+    assert report.requests == 6 and report.adapters == ["a", "b"] and report.guided and not report.errors
+    assert 0 < report.output_tokens <= 6 * 4 and report.seconds > 0
+    assert report.line().startswith("warm-up done: 6 requests (a, b; guided JSON) in ")
+    assert not eng.llm.llm_engine.has_unfinished_requests()
+    eng.reset_loras()
+    after = run(base_config, shards, tmp_path / "after", engine=eng, progress=False)
+    assert before.ok == after.ok
+    assert sorted(map(_key, _rows(tmp_path / "before"))) == sorted(map(_key, _rows(tmp_path / "after")))
+    assert [r["raw"] for r in sorted(_rows(tmp_path / "before"), key=_key)] == \
+        [r["raw"] for r in sorted(_rows(tmp_path / "after"), key=_key)]
 
 
 def test_requests_vllm_no_longer_holds_end_as_aborted_rows_even_with_the_watchdog_off(eng, base_config, shards,
