@@ -1,6 +1,8 @@
 """scripts/bench_gpu.py on CPU: argument checks, the --dry-run plan (input shards, prompts rendered by
-data.prompt, token counts), the random LoRA it makes for a random-weight shape, and the load_format hook
-that Ray actors get through sitecustomize. The phases themselves need a GPU (docs/BENCHMARKS.md)."""
+data.prompt, token counts, which phases share an engine process), the summary (ratios to bare, the
+backend choice, identical shares), the random LoRA it makes for a random-weight shape, and the
+load_format hook that Ray actors get through sitecustomize. The phases themselves need a GPU
+(docs/BENCHMARKS.md); run on the CPU build they work too, which the lead's check does by hand."""
 from __future__ import annotations
 
 import json
@@ -28,7 +30,8 @@ def test_dry_run_prepares_shards_and_prompts_and_prints_the_plan(tiny_model: Pat
                                                                  tmp_path: Path) -> None:
     work = tmp_path / "w"
     p = bench("--model", str(tiny_model), "--input", str(demo_jsonl), "--rows", "30", "--shards", "4",
-              "--max-tokens", "64", "--ray-actors", "2,1", "--work", str(work), "--dry-run")
+              "--max-tokens", "64", "--phases", "bare,engine,ray", "--ray-actors", "2,1", "--work", str(work),
+              "--dry-run")
     assert p.exit_code == 0, p.stderr[-2000:]
     plan = json.loads(p.stdout)["plan"]  # stdout is the one JSON object, nothing else
     assert plan["rows"] == 30 and plan["will_run"] == ["bare", "engine", "ray1", "ray2"]
@@ -114,3 +117,67 @@ def test_sitecustomize_hook_sets_load_format_in_a_new_process(tmp_path: Path) ->
     q = subprocess.run([sys.executable, "-c", "import sys; print(len(sys.meta_path))"], capture_output=True,
                        text=True, timeout=60, env={k: v for k, v in env.items() if k != "PYTHONPATH"})
     assert p.stdout.split() == ["False", q.stdout.strip()], p.stderr[-2000:]
+
+
+def test_default_phases_share_engines_where_their_start_settings_agree(tiny_model: Path, tiny_adapter: Path,
+                                                                     tmp_path: Path) -> None:
+    p = bench("--model", str(tiny_model), "--adapter", f"prod={tiny_adapter}", "--rows", "80", "--work",
+              str(tmp_path), "--dry-run")
+    assert p.exit_code == 0, p.stderr[-2000:]
+    plan = json.loads(p.stdout)["plan"]
+    # one adapter on a GPU is served merged by default (merge_adapter none), so `engine` runs beside `merged`
+    assert plan["engine_serves_merged"] is True
+    assert [(g["name"], g["phases"]) for g in plan["processes"]] == [
+        ("bare", ["bare"]), ("merged-guidance", ["merged", "engine"]), ("lora-guidance", ["json-guidance", "lora"]),
+        ("lora-xgrammar", ["json-xgrammar"]), ("start", ["start"])]
+    assert plan["will_run"] == ["bare", "merged", "engine", "json-guidance", "lora", "json-xgrammar", "start"]
+    p = bench("--model", str(tiny_model), "--adapter", f"prod={tiny_adapter}", "--rows", "8", "--work",
+              str(tmp_path / "w2"), "--set", "merge_adapter=false", "--dry-run")
+    procs = {g["name"]: g["phases"] for g in json.loads(p.stdout)["plan"]["processes"]}
+    assert procs["lora-guidance"] == ["json-guidance", "engine", "lora"] and procs["merged-guidance"] == ["merged"]
+    assert set(plan["config_check"].values()) == {"ok"} and plan["max_tokens"] == 1024  # gpu.yaml's
+    assert plan["adapter"] == {"name": "prod", "path": str(tiny_adapter.resolve()), "random": False}
+    assert pq.read_table(tmp_path / "input-start").num_rows == bench_gpu.START_ROWS
+
+
+def test_an_engine_that_serves_the_adapter_merged_runs_beside_the_merged_phase(tiny_model: Path) -> None:
+    from reportminer.engine import EngineConfig
+
+    cfg = EngineConfig(model=str(tiny_model), adapters={"p": "x"}, merge_adapter=True,
+                       structured_output_backend="xgrammar")
+    groups = bench_gpu.phase_groups(["json-guidance", "merged", "engine", "ray"], cfg, (1, 2))
+    assert [(g["name"], g["phases"]) for g in groups] == [
+        ("lora-guidance", ["json-guidance"]), ("merged-xgrammar", ["merged", "engine"]), ("ray1", ["ray1"]),
+        ("ray2", ["ray2"])]
+    assert groups[1]["sets"] == ["structured_output_backend=xgrammar", "merge_adapter=true"]
+
+
+def test_summary_compares_with_bare_chooses_a_backend_on_proof_and_counts_identical_rows(tmp_path: Path) -> None:
+    def r(rows_s: float, valid: float) -> dict:
+        return {"rows_per_s": rows_s, "output_tok_per_s": rows_s * 300, "valid_share": valid}
+
+    results = {"bare": r(72.7, 0.0), "json-guidance": r(30.5, 1.0), "json-xgrammar": r(40.0, 0.999),
+               "merged": r(69.9, 1.0), "engine": r(70.0, 1.0), "lora": {bench_gpu.FAILED: "exit 1"}}
+    texts = {"json-guidance": {"b0": "x", "b1": "y", "b2": "z", "b3": "w"},
+             "json-xgrammar": {"b0": "x", "b1": "Y", "b2": "z", "b3": "w"},
+             "engine": {"b0": "x", "b1": "y", "b2": "z", "b3": "w"}, "lora": {"b0": "never read: failed"}}
+    for k, v in texts.items():
+        (tmp_path / f"texts-{k}.json").write_text(json.dumps(v))
+    plan = {"work": str(tmp_path), "phases": ["bare"], "ray_actors": [], "structured_output_backend": "guidance",
+            "engine_serves_merged": False}
+    s = bench_gpu.summarise(plan, results)
+    assert s["vs_bare"]["engine"] == {"rows_s": 0.963, "tok_s": 0.963} and "lora" not in s["vs_bare"]
+    assert s["target"] == {"engine_vs_bare_rows_s": 0.963, "target": 0.95, "meets": True}
+    assert s["backends"]["faster"] == "xgrammar" and s["backends"]["speedup"] == 1.311
+    assert s["backends"]["faster_is_as_valid"] and s["backends"]["choose"] == "xgrammar"  # 0.1 points below: within
+    assert s["identical"]["json-xgrammar_vs_json-guidance"]["identical_share"] == 0.75
+    assert s["identical"]["engine_vs_json-guidance"]["identical"] is True
+    assert "lora" not in s["output_digests"]
+    results["json-xgrammar"]["valid_share"] = 0.99  # a point below guidance: the slower one is chosen
+    assert bench_gpu.choose_backend(results)["choose"] == "guidance"
+
+
+def test_validity_is_the_engines_own_judgement() -> None:
+    good = '{"analysis":"收入增长","metrics":[]}'
+    v = bench_gpu.validity([(good, "stop", 9), ('{"analysis":', "length", 640), ("not json", "stop", 3)], 640)
+    assert v == {"valid_share": 0.3333, "rows": 3, "not_valid": {"invalid_json": 1, "length": 1}}
