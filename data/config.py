@@ -355,7 +355,8 @@ def h(text: str, *, flag: bool | str | None = None, commands: tuple[str, ...] | 
                 `--x/--no-x`), or the declaration itself: `"--kv-cache"`, `"--enforce-eager/--compile"`,
                 `"--include-base"` (a bool with one name is a plain flag); None: `--set key=value` only.
       commands  the commands that show the flag (None: every command that asks for the class's options);
-      metavar   the flag's value name in --help.
+      metavar   the flag's value name in --help;
+      path      for a file or folder: click.Path's checks, e.g. {"exists": True, "file_okay": False}.
     """
     field_args = {k: kw.pop(k) for k in ("default", "default_factory", "init", "repr", "compare") if k in kw}
     meta = {"help": text, **kw}
@@ -395,6 +396,8 @@ def field_options(cls: type, command: str | None = None) -> list[Any]:
         kw: dict[str, Any] = {"default": None, "help": text.strip() or None}
         if f.metadata.get("metavar"):
             kw["metavar"] = f.metadata["metavar"]
+        if f.metadata.get("path") is not None:  # a file or folder: click checks it (exists, file_okay, ...)
+            kw["type"] = click.Path(**f.metadata["path"])
         if base is bool:
             if "/" not in decl:  # `--x/--no-x` is a boolean flag already
                 kw["is_flag"] = True

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from reportminer.data.config import describe
+from reportminer.data.config import describe, field_options
 from reportminer.data.errors import EXIT_INTERRUPTED, exit_on_error
 from reportminer.data.jsonout import STDOUT, json_option, write_json_out
 
@@ -55,24 +55,10 @@ def main() -> None:
 
 
 def _common(f):
+    """--config (the recipe), --set, and one option per TrainConfig key that declares a flag."""
     opts = [
-        click.option("--model", "model", type=click.Path(exists=True, file_okay=False), help="Base model folder (HF layout)."),
-        click.option("--data", "data", type=click.Path(exists=True), help="Training rows: a JSONL file, a folder of *.jsonl, or Parquet shards with gold columns."),
-        click.option("--output", "output", type=click.Path(file_okay=False), help="Run folder (created)."),
         click.option("--config", "-c", "recipe", default=None, help=f"Recipe: a bundled name ({', '.join(list_recipes())}) or a YAML path. Default: {DEFAULT_RECIPE}."),
-        click.option("--dev", "dev_data", type=click.Path(exists=True), default=None, help="Separate dev file or folder (instead of --dev-fraction)."),
-        click.option("--dev-fraction", type=float, default=None, help="Share of --data held out for dev loss, stratified by scenario."),
-        click.option("--epochs", type=float, default=None),
-        click.option("--max-steps", type=int, default=None, help="Stop after this many optimiser steps (smoke runs)."),
-        click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None),
-        click.option("--micro-batch-size", type=int, default=None),
-        click.option("--gradient-accumulation-steps", "--grad-accum", "gradient_accumulation_steps", type=int, default=None),
-        click.option("--quantization", type=click.Choice(["8bit", "4bit", "none"]), default=None, help="Base model quantisation."),
-        click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None),
-        click.option("--device", default=None, help="auto | cpu | cuda | cuda:N"),
-        click.option("--lora-r", type=int, default=None),
-        click.option("--max-length", type=int, default=None),
-        click.option("--seed", type=int, default=None),
+        *field_options(TrainConfig),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe key (repeatable), e.g. --set lora_alpha=64."),
     ]
     for o in reversed(opts):

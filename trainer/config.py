@@ -41,15 +41,24 @@ ReportTo = Literal["none", "tensorboard", "wandb", "mlflow"]
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs. Defaults are the seed's recipe (`qwen3-14b-qlora.yaml`)."""
+    """Everything one training run needs. Defaults are the seed's recipe (`qwen3-14b-qlora.yaml`).
+
+    A key with `flag=` in its declaration is also a `trainer train` / `trainer config` option
+    (data.config.field_options: type, choices, path checks and help from the field); every key is
+    `--set key=value`.
+    """
 
     # What to train on, and where to write.
-    model: str | None = h("Base model folder (HF layout: config.json, safetensors, tokenizer).", default=None)
+    model: str | None = h("Base model folder (HF layout: config.json, safetensors, tokenizer).", default=None,
+                          flag=True, path={"exists": True, "file_okay": False})
     data: str | None = h("Seed-format JSONL file, folder of *.jsonl, or Parquet shards with gold columns.",
-                         default=None)
-    output: str | None = h("Run folder: checkpoints/, best/, final/, metrics.json, train.log.", default=None)
-    dev_data: str | None = h("A separate dev file; when set, dev_fraction is ignored.", default=None)
-    dev_fraction: float = h("Held out from `data`, stratified by scenario (`type`); 0 = no dev split.", default=0.05)
+                         default=None, flag=True, path={"exists": True})
+    output: str | None = h("Run folder: checkpoints/, best/, final/, metrics.json, train.log.", default=None,
+                           flag=True, path={"file_okay": False})
+    dev_data: str | None = h("A separate dev file; when set, dev_fraction is ignored.", default=None,
+                             flag="--dev", path={"exists": True})
+    dev_fraction: float = h("Held out from `data`, stratified by scenario (`type`); 0 = no dev split.", default=0.05,
+                            flag=True)
     seed_rules: bool = h("Also apply the seed's label rules (scores in [0.8, 1], type D mixes types).", default=True)
     # Training mix (trainer/mix.py): oversample rows by label count and by scenario (`type`); dev is not mixed.
     count_weights: dict[int, float] = h("Metric count -> weight, e.g. {0: 2, 1: 2, 3: 0.5}; counts above the "
@@ -68,24 +77,27 @@ class TrainConfig:
                         default=DEFAULT_GRAFT_NOTE)
 
     # Base model loading.
-    quantization: Literal["8bit", "4bit", "none"] = h("Base model quantisation (bitsandbytes).", default="8bit")
+    quantization: Literal["8bit", "4bit", "none"] = h("Base model quantisation (bitsandbytes).", default="8bit",
+                                                      flag=True)
     llm_int8_threshold: float = h("LLM.int8 outlier threshold (quantization 8bit).", default=6.0)
     bnb_4bit_quant_type: str = h("4-bit quantisation type, nf4 or fp4 (quantization 4bit).", default="nf4")
     bnb_4bit_use_double_quant: bool = h("Quantise the 4-bit quantisation constants too.", default=True)
-    precision: Precision = h("auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.", default="auto")
-    device: str = h("auto | cpu | cuda | cuda:N", default="auto")
+    precision: Precision = h("auto = bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU.", default="auto",
+                             flag=True)
+    device: str = h("auto | cpu | cuda | cuda:N", default="auto", flag=True)
     tf32: bool = h("fp32 training on a CUDA GPU: allow TF32 matmuls (much faster, fp32 accumulation).", default=False)
 
     # LoRA.
-    lora_r: int = h("LoRA rank.", default=16)
+    lora_r: int = h("LoRA rank.", default=16, flag=True)
     lora_alpha: int = h("LoRA scaling numerator (scale = alpha / r).", default=32)
     lora_dropout: float = h("Dropout on the LoRA input.", default=0.05)
     target_modules: list[str] = h("Projections that get LoRA weights.", default_factory=lambda: list(ALL_PROJECTIONS))
 
     # Optimisation.
-    micro_batch_size: int = h("Examples per forward pass.", default=2)
-    gradient_accumulation_steps: int = h("Micro-batches per optimiser step.", default=8)
-    learning_rate: float = h("Peak learning rate.", default=2e-4)
+    micro_batch_size: int = h("Examples per forward pass.", default=2, flag=True)
+    gradient_accumulation_steps: int = h("Micro-batches per optimiser step.", default=8,
+                                         flag="--gradient-accumulation-steps --grad-accum")
+    learning_rate: float = h("Peak learning rate.", default=2e-4, flag="--learning-rate --lr")
     lr_scheduler: str = h("Any transformers lr_scheduler_type (cosine, linear, constant, ...).", default="cosine")
     warmup_ratio: float = h("Share of the planned steps spent warming up, in [0, 1).", default=0.05)
     max_grad_norm: float = h("Gradient clipping norm.", default=0.3)
@@ -96,10 +108,12 @@ class TrainConfig:
         "auto = trl's fused chunked loss on GPU, the model's plain cross-entropy on CPU.", default="auto")
     max_nonfinite_steps: int = h("Optimiser steps skipped for NaN/inf gradients before the run is stopped as diverged.",
                                  default=3)
-    max_length: int = h("Longer examples are skipped (a cut answer teaches unclosed JSON), and listed.", default=2048)
-    epochs: float = h("Passes over the training rows.", default=5)
-    max_steps: int = h("> 0 stops after this many optimiser steps (smoke runs); overrides epochs.", default=-1)
-    seed: int = h("Seed of the dev split, data order and LoRA init.", default=42)
+    max_length: int = h("Longer examples are skipped (a cut answer teaches unclosed JSON), and listed.", default=2048,
+                        flag=True)
+    epochs: float = h("Passes over the training rows.", default=5, flag=True)
+    max_steps: int = h("> 0 stops after this many optimiser steps (smoke runs); overrides epochs.", default=-1,
+                       flag=True)
+    seed: int = h("Seed of the dev split, data order and LoRA init.", default=42, flag=True)
 
     adapter_dtype: Precision = h("Saved LoRA weights: auto = the training precision (bf16 on most GPUs).",
                                  default="auto")
