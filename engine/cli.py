@@ -248,5 +248,31 @@ def config_cmd(adapters, keys, config_path, sets, verbose, **flags):
     click.echo(cfg.to_yaml(), nl=False)
 
 
+@main.command("retype")
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(exists=True, path_type=Path),
+              help="Seed-format JSONL labels (a file or a folder) to learn the prior from.")
+@click.option("--prior", "prior_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="An adapter folder holding type_prior.json.")
+@click.option("--adapter", "only", multiple=True, help="Retype only these adapter columns (default: all but base).")
+@exit_on_error("engine")
+def retype_cmd(results, out, data, prior_dir, only):
+    """Apply a learned metric-type prior to results made without it (what `engine run` does per answer), to
+    measure it with `evalkit compare` on results that already exist. Only `metric_type` in the `metrics`
+    column changes (the model's answer stays in `raw`); other columns and the shard layout are kept. Prints
+    one JSON line: files, the prior's hash and keys, metrics retyped per adapter column.
+
+    \b
+    Examples:
+      engine retype results/ retyped/ --prior runs/demo/best        # the trainer's type_prior.json
+      engine retype results/ retyped/ --data train.jsonl --adapter v4
+    """
+    from .retype import load_prior, retype_results
+
+    report = retype_results(results, out, load_prior(data, prior_dir), tuple(only))
+    click.echo(json.dumps(report.as_dict(), ensure_ascii=False))  # one line: files, prior, retyped per adapter
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -117,3 +117,42 @@ def test_engine_preflight_refuses_a_corrupt_prior_naming_the_adapter(tmp_path):
     (d / PRIOR_NAME).write_text("[]")
     with pytest.raises(ConfigError, match=r"adapter a=.*not a type prior"):
         check_adapters({"a": str(d)}, None)
+
+
+def test_engine_retype_applies_the_prior_to_finished_results_and_keeps_everything_else(tmp_path):
+    """`engine retype` (was scripts/retype_results.py): ok adapter rows retyped, base and error rows kept, nested
+    shard paths kept, one JSON line; --prior and --data give the same prior."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from reportminer.data.type_prior import build_type_prior
+    from reportminer.engine.cli import main
+
+    labels = [{"output": {"metrics": [{"metric_name": n, "metric_type": "financial"}]}}
+              for n in ("资产负债率", "净负债率", "有息负债率", "流动负债率")]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labels),
+                                          encoding="utf-8")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    build_type_prior([(n, "financial") for n in ("资产负债率", "净负债率", "有息负债率", "流动负债率")]).write(adapter)
+    wrong = [{"metric_name": "长期负债率", "metric_type": "business", "score": 0.9, "reason": "r"},
+             {"metric_name": "门店数量", "metric_type": "business", "score": 0.8, "reason": "r"}]
+    rows = [{"id": "1", "adapter": "v4", "status": "ok", "metrics": wrong, "raw": "x"},
+            {"id": "1", "adapter": "base", "status": "ok", "metrics": wrong, "raw": "x"},
+            {"id": "2", "adapter": "v4", "status": "error", "metrics": None, "raw": "y"}]
+    (tmp_path / "res" / "a").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "res" / "a" / "s1.parquet")
+    outs = {}
+    for how, args in (("prior", ["--prior", str(adapter)]), ("data", ["--data", str(tmp_path / "train.jsonl")])):
+        r = CliRunner().invoke(main, ["retype", str(tmp_path / "res"), str(tmp_path / how), *args])
+        assert r.exit_code == 0, r.output
+        outs[how] = json.loads(r.stdout)
+        got = pq.read_table(tmp_path / how / "a" / "s1.parquet").to_pylist()
+        assert [m["metric_type"] for m in got[0]["metrics"]] == ["financial", "business"]  # 负债率 decided, 门店数量 not
+        assert got[1]["metrics"] == wrong and got[2] == rows[2] and got[0]["raw"] == "x"
+    assert outs["prior"] == outs["data"] and outs["prior"]["retyped_metrics"] == {"v4": 1}
+    r = CliRunner().invoke(main, ["retype", str(tmp_path / "res"), str(tmp_path / "x")])
+    assert r.exit_code == 2 and "give exactly one of --data and --prior" in r.output
