@@ -180,3 +180,12 @@ def test_warm_up_is_on_for_cuda_and_off_on_cpu_unless_set(tiny_model: Path) -> N
     assert warmup_wanted(_cfg(tiny_model, device="cuda")) and not warmup_wanted(_cfg(tiny_model, device="cpu"))
     assert warmup_wanted(_cfg(tiny_model, device="cpu", warmup=True))
     assert not warmup_wanted(_cfg(tiny_model, device="cuda", warmup=False))
+
+
+def test_cuda_graph_capture_settings_become_compilation_config_on_cuda_only(tiny_model: Path) -> None:
+    c = _cfg(tiny_model, device="cuda").with_sets(["cudagraph_mode=PIECEWISE", "max_cudagraph_capture_size=256"])
+    assert c.resolve().vllm_kwargs()["compilation_config"] == {"cudagraph_mode": "PIECEWISE",
+                                                               "max_cudagraph_capture_size": 256}
+    assert "compilation_config" not in _cfg(tiny_model, device="cuda").resolve().vllm_kwargs()  # vLLM's own
+    assert "compilation_config" not in c.override(device="cpu").resolve().vllm_kwargs()  # no CUDA graphs there
+    assert "compilation_config" not in c.override(enforce_eager=True).resolve().vllm_kwargs()
