@@ -181,8 +181,8 @@ class EngineConfig:
         "Drop metrics below it (score; agreement when samples > 1); None: the adapter manifest's, else off.",
         default=None, group="sampling", flag=True)
     merge_adapter: bool | None = h(
-        "Fold the one adapter into the base weights (cached) and serve without LoRA; none: on for cuda when "
-        "exactly one adapter is served and no base rows (LoRA cost 0.42x bare rows/s on an H100), off otherwise.",
+        "Fold the one adapter into the base weights (cached) and serve without LoRA (LoRA cost 0.42x bare "
+        "rows/s on an H100); none: off, until the merged path is measured on a real adapter (issue 17).",
         default=None, group="sampling", flag="--merge-adapter/--no-merge-adapter", commands=("run",))
     type_prior: bool = h("Retype each answer's metrics by its adapter's learned type prior (type_prior.json, "
                          "written by the trainer from its labels); false: the types as the model answered.",
@@ -380,8 +380,12 @@ class EngineConfig:
         if c.quantization != "none" and c.device != "cuda":
             raise ConfigError(f"quantization {c.quantization}: needs a CUDA GPU with FP8 support (H100, H200 or "
                               f"newer); the {c.device} build cannot run it (use quantization: none)")
-        if c.merge_adapter is None:  # one adapter on a GPU: merged, so rows cost what the bare model costs
-            c.merge_adapter = c.device == "cuda" and len(c.adapters) == 1 and not c.include_base
+        if c.merge_adapter is None:
+            # Off by default, on GPU too, until measured: turning it on changes the run identity, so every existing
+            # GPU --out written with LoRA would be refused after an upgrade (a nightly job failing on its first
+            # night), and the merged model's first start on a fresh H100 had not finished after 4 minutes
+            # (issue 17). scripts/bench_gpu.py's `merged` phase measures it; --merge-adapter opts in.
+            c.merge_adapter = False
         if c.adapters:
             ranks = [lora_rank(Path(p)) for p in c.adapters.values()]
             if c.max_lora_rank is None:

@@ -282,12 +282,9 @@ def _config(base_sets: list[str], extra: list[str] | tuple[str, ...] = ()) -> An
 
 def _serves_merged(cfg: Any) -> bool:
     """Whether `run` with this config serves the adapter merged (engine/merge.py) rather than as LoRA: as
-    set, or (merge_adapter none) the engine's default on CUDA, the device this benchmark is for."""
+    set (merge_adapter none means off: the engine's default until the merged path is measured)."""
     one = len(cfg.adapters) == 1 and not cfg.include_base
-    merge = getattr(cfg, "merge_adapter", False)
-    if merge is None:
-        return one and cfg.device in ("auto", "cuda")
-    return bool(merge) and one
+    return bool(getattr(cfg, "merge_adapter", False)) and one
 
 
 def phase_groups(phases: list[str], cfg: Any, ray_actors: tuple[int, ...] = ()) -> list[dict[str, Any]]:

@@ -125,16 +125,16 @@ def test_default_phases_share_engines_where_their_start_settings_agree(tiny_mode
               str(tmp_path), "--dry-run")
     assert p.exit_code == 0, p.stderr[-2000:]
     plan = json.loads(p.stdout)["plan"]
-    # one adapter on a GPU is served merged by default (merge_adapter none), so `engine` runs beside `merged`
-    assert plan["engine_serves_merged"] is True
+    # the engine serves the adapter as LoRA by default (merge_adapter none = off), so `engine` runs beside the
+    # LoRA + guidance phases; --set merge_adapter=true moves it beside `merged`
+    assert plan["engine_serves_merged"] is False
     assert [(g["name"], g["phases"]) for g in plan["processes"]] == [
-        ("bare", ["bare"]), ("merged-guidance", ["merged", "engine"]), ("lora-guidance", ["json-guidance", "lora"]),
+        ("bare", ["bare"]), ("merged-guidance", ["merged"]), ("lora-guidance", ["json-guidance", "engine", "lora"]),
         ("lora-xgrammar", ["json-xgrammar"]), ("start", ["start"])]
-    assert plan["will_run"] == ["bare", "merged", "engine", "json-guidance", "lora", "json-xgrammar", "start"]
     p = bench("--model", str(tiny_model), "--adapter", f"prod={tiny_adapter}", "--rows", "8", "--work",
-              str(tmp_path / "w2"), "--set", "merge_adapter=false", "--dry-run")
+              str(tmp_path / "w2"), "--set", "merge_adapter=true", "--dry-run")
     procs = {g["name"]: g["phases"] for g in json.loads(p.stdout)["plan"]["processes"]}
-    assert procs["lora-guidance"] == ["json-guidance", "engine", "lora"] and procs["merged-guidance"] == ["merged"]
+    assert procs["merged-guidance"] == ["merged", "engine"] and procs["lora-guidance"] == ["json-guidance", "lora"]
     assert set(plan["config_check"].values()) == {"ok"} and plan["max_tokens"] == 1024  # gpu.yaml's
     assert plan["adapter"] == {"name": "prod", "path": str(tiny_adapter.resolve()), "random": False}
     assert pq.read_table(tmp_path / "input-start").num_rows == bench_gpu.START_ROWS

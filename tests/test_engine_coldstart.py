@@ -133,16 +133,16 @@ def _cfg(tiny_model: Path, **kw):
     return EngineConfig(model=str(tiny_model), **kw)
 
 
-def test_one_adapter_on_a_gpu_is_served_merged_unless_told_otherwise(tiny_model: Path, tiny_adapter: Path,
-                                                                     tiny_adapter_b: Path) -> None:
+def test_the_adapter_is_merged_only_when_asked(tiny_model: Path, tiny_adapter: Path, tiny_adapter_b: Path) -> None:
     one = {"p": str(tiny_adapter)}
-    assert _cfg(tiny_model, adapters=one, device="cuda").resolve().merge_adapter is True
+    assert _cfg(tiny_model, adapters=one, device="cuda").resolve().merge_adapter is False  # off until measured
+    assert _cfg(tiny_model, adapters=one, device="cuda", merge_adapter=True).resolve().merge_adapter is True
     assert _cfg(tiny_model, adapters=one, device="cpu").resolve().merge_adapter is False  # CPU keeps LoRA
     assert _cfg(tiny_model, adapters=one, device="cuda", include_base=True).resolve().merge_adapter is False
     assert _cfg(tiny_model, adapters={**one, "q": str(tiny_adapter_b)}, device="cuda").resolve().merge_adapter is False
     assert _cfg(tiny_model, device="cuda").resolve().merge_adapter is False  # no adapter: nothing to merge
     assert _cfg(tiny_model, adapters=one, device="cuda", merge_adapter=False).resolve().merge_adapter is False
-    ident = _cfg(tiny_model, adapters=one, device="cuda").resolve()
+    ident = _cfg(tiny_model, adapters=one, device="cuda", merge_adapter=True).resolve()
     from reportminer.engine.decoding import decoding_identity
 
     assert decoding_identity(ident, [])["merge_adapter"] is True  # a merged run never mixes with LoRA rows
