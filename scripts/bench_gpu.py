@@ -437,7 +437,7 @@ def validity(texts: list[tuple[str | None, str | None, int]], max_tokens: int) -
     reasons: Counter[str] = Counter()
     for text, finish, tokens in texts:
         r = result_from_text("bench", text, finish, 0, tokens, max_tokens)
-        reasons[r.status if r.status == "ok" else r.reason] += 1
+        reasons[r.status if r.status == "ok" else (r.reason or "error")] += 1
     n = sum(reasons.values())
     return {"valid_share": round(reasons.get("ok", 0) / n, 4) if n else None, "rows": n,
             "not_valid": {k: v for k, v in sorted(reasons.items()) if k != "ok"}}
