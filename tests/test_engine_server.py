@@ -412,7 +412,8 @@ def test_server_killed_mid_run_stops_the_run_then_a_rerun_finishes_every_row_onc
            "--model", cfg.model, "--adapter", f"a={cfg.adapters['a']}", "--server", server.url, "-q",
            "--api-key-env", KEY_ENV,
            "--max-tokens", str(MAX_TOKENS), "--max-model-len", "2048", "--batch-rows", "4",
-           "--set", "server_concurrency=2", "--set", "server_unreachable_s=5", "--set", "server_backoff_s=0.2"]
+           "--set", "server_concurrency=2", "--set", "server_unreachable_s=5", "--set", "server_backoff_s=0.2",
+           "--enforce-eager"]  # what the server runs (EAGER=1), as the rerun's config says: one identity
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     manifest = out / MANIFEST_NAME
     try:
@@ -473,7 +474,7 @@ def test_sigterm_to_serve_sh_stops_the_whole_server_group(tiny_model, tmp_path):
     """Issue 19: killing serve.sh left an orphaned VLLM::EngineCore (~2 GB) that ignored SIGTERM. Started the way a
     user's script starts it (no session of its own), stopped with SIGTERM to serve.sh alone."""
     s = Server(tiny_model, {}, tmp_path)
-    env = {**os.environ, "PORT": str(s.port), "KV_CACHE": "256MiB", "MAX_MODEL_LEN": "1024", "EAGER": "1",
+    env = {**os.environ, "PORT": str(s.port), "KV_CACHE": "256MiB", "MAX_MODEL_LEN": "2048", "EAGER": "1",
            "VLLM": str(Path(sys.executable).parent / "vllm"), "VLLM_API_KEY": API_KEY, "STOP_GRACE_S": "30"}
     s.log = tmp_path / "server.log"
     s.proc = subprocess.Popen([str(REPO / "scripts" / "serve.sh"), str(tiny_model)], stdout=open(s.log, "wb"),
