@@ -33,5 +33,7 @@ EOF
     exit 4
   fi
   export REPORTMINER_PREPARED=1  # tests/conftest.py: a model missing now fails its test instead of skipping it
+else
+  unset REPORTMINER_PREPARED  # nothing prepared by this run: a value inherited from a calling test.sh is not true here
 fi
 exec .venv/bin/python -m pytest "$@"
