@@ -67,12 +67,15 @@ def run(
 
     summary = new_summary(plan, started_at)
     with OutLock(out):
-        if backend.starts_vllm and config.enforce_eager is None:
+        started_as = getattr(getattr(engine, "config", None), "enforce_eager", None)
+        if config.enforce_eager is None and (backend.starts_vllm or isinstance(started_as, bool)):
             # One rule for every backend, decided once per --out (run_manifest.settle_eager): the choice its
             # manifest records, else by the whole input's size. Never by the rows left, so a resumed run
             # computes its rows as the first one did (issue 19); and it is in the identity the manifest checks.
+            # A handed-in engine was started one way already: that is the choice (a None here made a library
+            # resume of a CLI run's --out "another configuration": enforce_eager False -> None).
             rows = sum(i.num_rows for i in (plan.infos or {}).values()) * len(config.adapter_names)
-            config = settle_eager(config, out, rows)
+            config = settle_eager(config, out, rows) if backend.starts_vllm else replace(config, enforce_eager=started_as)
             plan = replace(plan, config=config, identity=run_identity(config, plan.adapters))
             summary.settings["enforce_eager"] = config.enforce_eager
         manifest = prepare_out(out, plan.identity, config, plan.adapters, overwrite, input_paths(plan), summary.warnings)
