@@ -86,7 +86,12 @@ class AdapterManifest:
 
 def check_adapter(adapter_dir: str | os.PathLike, model_dir: str | os.PathLike) -> list[str]:
     """Raise AdapterMismatch on a base-model, schema or prompt mismatch; return warnings otherwise."""
-    man = AdapterManifest.read(adapter_dir)
+    return check_adapter_manifest(AdapterManifest.read(adapter_dir), adapter_dir, model_dir)
+
+
+def check_adapter_manifest(man: AdapterManifest | None, adapter_dir: str | os.PathLike,
+                           model_dir: str | os.PathLike) -> list[str]:
+    """`check_adapter` for a manifest already read (None: the adapter has none, which only warns)."""
     if man is None:
         return [f"{adapter_dir}: no {MANIFEST_NAME}; cannot check it was trained for this model, schema and prompt"]
     problems = []

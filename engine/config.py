@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from reportminer.data.config import (
 from reportminer.data.errors import ConfigError
 from reportminer.data.schema import BASE_ADAPTER as BASE
 
-from .adapters import lora_rank
+from .adapters import Adapter, lora_rank
 
 # Rows of an input shard read per Parquet record batch; small enough to keep memory flat, large enough
 # that Arrow and the tokenizer work in bulk.
@@ -338,8 +339,11 @@ class EngineConfig:
 
     # ---- completion -----------------------------------------------------------------------------------
 
-    def resolve(self) -> EngineConfig:
-        """Fill every `None` with the default for the detected device and the model; validate."""
+    def resolve(self, adapters: Sequence[Adapter] | None = None) -> EngineConfig:
+        """Fill every `None` with the default for the detected device and the model; validate.
+
+        `adapters`: the settings' adapters as already read (adapters.read_adapters), so their folders are not
+        opened again for their ranks."""
         from reportminer.data.models.demo import ensure_demo_model
 
         self.check()
@@ -387,7 +391,7 @@ class EngineConfig:
             # (issue 17). scripts/bench_gpu.py's `merged` phase measures it; --merge-adapter opts in.
             c.merge_adapter = False
         if c.adapters:
-            ranks = [lora_rank(Path(p)) for p in c.adapters.values()]
+            ranks = [a.rank for a in adapters] if adapters else [lora_rank(Path(p)) for p in c.adapters.values()]
             if c.max_lora_rank is None:
                 c.max_lora_rank = next((r for r in VLLM_LORA_RANKS if r >= max(ranks)), max(ranks))
             if c.max_loras is None:

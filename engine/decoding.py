@@ -27,7 +27,8 @@ from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import AGREEMENT, Extraction
 from reportminer.data.type_prior import TypePrior
 
-from .config import BASE, ConfigError, validate_decoding
+from .adapters import manifest_threshold_of
+from .config import BASE, validate_decoding
 from .rows import OK, RowResult, result_from_text
 from .vote import split_by_threshold, vote
 
@@ -61,7 +62,7 @@ def adapter_thresholds(c: "EngineConfig", adapters: list["Adapter"]) -> tuple[di
         t = c.score_threshold
         a = by_name.get(name)
         if t is None and name != BASE and a is not None:
-            t, w = manifest_threshold(a.path, c.samples)
+            t, w = a.threshold(c.samples)  # from the manifest read with the adapter (adapters.py)
             warnings += [f"adapter {name}: {w}"] if w else []
         out[name] = t
     return out, warnings
@@ -69,19 +70,7 @@ def adapter_thresholds(c: "EngineConfig", adapters: list["Adapter"]) -> tuple[di
 
 def manifest_threshold(adapter_dir: str | Path, samples: int) -> tuple[float | None, str | None]:
     """The manifest's decoding.score_threshold when it was calibrated for `samples`; else (None, why not)."""
-    man = AdapterManifest.read(adapter_dir)
-    dec = (man.decoding if man else None) or {}
-    t = dec.get("score_threshold")
-    if t is None:
-        return None, None
-    calibrated = int(dec.get("samples") or 1)
-    if calibrated != samples:
-        return None, (f"manifest score_threshold {t} was calibrated with samples={calibrated}, this run uses "
-                      f"samples={samples}; not applied (set score_threshold to choose one)")
-    t = float(t)
-    if not 0 <= t <= 1:
-        raise ConfigError(f"{adapter_dir}: manifest decoding.score_threshold {t} is not in [0, 1]")
-    return t, None
+    return manifest_threshold_of(AdapterManifest.read(adapter_dir), samples, adapter_dir)
 
 
 def adapter_type_priors(c: "EngineConfig", adapters: list["Adapter"]) -> dict[str, TypePrior | None]:
@@ -90,7 +79,7 @@ def adapter_type_priors(c: "EngineConfig", adapters: list["Adapter"]) -> dict[st
     out: dict[str, TypePrior | None] = {}
     for name in c.adapter_names:
         a = by_name.get(name)
-        out[name] = TypePrior.read(a.path) if c.type_prior and a is not None and name != BASE else None
+        out[name] = a.the_prior() if c.type_prior and a is not None and name != BASE else None
     return out
 
 

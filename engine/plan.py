@@ -14,11 +14,11 @@ from typing import Any
 from reportminer.data.errors import ConfigError, ConfigMismatch, DataError
 from reportminer.data.schema import SERVER_ERROR
 
-from .adapters import Adapter, load_adapters
+from .adapters import Adapter, load_adapters, read_adapters
 from .config import EngineConfig
 from .decoding import adapter_thresholds
 from .merge import merged_model, serving_config
-from .preflight import IdReport, ShardInfo, check_adapters, inspect_shard, safe_remove, scan_ids, vanished_outputs
+from .preflight import IdReport, ShardInfo, inspect_shard, safe_remove, scan_ids, vanished_outputs
 from .run_manifest import MANIFEST_NAME, RunManifest, identity_diff, run_identity
 from .seam import GenerationEngine, ShardJob
 from .shards import InputShard, find_shards, fingerprint, stale_temp_files
@@ -96,8 +96,8 @@ class Plan:
 def make_plan(config: EngineConfig, input_path: Path, out_dir: Path, engine: GenerationEngine | None,
           strict_ids: bool = False) -> Plan:
     """Resolve the settings, find and inspect the input shards, check the adapters: every refusal happens here."""
-    check_adapters(config.adapters, config.max_lora_rank)  # before resolve(), which reads their configs
-    config = config.resolve()
+    read = read_adapters(config.adapters, config.max_lora_rank)  # each folder read once, checked whole
+    config = config.resolve(read)
     shards, notes = find_shards(input_path, exclude=out_dir.resolve())
     check_paths(input_path, out_dir, shards)
     infos = {s.rel: inspect_shard(s.path, s.rel, s.kind) for s in shards}
@@ -108,7 +108,7 @@ def make_plan(config: EngineConfig, input_path: Path, out_dir: Path, engine: Gen
         if strict_ids:
             raise DataError(f"{input_path}: --strict-ids: {ids.line()}")
         notes.append(f"ids: {ids.line()}")
-    adapters, warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    adapters, warnings = load_adapters(read, config.model)  # type: ignore[arg-type]
     warnings = notes + warnings
     warnings += adapter_thresholds(config, adapters)[1]
     for w in warnings:

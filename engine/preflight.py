@@ -13,10 +13,8 @@ input shards (`scan_ids`), and `safe_remove`, the only way the engine deletes an
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +26,9 @@ import pyarrow.parquet as pq
 
 from reportminer.data.errors import ConfigError, DataError
 from reportminer.data.io import require_input_columns, require_utf8
-from reportminer.data.manifest import MANIFEST_NAME as ADAPTER_MANIFEST
-from reportminer.data.manifest import AdapterManifest
 from reportminer.data.schema import ID, INPUT_COLUMNS
-from reportminer.data.type_prior import TypePrior
 
+from .adapters import adapter_manifest_problem, read_adapters, safetensors_problem
 from .config import check_engine_limits  # re-exported: the settings' own check (config.validate runs it)
 from .inputs import read_jsonl_shard
 from .storage import ObjectPath, parquet_source
@@ -41,109 +37,11 @@ log = logging.getLogger("engine")
 
 # ---- adapters -----------------------------------------------------------------------------------------
 
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors refuses headers above 100 MB itself
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file cannot be whole, or None: header parsed, data length matches the file.
-
-    The format is an 8-byte little-endian header length, a JSON header giving each tensor's byte range,
-    then the data; a truncated copy has a valid header and a short file, which only this length check
-    catches before vLLM reads the weights.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return f"{size} bytes: too short for a safetensors file"
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, _MAX_HEADER):
-                return f"header length {n} does not fit the file's {size} bytes: truncated or not safetensors"
-            header = json.loads(fh.read(n))
-    except OSError as e:
-        return f"cannot read: {e.strerror}"
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return f"header is not JSON ({e}): damaged or not safetensors"
-    if not isinstance(header, dict):
-        return "header is not a JSON object: damaged or not safetensors"
-    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
-    expected = 8 + n + max(ends, default=0)
-    if expected != size:
-        return f"the file has {size} bytes, its header describes {expected}: truncated or damaged"
-    return None
-
 
 def check_adapters(adapters: dict[str, str], max_lora_rank: int | None) -> None:
-    """Every adapter folder whole and loadable before anything starts (ConfigError, exit 2).
-
-    `max_lora_rank` is the value the user set (None: it is derived from the adapters, so cannot be
-    exceeded); vLLM would otherwise fail with a long traceback only after loading the model.
-    """
-    from .adapters import lora_rank
-
-    for name, raw in adapters.items():
-        d = Path(raw).expanduser()
-        where = f"adapter {name}={raw}"
-        if not d.is_dir():
-            raise ConfigError(f"{where}: no such folder")
-        cfg = d / "adapter_config.json"
-        if not cfg.is_file():
-            raise ConfigError(f"{where}: not a LoRA adapter folder (no adapter_config.json)")
-        try:
-            obj = json.loads(cfg.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ConfigError(f"{where}: {cfg}: cannot parse: {e}") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{where}: {cfg}: cannot parse: expected a JSON object, got {type(obj).__name__}")
-        try:
-            rank = lora_rank(d)
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        weights = d / "adapter_model.safetensors"
-        if weights.is_file():
-            problem = safetensors_problem(weights)
-            if problem:
-                raise ConfigError(f"{where}: {weights}: {problem}")
-        elif not (d / "adapter_model.bin").is_file():
-            raise ConfigError(f"{where}: no weights (adapter_model.safetensors missing)")
-        man = d / ADAPTER_MANIFEST
-        if man.exists():
-            shape = adapter_manifest_problem(man)
-            if shape:
-                raise ConfigError(f"{where}: {man}: {shape}")
-            try:
-                AdapterManifest.read(d)
-            except (OSError, ValueError, TypeError, AttributeError) as e:
-                raise ConfigError(f"{where}: {man}: cannot parse the adapter manifest: {e}") from None
-        try:
-            TypePrior.read(d)
-        except DataError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if max_lora_rank is not None and rank > max_lora_rank:
-            raise ConfigError(
-                f"{where}: LoRA rank {rank} exceeds max_lora_rank {max_lora_rank}; raise --max-lora-rank "
-                f"(or leave it unset to follow the adapters)"
-            )
-
-
-def adapter_manifest_problem(path: Path) -> str | None:
-    """Why `reportminer_adapter.json` is valid JSON of the wrong shape, or None (issue 19: `[1, 2]` was an
-    AttributeError traceback from `check_adapter`). Field types follow `data.manifest.AdapterManifest`."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return f"cannot parse the adapter manifest: {e}"
-    if not isinstance(obj, dict):
-        return f"not an adapter manifest: expected a JSON object, got {type(obj).__name__}"
-    if "base_model" not in obj:
-        return "not an adapter manifest: no base_model"
-    want: dict[str, type | tuple[type, ...]] = {"base_model": dict, "hyperparameters": dict, "library_versions": dict, "extra": dict, "data_files": list,
-            "schema_version": str, "prompt_version": str, "decoding": (dict, type(None))}
-    wrong = [f"{k} is {type(obj[k]).__name__}" for k, t in want.items() if k in obj and not isinstance(obj[k], t)]
-    if wrong:
-        return f"not an adapter manifest: {', '.join(wrong)}"
-    return None
+    """Every adapter folder whole and loadable before anything starts (ConfigError, exit 2): adapters.read_adapter,
+    for a caller that needs the check only (a run keeps what it read: plan.make_plan)."""
+    read_adapters(adapters, max_lora_rank)
 
 
 # ---- input shards -------------------------------------------------------------------------------------

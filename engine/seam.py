@@ -1,20 +1,15 @@
-"""The two seams of a run: what the row pipeline needs from an engine, and what `run` needs from a backend.
+"""The engine seam: what the row pipeline needs from an engine, and what a backend is given and returns.
 
 An **engine** turns token-id requests into completions. Two exist: `generate.Engine` (an in-process
 `vllm.LLM`) and `server.ServerEngine` (HTTP to a `vllm serve`); `engines.open_engine` picks one. The row
 pipeline (`pipeline.py`) needs from it only `GenerationEngine`'s members, so either one writes the same
-files.
+files. Both feed requests through a `RequestFeeder` and yield `Completion`s in any order.
 
-A **backend** takes the shards a run selected and gets them done. `run` (`runner.py`) owns everything
-around that once for every backend: plan (settings, shards, adapters, refusals), the `--out` lock, the
-choice of shards to do, the run manifest's first write, the summary and the run log. A backend has three
-steps: `start` (its engines, or a cluster), `execute` (every shard of the plan it is given, each committed
-and recorded in the manifest, returning an `Outcome`), `stop`. Two exist: `backends.LocalBackend` (one
-engine of either kind in this process) and `ray_backend.RayBackend` (an engine per Ray actor);
-`backends.make_backend` picks one. None of them imports a private name of another module.
+A **backend** (the `Backend` protocol: backends.py) gets the shards a run selected done and reports an
+`Outcome`; `ShardJob` is one shard it is given.
 
-This module imports only the contract, the settings and the row statistics, so both seams sit below
-everything that implements or uses them (no import loop in engine/: scripts/check_imports.py --cycles).
+This module imports only the contract, the settings, adapters and the row statistics, so it sits below
+everything that implements or uses it (no import loop in engine/: scripts/check_imports.py checks).
 """
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """One paragraph through the same path as a batch run (prompt, token check, guided decoding, strict parse)."""
 from __future__ import annotations
 
-from .adapters import load_adapters
+from .adapters import load_adapters, read_adapters
 from .config import ConfigError, EngineConfig
 from .decoding import adapter_thresholds, adapter_type_priors, row_from_completion
 from .engines import open_engine
-from .preflight import check_adapters
 from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
 from .seam import GenerationEngine, Request
 
@@ -13,16 +12,16 @@ from .seam import GenerationEngine, Request
 def extract(config: EngineConfig, title: str | None, paragraph: str | None, *,
             engine: GenerationEngine | None = None) -> RowResult:
     """The extraction for one paragraph under the config's adapter (at most one) or the base model."""
-    check_adapters(config.adapters, config.max_lora_rank)  # the same one-line refusals as `engine run`
+    read = read_adapters(config.adapters, config.max_lora_rank)  # the same one-line refusals as `engine run`
     # One paragraph: the adapter as LoRA (a merge is for runs), and no warm-up batch of 512 requests before it.
     config = config.override(merge_adapter=False if config.merge_adapter is None else None,
                               warmup=False if config.warmup is None and engine is None else None)
-    config = config.resolve()
+    config = config.resolve(read)
     if config.enforce_eager is None and engine is None:  # one paragraph never repays compiling the model
         config = config.override(enforce_eager=True)
     if len(config.adapters) > 1:
         raise ConfigError("extract runs one adapter at a time; give a single --adapter")
-    adapters, _warnings = load_adapters(config.adapters, config.model)  # type: ignore[arg-type]
+    adapters, _warnings = load_adapters(read, config.model)  # type: ignore[arg-type]
     adapter = adapters[0] if adapters else None
     name = adapter.name if adapter else "base"
     if paragraph is None or not paragraph.strip():
