@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -79,6 +80,18 @@ Examples:
   engine config --config gpu
   engine config --config cpu --set max_tokens=768 --temperature 0.2
   engine config --keys          # every key with its type, default and help
+"""
+
+
+SERVE_HELP = """Print the `vllm serve` command that serves a model and its adapters with the settings `engine run`
+would start vLLM with (LoRA slots and rank, guided-decoding backend, compact JSON, prefix caching, KV cache,
+seed), for `engine run --server`. Arguments after `--` are appended (extra vLLM flags).
+
+\b
+Examples:
+  engine serve-args --model /models/Qwen3-14B --adapter v4=runs/v4/best --config gpu
+  engine serve-args --model tiny --adapter a=adapter-a --kv-cache 512MiB --exec -- --max-num-batched-tokens 2048
+  scripts/serve.sh /models/Qwen3-14B v4=runs/v4/best        # the same from environment variables, run at once
 """
 
 
@@ -272,6 +285,41 @@ def retype_cmd(results, out, data, prior_dir, only):
 
     report = retype_results(results, out, load_prior(data, prior_dir), tuple(only))
     click.echo(json.dumps(report.as_dict(), ensure_ascii=False))  # one line: files, prior, retyped per adapter
+
+
+@main.command("serve-args", help=SERVE_HELP)
+@click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="LoRA adapter; repeat for several.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the server binds (0.0.0.0: every).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--vllm", "vllm_cmd", metavar="PATH", help="The vllm command of a GPU build (default: next to this "
+                                                          "Python, else on PATH); the CPU build runs its server module.")
+@click.option("--exec", "run_it", is_flag=True, help="Run the command in place of this process (the line goes to "
+                                                      "stderr, an --api-key value masked) instead of printing it.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+@engine_options("serve-args")
+@exit_on_error("engine")
+def serve_args_cmd(adapters, host, port, vllm_cmd, run_it, extra, config_path, sets, verbose, **flags):
+    from .serving import serve_command, shown
+
+    cfg = build_config(config_path, sets, adapters, **flags)
+    cmd = serve_command(cfg, host, port, extra, vllm_cmd)
+    if not run_it:
+        click.echo(shlex.join(cmd))
+        return
+    from .compile_cache import ROOT_ENV, apply_env
+
+    # Every compile cache under one folder, as the engine places them (engine/compile_cache.py: vLLM, Triton,
+    # inductor, flashinfer; variables already set are kept), so a mounted cache volume makes the next start warm.
+    ce = apply_env()
+    os.environ.setdefault(ROOT_ENV, str(ce.root))
+    click.echo(f"[serve] compile cache: {ce.root}", err=True)
+    click.echo(f"[serve] {shown(cmd)}", err=True)
+    if os.environ.get("VLLM_API_KEY"):
+        click.echo("[serve] API key required (VLLM_API_KEY); clients: engine run --api-key-env NAME_OF_THE_VARIABLE",
+                   err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd) if Path(cmd[0]).is_absolute() else os.execvp(cmd[0], cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,8 @@
 """Load a trained adapter in the real vLLM (CPU build here) with its base model and extract a JSONL set.
 
-The trainer must not depend on the engine package, so this check talks to vLLM directly, with the
-served prompt from data.render_prompt and guided JSON decoding on the contract's schema, the way the
-engine serves. It reports what an adapter is for: valid JSON, rows cut by max_tokens, metric counts and
+It talks to vLLM directly (LLM.generate over the whole set), started with the engine's own vLLM settings
+(EngineConfig.vllm_kwargs), with the served prompt from data.render_prompt and guided JSON decoding on
+the contract's schema, the way the engine serves. It reports what an adapter is for: valid JSON, rows cut by max_tokens, metric counts and
 exact name matches against gold labels, and the wall time.
 
     .venv/bin/python scripts/check_adapter_vllm.py --model ~/.cache/reportminer/models/qwen2.5-coder-0.5b-instruct \
@@ -38,6 +38,7 @@ def main() -> None:
     from reportminer.data import OUTPUT_JSON_SCHEMA, parse_output, render_prompt
     from reportminer.data.io import iter_jsonl
     from reportminer.data.manifest import check_adapter
+    from reportminer.engine.config import EngineConfig
 
     if args.adapter:
         for w in check_adapter(args.adapter, args.model):  # raises AdapterMismatch on a wrong base/schema/prompt
@@ -49,8 +50,10 @@ def main() -> None:
     prompts = [render_prompt(tok, r["input"]["chapter_title"], r["input"]["paragraph"]) for r in rows]
 
     t0 = time.time()
-    llm = LLM(model=args.model, kv_cache_memory_bytes=1 << 30, max_model_len=2048, enable_lora=bool(args.adapter),
-              max_lora_rank=16, structured_outputs_config={"backend": "guidance", "disable_any_whitespace": True}, seed=0)
+    # vLLM started the way the engine starts it (EngineConfig.vllm_kwargs: guidance, compact JSON, seed 0, LoRA).
+    settings = EngineConfig(model=args.model, kv_cache_memory_bytes=1 << 30, max_model_len=2048,
+                            max_loras=1 if args.adapter else None, max_lora_rank=16)
+    llm = LLM(**settings.vllm_kwargs())
     t_load = time.time() - t0
     sp = SamplingParams(temperature=0, max_tokens=args.max_tokens,
                         structured_outputs=StructuredOutputsParams(json=OUTPUT_JSON_SCHEMA))
