@@ -200,6 +200,32 @@ def _ray_init(config: EngineConfig) -> bool:
     return True
 
 
+def _dataset(plan: Plan, config: EngineConfig, todo: list[ShardJob], progress: bool) -> Any:
+    """The shards to do as a Ray dataset mapped over the actor pool (one block, one task per shard)."""
+    import ray.data
+    from ray.data import ActorPoolStrategy, DataContext
+
+    DataContext.get_current().enable_progress_bars = progress
+    gpus = config.ray_gpus_per_actor
+    if gpus is None:
+        gpus = float(config.tensor_parallel_size) if config.device == "cuda" else 0.0
+    items = [{"rel": j.shard.rel, "path": str(j.shard.path.resolve()), "fp": json.dumps(j.fp),
+              "num_rows": j.num_rows} for j in todo]
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        ShardWorker,
+        fn_constructor_kwargs={"config": config, "adapters": plan.adapters,
+                               "merged": str(plan.merged) if plan.merged else None,
+                               "out_dir": str(plan.out_dir.resolve())},
+        batch_size=1,
+        batch_format="numpy",
+        # One shard in flight per actor: a shard queued behind a busy actor would idle while another is free.
+        compute=ActorPoolStrategy(size=min(config.ray_actors, len(items)), max_tasks_in_flight_per_actor=1),
+        num_cpus=config.ray_cpus_per_actor,
+        num_gpus=gpus,
+        runtime_env={"env_vars": actor_env(config.device)},
+    )
+
+
 class RayBackend:
     """The backend seam (backends.Backend) over Ray Data: `start` attaches to or starts Ray, `execute` maps the
     shards to do over the actor pool and records each as its summary arrives, `stop` shuts down a Ray this
@@ -232,33 +258,12 @@ class RayBackend:
     def execute(self, plan: Plan, config: EngineConfig, todo: list[ShardJob], manifest: RunManifest,
                 progress: bool) -> Outcome:
         """Map the shards over the actor pool; record each as its summary arrives."""
-        import ray.data
-        from ray.data import ActorPoolStrategy, DataContext
-
-        out, merged = plan.out_dir, plan.merged
+        out = plan.out_dir
         outcome = Outcome(by_adapter={n: RowStats() for n in config.adapter_names},
                           # the actors use no row cache yet (docs/engine.md): its stats say so
                           row_cache=RowCache.open(out, [], enabled=False).stats.as_dict())
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = progress
-        gpus = config.ray_gpus_per_actor
-        if gpus is None:
-            gpus = float(config.tensor_parallel_size) if config.device == "cuda" else 0.0
-        items = [{"rel": j.shard.rel, "path": str(j.shard.path.resolve()), "fp": json.dumps(j.fp),
-                  "num_rows": j.num_rows} for j in todo]
+        ds = _dataset(plan, config, todo, progress)
         by_rel = {j.shard.rel: j for j in todo}
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(  # one block, one task per shard
-            ShardWorker,
-            fn_constructor_kwargs={"config": config, "adapters": plan.adapters,
-                                   "merged": str(merged) if merged else None, "out_dir": str(out.resolve())},
-            batch_size=1,
-            batch_format="numpy",
-            # One shard in flight per actor: a shard queued behind a busy actor would idle while another is free.
-            compute=ActorPoolStrategy(size=min(config.ray_actors, len(items)), max_tasks_in_flight_per_actor=1),
-            num_cpus=config.ray_cpus_per_actor,
-            num_gpus=gpus,
-            runtime_env={"env_vars": actor_env(config.device)},
-        )
         t0 = time.perf_counter()
         engine_start = 0.0
         first_ready: float | None = None  # time.time() of the first actor whose engine was up
