@@ -11,6 +11,7 @@ generation_config.json must not change sampling; the engine sends every sampling
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -47,6 +48,10 @@ def serve_flags(config: EngineConfig) -> list[str]:
 def serve_command(config: EngineConfig, host: str = "127.0.0.1", port: int = 8000, extra: Sequence[str] = (),
                   vllm: str | None = None) -> list[str]:
     """The whole command line for `config` (resolved here: model folder, adapters, device defaults)."""
+    # max_tokens is a request's, not the server's: each run sends its own and is checked against the server's
+    # max_model_len when it starts (server.ServerEngine). Left at its default it would refuse a server whose
+    # max_model_len is 1024 or less ("max_tokens must be below max_model_len"), as the serve.sh SIGTERM test has.
+    config = dataclasses.replace(config, max_tokens=1)
     c = config.resolve(read_adapters(config.adapters, config.max_lora_rank))  # `engine run`'s refusals
     if c.device == "cpu":
         head = [sys.executable, "-m", CPU_SERVER_MODULE, "--model", str(c.model)]
