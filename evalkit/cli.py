@@ -10,6 +10,7 @@ import click
 from reportminer.data.errors import EXIT_FINDINGS, DataError, ReportminerError, fail
 from reportminer.data.jsonout import json_option, to_stdout, write_json_out
 
+from .bench_cli import bench
 from .options import DEFAULT_BOOTSTRAP, MATCHERS, PRIMARY_METRICS
 
 # Imports nothing heavy at import time (polars, pyarrow, numpy: ~0.35 s): each command imports what it
@@ -75,7 +76,11 @@ def main() -> None:
     evalkit report  --gold GOLD RUN --out report.html
     evalkit perturb expand|check ...   (does the predicted count hold when background sentences come and go?)
     evalkit calibrate RESULTS --gold GOLD [--write-manifest ADAPTER]   (the engine's score_threshold)
+    evalkit bench build-dev|build-gen|check|score ...   (the benchmarks, and an experiment's results on them)
     """
+
+
+main.add_command(bench)
 
 
 @main.command()

@@ -23,7 +23,7 @@ and this module
 Issue 16's target is a count-change share of at most 10 % on the generalisation benchmark.
 
 Expanding needs no polars (imported only by `count_stability`): `scripts/experiment.py serve` expands the
-benchmark on the GPU machine, whose image has no polars.
+benchmark (evalkit.experiment.serve_input) on the GPU machine, whose image has no polars.
 """
 from __future__ import annotations
 

@@ -1,38 +1,29 @@
-"""scripts/build_dev_benchmark.py on the real seed (../shared/seed): a dev set held out from training with
-the hidden benchmark's composition, reproducible to the byte, and readable by datakit, trainer and evalkit."""
+"""evalkit.devbench (`evalkit bench build-dev`, scripts/build_dev_benchmark.py) on the real seed
+(../shared/seed): a dev set held out from training with the hidden benchmark's composition, reproducible to
+the byte, and readable by datakit, trainer and evalkit."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from reportminer.data.scenarios import SCENARIOS
 from reportminer.data.validate import validate_path
+from reportminer.evalkit import devbench as bdb
+from reportminer.evalkit.cli import main as evalkit
 from reportminer.evalkit.loaders import load_gold
 from reportminer.trainer.rows import read_rows
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_dev_benchmark", REPO / "scripts" / "build_dev_benchmark.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bdb = _load_builder()
 
 
 @pytest.fixture(scope="module")
 def built(seed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("devbench")
-    assert bdb.main(["--seed-dir", str(seed_dir), "--out", str(out)]) == 0
+    res = CliRunner().invoke(evalkit, ["bench", "build-dev", "--seed-dir", str(seed_dir), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "check ok" in res.stdout
     return out
 
 
@@ -95,7 +86,7 @@ def test_datakit_trainer_and_evalkit_read_the_sets(built: Path):
     train = read_rows(built / "train.jsonl")
     assert len(train) == len(rows(built / "train.jsonl")) and {r.scenario for r in train} == {"A", "B", "C", "D"}
     gold = load_gold(built / "dev.jsonl")
-    assert set(gold["scenario"].unique()) == set(bdb.SCENARIOS)
+    assert set(gold["scenario"].unique()) == set(SCENARIOS)
 
 
 def test_check_catches_a_shared_paragraph(built: Path, tmp_path: Path):

@@ -1,33 +1,22 @@
-"""scripts/experiment.py's two-benchmark flow (issue 16) on made-up cases and engine-shaped results: one serve
-input for dev + genbench + perturbation variants, results split back by id, each benchmark scored against its
-own gold through the real evalkit CLI, the perturbation share, compares against a baseline adapter, the report."""
+"""evalkit.experiment's two-benchmark flow (issue 16; scripts/experiment.py's serve and score steps, `evalkit
+bench score`) on made-up cases and engine-shaped results: one serve input for dev + genbench + perturbation
+variants, results split back by id, each benchmark scored against its own gold with the real evalkit scorer,
+the perturbation share, compares against a baseline adapter, the report."""
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
 
+from reportminer.data.errors import DataError
 from reportminer.data.io import read_table
 from reportminer.data.schema import arrow_result_metrics_type
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("experiment", REPO / "scripts" / "experiment.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ex = _load()
+from reportminer.evalkit import experiment as ex
+from reportminer.evalkit.cli import main as evalkit
 
 
 def metric(name: str) -> dict:
@@ -103,9 +92,8 @@ def test_serve_input_split_score_perturb_compare(tmp_path: Path) -> None:
 
     results = tmp_path / "work" / "serve-m05"
     fake_results(shards, results, answers)
-    a = argparse.Namespace(bench=str(bench), work=str(tmp_path / "work"), results=str(results), genbench=str(genbench),
-                           baseline="b05", gen_baseline=None)
-    rep = ex.score_results(a)
+    scores = tmp_path / "work" / "scores" / "serve-m05"
+    rep = ex.score_results(results, bench, scores, genbench=genbench, baseline="b05")
     b, r = rep["adapters"]["b05"], rep["adapters"]["r05"]
     assert (b["dev"]["n"], b["gen"]["n"], b["genp"]["n"]) == (3, 2, 5)
     assert abs(b["dev"]["pass_rate"] - 2 / 3) < 1e-9 and r["dev"]["pass_rate"] == 1.0 and b["gen"]["pass_rate"] == 1.0
@@ -116,7 +104,6 @@ def test_serve_input_split_score_perturb_compare(tmp_path: Path) -> None:
     assert set(r["compare"]) == {"dev", "gen"} and r["compare"]["dev"]["baseline"] == "b05"
     assert abs(r["compare"]["dev"]["d_pass"] - 1 / 3) < 1e-9 and r["compare"]["gen"]["d_pass"] == 0.0
     assert b["compare"] == {}  # the baseline is not compared with itself
-    scores = tmp_path / "work" / "scores" / "serve-m05"
     md = (scores / "report.md").read_text(encoding="utf-8")
     assert "| r05 | gen | 2 | 100.0 |" in md and "| b05 | 2/2 = 100.0 % |" in md
     assert json.loads((scores / "report.json").read_text())["adapters"]["r05"]["perturb"]["cases"] == 2
@@ -128,3 +115,45 @@ def test_dev_only_when_no_genbench(tmp_path: Path) -> None:
     shards = ex.serve_input(bench, None)
     assert shards.name == "shards" and read_table(shards).num_rows == 3
     assert ex.gold_files(bench, None) == {"dev": bench / "dev.jsonl"}
+
+
+def test_bench_score_command_and_refusals(tmp_path: Path) -> None:
+    """`evalkit bench score`: the same report as the library, --json on stdout; a results folder without
+    rows is a data error (exit 3), as are a dev and a genbench that share an id."""
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    genbench = write_jsonl(tmp_path / "cases.jsonl", GEN)
+    results = tmp_path / "serve"
+    fake_results(ex.serve_input(bench, genbench), results, lambda ad, rid, gold: gold)
+    res = CliRunner().invoke(evalkit, ["bench", "score", str(results), "--bench", str(bench), "--genbench", str(genbench),
+                                       "--out", str(tmp_path / "scores"), "--baseline", "b05", "--json", "-"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["adapters"]["r05"]["compare"]["gen"]["d_pass"] == 0.0 and "| r05 | dev | 3 | 100.0 |" in res.stderr
+    assert json.loads((tmp_path / "scores" / "report.json").read_text()) == rep
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(evalkit, ["bench", "score", str(tmp_path / "empty"), "--bench", str(bench),
+                                       "--out", str(tmp_path / "s2")])
+    assert res.exit_code == 3 and "no adapters found" in res.stderr
+    clash = tmp_path / "clash"
+    write_jsonl(clash / "dev.jsonl", DEV + [GEN[0]])
+    with pytest.raises(DataError, match="share id"):
+        ex.serve_input(clash, genbench)
+
+
+def test_experiment_script_scores_through_the_library(tmp_path: Path, repo_root: Path) -> None:
+    """scripts/experiment.py score: the repository's glue (folders, --no-record) around evalkit.experiment."""
+    import subprocess
+    import sys
+
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    genbench = write_jsonl(tmp_path / "cases.jsonl", GEN)
+    results = tmp_path / "work" / "serve-t"
+    fake_results(ex.serve_input(bench, genbench), results, lambda ad, rid, gold: gold)
+    res = subprocess.run([sys.executable, str(repo_root / "scripts" / "experiment.py"), "--bench", str(bench),
+                          "--work", str(tmp_path / "work"), "--genbench", str(genbench), "score", "--results", str(results),
+                          "--baseline", "b05", "--no-record"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "| r05 | gen | 2 | 100.0 |" in res.stdout
+    assert (tmp_path / "work" / "scores" / "serve-t" / "report.md").read_text(encoding="utf-8") in res.stdout

@@ -1,30 +1,18 @@
-"""scripts/build_genbench.py on made-up rows: the generalisation benchmark and the team's training rows are
-assembled from writers' batch files, validated, kept apart from each other, and described."""
+"""evalkit.genbench (`evalkit bench build-gen`, scripts/build_genbench.py) on made-up rows: the generalisation
+benchmark and the team's training rows are assembled from writers' batch files, validated, kept apart from
+each other, and described."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from reportminer.evalkit import genbench as bg
+from reportminer.evalkit.cli import main as evalkit
 from reportminer.evalkit.loaders import load_gold
 from reportminer.trainer.rows import read_rows
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_genbench", REPO / "scripts" / "build_genbench.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bg = _load_builder()
 
 DENSE = ("2025年上半年公司实现营业收入152.3亿元，同比增长18.6%，其中海外收入48.1亿元，占比31.6%。毛利率为24.8%，同比提升1.9个"
          "百分点，主要受益于高端产品占比提升与原材料价格回落。行业规模约2100亿元，同比增长6%，前五家企业合计份额保持在六成左右，竞争格局总体保持稳定。公司产能达到45万吨，"
@@ -107,8 +95,10 @@ def test_refusals_name_the_source_line(tmp_path: Path, src) -> None:
     write(train / "T2.jsonl", [wrong])
     b = bg.build("train", train, other_out=tmp_path / "none", seed_dir=None)
     assert any(e.startswith("T2.jsonl:1:") and "finance" in e for e in b.errors)
-    assert bg.main(["train", "--src", str(train), "--out", str(tmp_path / "x"), "--seed-dir", str(tmp_path / "no"),
-                    "--other-src", str(tmp_path / "no")]) == 1
+    res = CliRunner().invoke(evalkit, ["bench", "build-gen", "train", "--src", str(train), "--out", str(tmp_path / "x"),
+                                       "--seed-dir", str(tmp_path / "no"), "--other-src", str(tmp_path / "no"),
+                                       "--other-out", str(tmp_path / "none")])
+    assert res.exit_code == 1 and "T2.jsonl:1:" in res.stderr and "nothing written" in res.stderr
     assert not (tmp_path / "x").exists()  # nothing written
 
 
@@ -131,3 +121,33 @@ def test_adjudicated_labels_and_agreement(tmp_path: Path, src) -> None:
     stray = write(tmp_path / "stray.jsonl", [{"id": "gb-w9-999", "output": final}])
     assert any("not in the set" in e for e in bg.build("bench", bench, labels=stray, other_out=tmp_path / "none",
                                                          seed_dir=None).errors)
+
+
+def test_cli_builds_checks_and_refuses(tmp_path: Path, src) -> None:
+    """`evalkit bench build-gen` / `check`: the library's results as exit codes (1 findings, 3 data error)."""
+    bench, train = src
+    out, none = tmp_path / "gb", tmp_path / "none"
+    run = CliRunner().invoke
+    res = run(evalkit, ["bench", "build-gen", "bench", "--src", str(bench), "--other-src", str(train),
+                        "--out", str(out), "--other-out", str(none)])
+    assert res.exit_code == 0, res.output
+    assert "perturbation variants: insert 3, remove 3 of 3 cases" in res.stdout and "(3 rows)" in res.stdout
+    res = run(evalkit, ["bench", "check", "bench", "--out", str(out), "--other-out", str(none)])
+    assert res.exit_code == 0 and res.stdout.strip() == "check ok"
+    (out / "cases.jsonl").write_text((out / "cases.jsonl").read_text().replace("经营分析", "经营"), encoding="utf-8")
+    res = run(evalkit, ["bench", "check", "bench", "--out", str(out), "--other-out", str(none)])
+    assert res.exit_code == 1 and "sha256 differs" in res.stderr and "1 problem(s)" in res.stdout
+    bad = write(tmp_path / "bad.jsonl", [{"id": "gb-w1-001"}])
+    res = run(evalkit, ["bench", "build-gen", "bench", "--src", str(bench), "--labels", str(bad), "--out", str(out),
+                        "--other-out", str(none)])
+    assert res.exit_code == 3 and "bad.jsonl:1: expected" in res.stderr
+
+
+def test_the_script_has_no_default_source(repo_root: Path) -> None:
+    """scripts/build_genbench.py is the CLI with the repository's folders; the writers' folder is never guessed."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(repo_root / "scripts" / "build_genbench.py"), "bench"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--src is required" in res.stderr
