@@ -111,6 +111,21 @@ def demo_model() -> Path:
     return ensure_demo_model()
 
 
+class EngineTripwire:
+    """Stands where the engine class is: these cases must be decided before vLLM starts."""
+
+    def __init__(self, *a, **k):
+        raise AssertionError("vLLM was started for a case that must be refused before the engine starts")
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    """The tripwire in the one place an engine is chosen (reportminer.engine.engines.open_engine)."""
+    from reportminer.engine import engines
+
+    monkeypatch.setattr(engines, "Engine", EngineTripwire)
+
+
 @pytest.fixture
 def wait_for_a_recorded_shard() -> Callable[..., None]:
     """`wait(proc, recorded, timeout_s, output)`: block until `recorded()` is true (a run's manifest lists a

@@ -22,24 +22,13 @@ import pytest
 
 from reportminer.data.errors import EXIT_DATA, EXIT_REFUSED, ConfigError, DataError
 from reportminer.data.io import jsonl_to_table, write_parquet, write_shards
-from reportminer.engine import runner
+from reportminer.engine import engines, runner
 from reportminer.engine.config import EngineConfig
 from reportminer.engine.preflight import check_engine_limits, safe_remove
 from reportminer.engine.run_manifest import HISTORY_NAME, LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME, OutLock, RunManifest
 from reportminer.engine.shards import InputShard, ShardReader, find_shards
 
-from test_engine_hardening import DEMO, _EngineTripwire, _snapshot, engine_cli, one_line
-
-
-@pytest.fixture
-def no_engine(monkeypatch):
-    """The tripwire wherever the engine class is looked up (runner before the engine-seam refactor, engines after)."""
-    try:
-        from reportminer.engine import engines  # type: ignore[attr-defined]
-
-        monkeypatch.setattr(engines, "Engine", _EngineTripwire)
-    except ImportError:
-        monkeypatch.setattr(runner, "Engine", _EngineTripwire)
+from test_engine_hardening import DEMO, _snapshot, engine_cli, one_line
 
 
 @pytest.fixture
@@ -194,12 +183,7 @@ def test_a_manifest_entry_naming_a_folder_is_not_deleted_with_overwrite(monkeypa
         def __init__(self, *a, **k):
             raise _Started()
 
-    try:
-        from reportminer.engine import engines  # type: ignore[attr-defined]
-
-        monkeypatch.setattr(engines, "Engine", _StopAtStart)
-    except ImportError:
-        monkeypatch.setattr(runner, "Engine", _StopAtStart)
+    monkeypatch.setattr(engines, "Engine", _StopAtStart)
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     (out / "sub" / "keep.parquet").write_bytes(b"x")

@@ -35,18 +35,6 @@ DEMO = REPO / "data" / "demo" / "demo.jsonl"
 # ---- helpers ------------------------------------------------------------------------------------------
 
 
-class _EngineTripwire:
-    """Stands where the engine class is: these cases must be decided before vLLM starts."""
-
-    def __init__(self, *a, **k):
-        raise AssertionError("vLLM was started for a case that must be refused before the engine starts")
-
-
-@pytest.fixture
-def no_engine(monkeypatch):
-    monkeypatch.setattr(engines, "Engine", _EngineTripwire)
-
-
 def engine_cli(*args: str):
     """`engine run ARGS --quiet` in process; returns click's Result (exit_code, stdout, stderr)."""
     r = CliRunner().invoke(main, ["run", *args, "--quiet", "--max-tokens", "8", "--max-model-len", "1024"])
@@ -155,8 +143,7 @@ def test_corrupt_adapter_manifest_is_named(no_engine, tiny_model, tiny_adapter, 
     assert f"adapter v={ad}: {ad / 'reportminer_adapter.json'}: cannot parse the adapter manifest" in one_line(r)
 
 
-def test_extract_refuses_a_truncated_adapter_the_same_way(monkeypatch, tiny_model, tiny_adapter, tmp_path):
-    monkeypatch.setattr(engines, "Engine", _EngineTripwire)
+def test_extract_refuses_a_truncated_adapter_the_same_way(no_engine, tiny_model, tiny_adapter, tmp_path):
     ad = _copy_adapter(tiny_adapter, tmp_path / "trunc")
     w = ad / "adapter_model.safetensors"
     with open(w, "r+b") as fh:

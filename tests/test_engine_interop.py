@@ -18,25 +18,12 @@ from reportminer.data.errors import EXIT_DATA, DataError
 from reportminer.data.io import jsonl_to_table
 from reportminer.data.prompt import SYSTEM_PROMPT, render_prompt, user_text
 from reportminer.data.schema import OUTPUT_JSON_SCHEMA
-from reportminer.engine import runner
 from reportminer.engine.config import EngineConfig
 from reportminer.engine.interop import batch_output_lines, split_user_text, write_batch_output
 from reportminer.engine.ray_llm import Postprocess, Preprocess, engine_kwargs
 from reportminer.engine.shards import ShardReader, find_shards
 
 from test_engine_hardening import DEMO, engine_cli
-
-
-@pytest.fixture
-def no_engine(monkeypatch):
-    from test_engine_hardening import _EngineTripwire
-
-    try:
-        from reportminer.engine import engines  # type: ignore[attr-defined]
-
-        monkeypatch.setattr(engines, "Engine", _EngineTripwire)
-    except ImportError:
-        monkeypatch.setattr(runner, "Engine", _EngineTripwire)
 
 
 def _batch_file(path: Path, n: int = 4, other_prompt_at: int | None = None) -> Path:
