@@ -231,17 +231,10 @@ def composition(rows: list[dict[str, Any]], kind: Kind) -> dict[str, Any]:
     return out
 
 
-def build(kind_name: str, src: Path, *, labels: Path | None = None, second: Path | None = None,
-          other_src: Path | None = None, other_out: Path | None = None, seed_dir: Path | None = None) -> Built:
-    """Rows and stats (nothing written); `errors` non-empty means the set must not be written."""
-    kind = KINDS[kind_name]
-    pairs, errors, files = read_sources(src, kind.pattern)
-    warnings: list[str] = []
-    if not files:
-        errors.append(f"{src}: no {kind.pattern} files")
-    adjudicated: dict[str, dict[str, Any]] = {}
-    if labels is not None:
-        adjudicated = _read_labels(labels)
+def _rows(kind: Kind, pairs: list[tuple[str, dict[str, Any]]], adjudicated: dict[str, dict[str, Any]],
+          errors: list[str]) -> tuple[list[dict[str, Any]], list[str], set[str], list[str]]:
+    """The rows in source order with the adjudicated outputs applied (bench); ids, repeated paragraphs,
+    scenario and type checked, problems appended to `errors`. (rows, wheres, ids seen, ids relabelled)"""
     changed = []
     rows: list[dict[str, Any]] = []
     wheres: list[str] = []
@@ -270,7 +263,34 @@ def build(kind_name: str, src: Path, *, labels: Path | None = None, second: Path
                 changed.append(rid)
         rows.append(r)
         wheres.append(where)
-    unknown = sorted(set(adjudicated) - set(seen_ids))
+    return rows, wheres, set(seen_ids), changed
+
+
+def _apart(kind: Kind, rows: list[dict[str, Any]], wheres: list[str], other_src: Path | None, other_out: Path | None,
+           seed_dir: Path | None, errors: list[str]) -> list[str]:
+    """No paragraph of the other set or the seed (appended to `errors`); near copies returned as warnings."""
+    others = other_paragraphs(kind, other_src, other_out)
+    seed = seed_paragraphs(seed_dir)
+    for where, r in zip(wheres, rows):
+        p = _norm((r.get("input") or {}).get("paragraph") or "")
+        if p in others:
+            errors.append(f"{where}: paragraph is also in the {kind.other} set ({others[p]})")
+        if p in seed:
+            errors.append(f"{where}: paragraph is a seed row ({seed[p]})")
+    paras = [(w, (r.get("input") or {}).get("paragraph") or "") for w, r in zip(wheres, rows)]
+    return near_copies(paras, others) + near_copies(paras, seed)
+
+
+def build(kind_name: str, src: Path, *, labels: Path | None = None, second: Path | None = None,
+          other_src: Path | None = None, other_out: Path | None = None, seed_dir: Path | None = None) -> Built:
+    """Rows and stats (nothing written); `errors` non-empty means the set must not be written."""
+    kind = KINDS[kind_name]
+    pairs, errors, files = read_sources(src, kind.pattern)
+    if not files:
+        errors.append(f"{src}: no {kind.pattern} files")
+    adjudicated = _read_labels(labels) if labels is not None else {}
+    rows, wheres, ids, changed = _rows(kind, pairs, adjudicated, errors)
+    unknown = sorted(set(adjudicated) - ids)
     if unknown:
         errors.append(f"{labels}: label(s) for id(s) not in the set: {unknown[:5]}")
     if rows:
@@ -283,16 +303,7 @@ def build(kind_name: str, src: Path, *, labels: Path | None = None, second: Path
                 variants(r, where)
             except DataError as e:
                 errors.append(str(e))
-    others = other_paragraphs(kind, other_src, other_out)
-    seed = seed_paragraphs(seed_dir)
-    for where, r in zip(wheres, rows):
-        p = _norm((r.get("input") or {}).get("paragraph") or "")
-        if p in others:
-            errors.append(f"{where}: paragraph is also in the {kind.other} set ({others[p]})")
-        if p in seed:
-            errors.append(f"{where}: paragraph is a seed row ({seed[p]})")
-    paras = [(w, (r.get("input") or {}).get("paragraph") or "") for w, r in zip(wheres, rows)]
-    warnings += near_copies(paras, others) + near_copies(paras, seed)
+    warnings = _apart(kind, rows, wheres, other_src, other_out, seed_dir, errors)
 
     stats: dict[str, Any] = {
         "builder": BUILDER, "builder_version": BUILDER_VERSION, "set": kind.name,
