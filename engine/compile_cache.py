@@ -116,12 +116,7 @@ class CacheState:
     @classmethod
     def snapshot(cls, folders: list[str] | list[Path]) -> CacheState:
         files = size = 0
-        seen: set[str] = set()
-        for folder in folders:
-            real = os.path.realpath(folder)
-            if real in seen or not os.path.isdir(real):
-                continue
-            seen.add(real)
+        for real in distinct_folders(folders):
             for dirpath, _dirs, names in os.walk(real):
                 for n in names:
                     try:
@@ -136,6 +131,23 @@ class CacheState:
         return max(0, self.files - before.files), max(0, self.bytes - before.bytes)
 
 
+def distinct_folders(folders: list[str] | list[Path]) -> list[str]:
+    """The existing folders, resolved, each once, and none inside another of them (walk each file once).
+
+    vLLM points TORCHINDUCTOR_CACHE_DIR at a folder inside VLLM_CACHE_ROOT
+    (torch_compile_cache/torch_aot_compile/<hash>/inductor_cache) in the process that runs its engine core,
+    which is this one when VLLM_ENABLE_V1_MULTIPROCESSING=0; walking both counted that folder twice, and every
+    warm start of the 1.5B model on an H100 read as "cold: 28 new files (7.8 MiB)" while `du` of the cache
+    stayed at 242 MiB (docs/BENCHMARKS.md, 2026-12-06).
+    """
+    real = sorted({os.path.realpath(f) for f in folders if os.path.isdir(f)})
+    out: list[str] = []
+    for r in real:  # sorted: a parent comes before the folders inside it
+        if not any(r == o or r.startswith(o.rstrip(os.sep) + os.sep) for o in out):
+            out.append(r)
+    return out
+
+
 def cache_folders(environ: MutableMapping[str, str] | None = None) -> list[str]:
     """The folders in effect for every tool (after apply_env: under one root, or where the user put them)."""
     env = os.environ if environ is None else environ
@@ -146,9 +158,7 @@ def cache_folders(environ: MutableMapping[str, str] | None = None) -> list[str]:
 def files_written_since(since: float, folders: list[str] | None = None, limit: int = 10_000) -> int:
     """Files under the cache folders modified after `since` (time.time()); stops counting at `limit`."""
     n = 0
-    for folder in folders or cache_folders():
-        if not os.path.isdir(folder):
-            continue
+    for folder in distinct_folders(folders or cache_folders()):
         for dirpath, _dirs, names in os.walk(folder):
             for name in names:
                 try:

@@ -79,7 +79,10 @@ class Engine:
         self.config = dataclasses.replace(config, enforce_eager=bool(config.enforce_eager))
         config = self.config
         self.compile_env = prepare_process_env(config.device)
-        cache_before = CacheState.snapshot(cache_folders())
+        # the folders as they are now: vLLM re-points TORCHINDUCTOR_CACHE_DIR (inside VLLM_CACHE_ROOT) when its
+        # engine core runs in this process, and the second snapshot must walk what the first one walked
+        folders = cache_folders()
+        cache_before = CacheState.snapshot(folders)
         t_start = time.perf_counter()
         from vllm import LLM
 
@@ -98,7 +101,7 @@ class Engine:
 
             self.warmup_s = warm_up(self).seconds
         self.reset_loras()  # the warm-up's adapters leave their slots (see reset_loras)
-        self.start_line = describe_start(cache_before, CacheState.snapshot(cache_folders()),
+        self.start_line = describe_start(cache_before, CacheState.snapshot(folders),
                                          time.perf_counter() - t_start, self.compile_env.root)
         log.info(self.start_line)
 

@@ -67,6 +67,30 @@ def test_a_start_that_wrote_nothing_is_warm_and_one_that_compiled_says_what(tmp_
     assert line.startswith(f"compile cache cold ({tmp_path}): 1 new files (3.0 MiB) compiled") and "198.0 s" in line
 
 
+def test_a_cache_folder_inside_another_counts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM re-points TORCHINDUCTOR_CACHE_DIR inside VLLM_CACHE_ROOT in the process running its engine core: a
+    warm start read as 'cold: 28 new files (7.8 MiB)' because the second snapshot walked that folder twice."""
+    root = tmp_path / "compile"
+    for var, sub in cc.TOOLS.items():
+        monkeypatch.setenv(var, str(root / sub))
+    nested = root / "vllm" / "torch_compile_cache" / "torch_aot_compile" / "abc" / "inductor_cache"
+    nested.mkdir(parents=True)
+    (nested / "graph.py").write_bytes(b"g" * (2 * 2**20))
+    before_folders = cc.cache_folders()
+    before = cc.CacheState.snapshot(before_folders)
+    assert (before.files, before.bytes) == (1, 2 * 2**20)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(nested))  # what vLLM does at start
+    after = cc.CacheState.snapshot(cc.cache_folders())
+    assert after.written_since(before) == (0, 0)
+    assert cc.describe_start(before, after, 86.9, root).startswith("compile cache warm")
+    assert cc.distinct_folders([str(nested), str(root / "vllm"), str(root / "vllm") + "2"]) == [
+        str(root / "vllm")]  # vllm2 does not exist; a sibling whose name merely starts alike would stay
+    (root / "vllm2").mkdir()
+    assert cc.distinct_folders([str(nested), str(root / "vllm"), str(root / "vllm2")]) == [
+        str(root / "vllm"), str(root / "vllm2")]
+    assert cc.files_written_since(0.0, cc.cache_folders()) == 1
+
+
 @pytest.mark.parametrize("gpu, cpu, files, device, expect", [
     ([0], 1.0, 0, "cuda", "GPU idle (0 %); CPU busy in this process (1.0 cores): compiling kernels?"),
     ([0], 0.9, 41, "cuda", "41 files written to the compile cache"),
