@@ -3,11 +3,16 @@
 #
 #   scripts/gpu_prepare.sh            # .whl/ (train wheels), .stage/ (seed data + Qwen3 tokenizer), .carry/pNN (GGUF)
 #
-# The device machine reaches no registry and gets only the repo tree plus <= 64 MiB of carried paths per
-# call, so: the wheels pinned in ../shared/gpu/train-cp312-wheels.txt (+ jsonschema and its three
+# The device machine reaches no registry and refuses a call whose working tree plus carried paths exceed
+# 64 MiB, so: the wheels pinned in ../shared/gpu/train-cp312-wheels.txt (+ jsonschema and its three
 # dependencies, which the image lacks and data/ needs), the seed rows (never committed: copied into the
 # ignored .stage/), the Qwen3 tokenizer for a GPU smoke run of the tiny model, and the demo model's joined
-# GGUF split into <= 60 MiB folders by ../shared/tools/chunk-carry.sh. See docs/gpu-training-run.md.
+# GGUF split by scripts/chunk_carry.sh into folders that fit beside the tree: 64 MiB - the tree (tracked +
+# untracked-not-ignored, ~14 MiB on 2026-12-06) - a 4 MiB margin = 46 MiB today; CHUNK_MIB=N fixes the size.
+# (../shared/tools/chunk-carry.sh's fixed 60 MiB folders no longer fit.) Chunk other sets the same way:
+#   CARRY=.carry-vllm scripts/chunk_carry.sh WHEELS/*.whl     # CARRY=.carry-m15 ... for the 1.5B GGUF
+# It ends by checking each call's carry against the limit (scripts/chunk_carry.sh --fits). Run it in the
+# checkout whose tree travels (the session's, not a helper's worktree). See docs/gpu-training-run.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -29,5 +34,6 @@ tok=$(.venv/bin/python -c 'from reportminer.data.models.tiny import qwen3_tokeni
 tar czf .stage/qwen3-tokenizer.tar.gz -C "$tok" tokenizer.json tokenizer_config.json
 
 echo "$GGUF_SHA  $GGUF" | sha256sum -c -
-"$SHARED/tools/chunk-carry.sh" "$GGUF"
-du -sh .whl .stage .carry/p*
+scripts/chunk_carry.sh "$GGUF"
+du -sh .whl .stage
+scripts/chunk_carry.sh --fits .whl,.stage .carry/p*  # one call carries .whl and .stage together
