@@ -19,13 +19,21 @@
 # Environment for train and serve (issue 16):
 #   AFTER="a b"   start only once the detached jobs a and b have finished (their .done files), or a glob under
 #                 /tmp/exp matches ("serve-m05/*.parquet": that serve's engine is up): one call can queue a
-#                 lease's trainings and serves. On one GPU start a vLLM engine only when no other process will
-#                 free GPU memory during its start (vLLM's memory profiling fails when free memory grows)
+#                 lease's trainings and serves. With KV_CACHE=none, on one GPU start a vLLM engine only when no
+#                 other process will free GPU memory during its start (vLLM's memory profiling fails when free
+#                 memory grows); the default fixed KV cache skips that profiling
 #   GENBENCH=PATH serve: the generalisation benchmark served beside dev with its perturbation variants
 #                 (default benchmarks/genbench/cases.jsonl when it exists; none = dev only)
 #   EAGER=0       serve with CUDA graphs (vLLM captures them at start, ~1 min; the LoRA path runs ~4x faster:
 #                 docs/BENCHMARKS.md); default 1 = --enforce-eager as in rounds 1-3
-#   GPU_MEM=0.2   serve: the share of the GPU's memory vLLM takes (default 0.40); less while trainings run
+#   KV_CACHE=6GiB serve: a fixed KV cache (engine --kv-cache), so vLLM skips its memory profiling, which fails
+#                 when another process frees GPU memory during the start: serves can start while trainings
+#                 run (round 5, one H100: both serves started beside trainings this way). Default per model:
+#                 m05 6GiB, m15 10GiB (~500k / ~370k tokens of KV; 256 rows of ~900 tokens need ~230k);
+#                 KV_CACHE=none: vLLM sizes the KV cache from GPU_MEM after profiling (rounds 1-4)
+#   GPU_MEM=0.2   serve: with a fixed KV cache, the share of the GPU's memory that must be free when the
+#                 engine starts (default 0.08; weights, activations and CUDA graphs come on top of the KV
+#                 cache); with KV_CACHE=none, the share vLLM takes (default 0.40; less while trainings run)
 set -uo pipefail
 STAGE=/tmp/stage EXP=/tmp/exp OUT=${OUT:-/tmp/out}
 SITE_T=/tmp/site-train SITE_V=/tmp/site-vllm
@@ -43,6 +51,7 @@ PIN=${GPU:+CUDA_VISIBLE_DEVICES=$GPU}
 declare -A MODEL_DIR=([m05]=/tmp/models/qwen2.5-coder-0.5b-instruct [m15]=/tmp/models/qwen2.5-coder-1.5b-instruct)
 declare -A RECIPE=([m05]=qwen2.5-0.5b-lora [m15]=qwen2.5-1.5b-lora)
 declare -A PKG=([m05]=DEMO [m15]=CODER_1_5B)
+declare -A KV=([m05]=6GiB [m15]=10GiB)  # serve's fixed KV cache (KV_CACHE): what round 5 served with beside trainings
 # AFTER="a b serve-x/*.parquet": a shell loop that waits for those jobs' .done files, or for a glob under $EXP
 # to match (a serve's first result shard: its engine has started), as a detached job's first step.
 after() {
@@ -149,11 +158,14 @@ serve)
   [ "${1:-}" = "--" ] && shift
   eager=--enforce-eager; [ "${EAGER:-1}" = 0 ] && eager=
   gb=${GENBENCH:-benchmarks/genbench/cases.jsonl}
+  kv=${KV_CACHE:-${KV[$m]}}  # flags after `--` come later on the command line and win
+  if [ "$kv" = none ]; then mem=(--gpu-memory-utilization "${GPU_MEM:-0.40}")
+  else mem=(--kv-cache "$kv" --gpu-memory-utilization "${GPU_MEM:-0.08}"); fi
   setsid nohup bash -c "$(after)$PIN PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP \
       --genbench $gb serve --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda $eager \
-      --gpu-memory-utilization ${GPU_MEM:-0.40} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
+      ${mem[*]} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
-  echo "serving $tag on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}; genbench $gb${eager:+; eager}"
+  echo "serving $tag on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}; genbench $gb; ${mem[*]}${eager:+; eager}"
   ;;
 pack)
   # serve-*/ holds the engine results (every adapter over dev + genbench + variants: ~4 MB for four
@@ -170,5 +182,5 @@ pack)
   ls -la "$OUT"
   ;;
 *)
-  sed -n 2,23p "$0"; exit 2 ;;
+  sed -n 2,36p "$0"; exit 2 ;;
 esac
