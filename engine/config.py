@@ -112,12 +112,17 @@ class EngineConfig:
     max_num_batched_tokens: int | None = h("Tokens per engine step; none: vLLM's default.", default=None,
                                            group="scheduler", vllm="max_num_batched_tokens", engine_level=True,
                                            flag=True)
-    kv_cache_memory_bytes: int | str | None = h("CPU KV cache, bytes or e.g. 2GiB; none: 2 GiB.", default=None,
-                                                group="scheduler", vllm="kv_cache_memory_bytes", engine_level=True,
-                                                flag="--kv-cache")
-    gpu_memory_utilization: float | None = h("GPU share for weights + KV cache; none: 0.90.", default=None,
-                                             group="scheduler", vllm="gpu_memory_utilization", engine_level=True,
-                                             flag=True)
+    kv_cache_memory_bytes: int | str | None = h(
+        "KV cache size, bytes or e.g. 2GiB. CPU: none = 2 GiB. CUDA: none = sized by gpu_memory_utilization "
+        "after vLLM's memory profiling; set = exactly this much KV cache and the profiling skipped, so an engine "
+        "can start beside other GPU processes (a profile fails when one frees memory meanwhile); "
+        "gpu_memory_utilization then only has to be free at start (give a small one, e.g. 0.08: vLLM's 0.9 "
+        "otherwise).", default=None, group="scheduler", vllm="kv_cache_memory_bytes", engine_level=True,
+        flag="--kv-cache")
+    gpu_memory_utilization: float | None = h(
+        "GPU share for weights + KV cache; none: 0.90. With kv_cache_memory_bytes set, only the share that must be "
+        "free when the engine starts.", default=None, group="scheduler", vllm="gpu_memory_utilization",
+        engine_level=True, flag=True)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = h("Weight dtype; auto keeps the model's.", default="auto",
                                                                  group="scheduler", vllm="dtype", engine_level=True,
                                                                  flag=True)
@@ -143,11 +148,13 @@ class EngineConfig:
         vllm="quantization", engine_level=True, flag=True)
     cudagraph_mode: Literal["auto", "FULL_AND_PIECEWISE", "PIECEWISE", "FULL_DECODE_ONLY", "FULL", "NONE"] = h(
         "CUDA graphs vLLM captures at start (compilation_config.cudagraph_mode); auto: vLLM's (FULL_AND_PIECEWISE). "
-        "Capture is redone at every start: 190-240 s of a fresh H100's 415-421 s with LoRA (RESULTS round 4); "
-        "PIECEWISE skips the full graphs. Ignored on cpu.", default="auto", group="scheduler", engine_level=True)
+        "Capture is redone at every start: 190-240 s of a fresh H100's 415-421 s with LoRA (RESULTS round 4), "
+        "23.5 s of a warm 86.9 s (1.5B + LoRA, docs/BENCHMARKS.md); PIECEWISE skips the full graphs (78.7 s). "
+        "Ignored on cpu.", default="auto", group="scheduler", engine_level=True)
     max_cudagraph_capture_size: int | None = h(
-        "Largest batch captured as a CUDA graph (compilation_config); none: vLLM's (from max_num_seqs). Fewer sizes "
-        "start faster; larger decode batches then run without graphs. Ignored on cpu.", default=None,
+        "Largest batch captured as a CUDA graph (compilation_config); none: vLLM's, min(2 x max_num_seqs, 512). "
+        "Fewer sizes start faster (256: 35 sizes instead of 51); larger batches then run without graphs. "
+        "Ignored on cpu.", default=None,
         group="scheduler", engine_level=True)
     warmup: bool | None = h(
         "Before rows flow, run one max_num_seqs batch of short requests through every served adapter and the "

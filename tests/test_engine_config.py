@@ -85,6 +85,18 @@ def test_resolve_fills_device_defaults_and_validates(tiny_model, tiny_adapter):
         EngineConfig(model=str(tiny_model), device="cpu", adapters={"x": str(tiny_model)}).resolve()
 
 
+def test_a_fixed_kv_cache_is_kept_on_cuda(tiny_model):
+    """--kv-cache on CUDA is vLLM's kv_cache_memory_bytes (its memory profiling skipped: an engine can start
+    beside a training); gpu_memory_utilization stays what was given, the share that must be free at start."""
+    gpu = EngineConfig(model=str(tiny_model), device="cuda", kv_cache_memory_bytes="6GiB",
+                       gpu_memory_utilization=0.08).resolve()
+    kw = gpu.vllm_kwargs()
+    assert kw["kv_cache_memory_bytes"] == 6 * 1024**3 and kw["gpu_memory_utilization"] == 0.08
+    alone = EngineConfig(model=str(tiny_model), device="cuda", kv_cache_memory_bytes="6GiB").resolve()
+    assert alone.kv_cache_memory_bytes == 6 * 1024**3
+    assert "gpu_memory_utilization" not in alone.vllm_kwargs()  # vLLM's own 0.9 must then be free at start
+
+
 def test_result_settings_ignore_engine_sizes(tiny_model):
     a = EngineConfig(model=str(tiny_model), max_num_seqs=8, kv_cache_memory_bytes="1GiB")
     b = EngineConfig(model=str(tiny_model), max_num_seqs=256, kv_cache_memory_bytes="4GiB", chunk_size=99)
