@@ -12,12 +12,13 @@ class with the members below and a branch in `make_backend`.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from .config import EngineConfig
-from .engines import open_engine
+from .engines import LazyEngine, open_engine
 from .pipeline import process_shards
 from .row_cache import RowCache, column_scopes
 from .run_manifest import RunManifest
@@ -25,6 +26,8 @@ from .seam import GenerationEngine, Outcome, ShardJob
 
 if TYPE_CHECKING:
     from .plan import Plan
+
+log = logging.getLogger("engine")
 
 
 class Backend(Protocol):
@@ -57,13 +60,16 @@ class LocalBackend:
     """One engine in this process: started here (a local vLLM, or a server client) or handed in by the caller.
 
     The row cache (OUT/_rowcache: row_cache.py) is this backend's: a paragraph extracted before under the same
-    identity is served from it instead of the engine.
+    identity is served from it instead of the engine. A local vLLM is started lazily, at the first row the
+    cache cannot serve (engines.LazyEngine): a run the cache serves whole never starts it (engine_start_s 0).
+    A server client and a handed-in engine are ready at `start`, as before.
     """
 
     def __init__(self, engine: GenerationEngine | None = None, starts_vllm: bool = True):
         self.engine = engine
         self.starts_vllm = engine is None and starts_vllm
         self.engine_start_s: float | None = None
+        self.lazy: LazyEngine | None = None
 
     def check(self, input_path: str | Path, out_dir: str | Path) -> None:
         pass  # local folders, s3:// and gs:// (storage.py)
@@ -72,6 +78,11 @@ class LocalBackend:
         pass  # a killed local run leaves only temporary files, which plan.prepare_out removes
 
     def start(self, plan: Plan, config: EngineConfig) -> None:
+        if self.engine is None and self.starts_vllm:
+            # Started at the first row the row cache cannot serve, or never (engines.LazyEngine, issue 17).
+            self.lazy = LazyEngine(config, plan.merged)
+            self.engine = self.lazy
+            return
         if self.engine is None:
             t = time.perf_counter()
             self.engine = open_engine(config, plan.merged)
@@ -85,9 +96,18 @@ class LocalBackend:
         by_name = {a.name: a for a in plan.adapters}
         cache = RowCache.open(plan.out_dir, column_scopes(plan.identity, config.adapter_names, by_name), config.row_cache)
         cache.seed(plan.out_dir, [e["output"] for e in manifest.shards.values()], config.adapter_names)
+        if self.lazy is not None:  # the manifest's first write waits for the engine (runner.run), or a commit
+            self.lazy.on_start = lambda: manifest.write(plan.out_dir)
         pipeline = process_shards(self.engine, config, plan.adapters, plan.out_dir, manifest, todo, progress=progress,
                                   cache=cache, return_on_interrupt=True)
-        return pipeline.outcome(time.perf_counter() - t_gen, self.engine_start_s)
+        gen_s = time.perf_counter() - t_gen
+        if self.lazy is not None:  # a lazy start happened inside the pipeline: its seconds are not generation's
+            self.engine_start_s = self.lazy.start_s
+            gen_s -= self.lazy.start_s or 0.0
+            if self.lazy.engine is None and not pipeline.interrupted:
+                log.info("row cache: every row served; vLLM was not started")
+                manifest.write(plan.out_dir)  # as a run whose engine started writes it (fingerprints, prunes)
+        return pipeline.outcome(gen_s, self.engine_start_s)
 
     def stop(self) -> None:
         """Nothing to stop: an engine this run started stays with the process, as it always did (a caller that

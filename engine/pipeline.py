@@ -11,6 +11,7 @@ writes the same files; what an engine must offer is the engine seam (seam.Genera
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from .progress import Progress
 from .row_cache import RowCache
 from .rows import EMPTY_PARAGRAPH, OK, REJECTED, TOO_LONG, RowResult, error_row, output_schema, output_table
 from .run_manifest import RunManifest, now
-from .seam import Completion, DoneShard, GenerationEngine, Outcome, Request, ShardJob
+from .seam import Completion, DoneShard, GenerationEngine, Outcome, Request, RequestFeeder, ShardJob
 from .shards import ShardReader, ShardWriter
 from .summary import RowStats
 
@@ -84,18 +85,23 @@ class Pipeline:
         self.queue: deque[_Batch] = deque()
         self.open: deque[_Shard] = deque()
         self.buffered = 0
-        # The window keeps vLLM's waiting queue deeper than one batch, so the scheduler never idles
-        # between our submissions; the cap bounds finished rows waiting behind a slow one.
-        window = config.chunk_size or 8 * engine.max_num_seqs
-        self.buffer_cap = max(8 * window, 2 * config.batch_rows * self.width)
         self.stats = RowStats()
         self.by_adapter = {n: RowStats() for n in names}
         self.done: list[_Shard] = []
         self.failed: list[tuple[str, str]] = []
         self.interrupted = False
-        self.feeder = engine.feeder(engine.sampling_params(config), window=window,
-                                    may_submit=lambda: self.buffered < self.buffer_cap,
-                                    stall_timeout_s=config.stall_timeout_s)
+        # Opened with the first request (`run`): a run whose every row the row cache serves never asks the
+        # engine for anything, so a lazily started one (engines.LazyEngine) is never started (issue 17).
+        self.feeder: RequestFeeder | None = None
+
+    def open_feeder(self) -> RequestFeeder:
+        # The window keeps vLLM's waiting queue deeper than one batch, so the scheduler never idles
+        # between our submissions; the cap bounds finished rows waiting behind a slow one.
+        window = self.config.chunk_size or 8 * self.engine.max_num_seqs
+        self.buffer_cap = max(8 * window, 2 * self.config.batch_rows * self.width)
+        return self.engine.feeder(self.engine.sampling_params(self.config), window=window,
+                                  may_submit=lambda: self.buffered < self.buffer_cap,
+                                  stall_timeout_s=self.config.stall_timeout_s)
 
     # ---- producing requests ---------------------------------------------------------------------------
 
@@ -120,17 +126,19 @@ class Pipeline:
                     st.rows_read += rb.num_rows
                     titles = rb.column(CHAPTER_TITLE).to_pylist()
                     paragraphs = rb.column(PARAGRAPH).to_pylist()
-                    live = [i for i, p in enumerate(paragraphs) if p is not None and str(p).strip()]
-                    ids = self.engine.encode_prompts(
-                        (None if titles[i] is None else str(titles[i]) for i in live), (str(paragraphs[i]) for i in live)
-                    )
-                    token_ids: dict[int, list[int]] = dict(zip(live, ids))
+                    live = {i for i, p in enumerate(paragraphs) if p is not None and str(p).strip()}
+                    # Rows the cache serves in every column are not tokenised: they need no engine (an ok row
+                    # stored under this scope, which holds max_model_len and max_tokens, fit before).
+                    need = [i for i in sorted(live)
+                            if not all(self.cache.has(j, titles[i], paragraphs[i]) for j in range(self.width))]
+                    ids = self.encode(titles, paragraphs, need) if need else []
+                    token_ids: dict[int, list[int]] = dict(zip(need, ids))
                     for i in range(rb.num_rows):
                         prompt = token_ids.get(i)
-                        if prompt is None:
+                        if i not in live:
                             for j, name in enumerate(self.names):
                                 self.fill(b, i * self.width + j, error_row(name, EMPTY_PARAGRAPH, "paragraph is empty"), False)
-                        elif len(prompt) > limit:
+                        elif prompt is not None and len(prompt) > limit:
                             detail = (f"prompt {len(prompt)} tokens + max_tokens {self.config.max_tokens} > "
                                       f"max_model_len {self.config.max_model_len}")
                             for j, name in enumerate(self.names):
@@ -141,6 +149,8 @@ class Pipeline:
                                 if hit is not None:  # extracted before under the same scope: not resubmitted
                                     self.fill(b, i * self.width + j, hit, False)
                                 else:
+                                    if prompt is None:  # a stored entry `has` saw but `get` could not read
+                                        prompt = self.encode(titles, paragraphs, [i])[0]
                                     yield Request((b, i * self.width + j), prompt, adapter)
                     self.flush()
             except DataError as e:
@@ -151,6 +161,10 @@ class Pipeline:
                 self.fail(st, f"{st.shard.path}: read {st.rows_read} rows, the footer says {st.num_rows}")
                 continue
             self.flush()
+
+    def encode(self, titles: list, paragraphs: list, rows: list[int]) -> list[list[int]]:
+        return self.engine.encode_prompts((None if titles[i] is None else str(titles[i]) for i in rows),
+                                          (str(paragraphs[i]) for i in rows))
 
     # ---- consuming results ----------------------------------------------------------------------------
 
@@ -223,7 +237,8 @@ class Pipeline:
         st.failed = error
         log.error("shard failed: %s", error)
         self.failed.append((st.shard.rel, error))
-        self.feeder.abort(lambda key: key[0].shard is st)
+        if self.feeder is not None:
+            self.feeder.abort(lambda key: key[0].shard is st)
         kept: deque[_Batch] = deque()
         for b in self.queue:
             if b.shard is st:
@@ -243,7 +258,8 @@ class Pipeline:
 
     def abandon(self) -> None:
         """On interrupt or fatal error: abort requests, delete temporary files of unfinished shards."""
-        self.feeder.close()
+        if self.feeder is not None:
+            self.feeder.close()
         self.cache.close()  # rows finished so far stay cached for the rerun
         for st in list(self.open):
             if st.writer is not None:
@@ -258,8 +274,12 @@ class Pipeline:
             engine_start_s=engine_start_s, interrupted=self.interrupted)
 
     def run(self, todo: list[_Shard]) -> None:
-        for c in self.feeder.run(self.requests(todo)):
-            self.on_completion(c)
+        requests = self.requests(todo)
+        first = next(requests, None)  # rows the cache serves are filled (and shards committed) on the way
+        if first is not None:
+            self.feeder = self.open_feeder()
+            for c in self.feeder.run(itertools.chain([first], requests)):
+                self.on_completion(c)
         self.flush()
         self.cache.close()
         if self.open:  # cannot happen unless the bookkeeping is wrong: say so rather than lose rows

@@ -207,6 +207,10 @@ class RowCache:
         log.info("row cache: compacted %d segments into %s (%d rows)", len(merged), out.name, table.num_rows)
         return self._segments()
 
+    def has(self, column: int, title: Any, paragraph: Any) -> bool:
+        """Whether (column, paragraph) is stored (not counted; `get` still may not read it)."""
+        return self.dir is not None and row_key(self.scopes[column], title, paragraph) in self._index
+
     def get(self, column: int, adapter: str, title: Any, paragraph: Any) -> RowResult | None:
         """The stored ok row of (column, paragraph) as `adapter`'s, or None (counted as computed)."""
         if self.dir is not None:

@@ -86,8 +86,10 @@ def run(
             backend.start(plan, config)
             try:
                 # Written only once the engines are up: a run that fails to start leaves nothing that would make
-                # its corrected rerun look like "another configuration" (issue 9).
-                manifest.write(out)
+                # its corrected rerun look like "another configuration" (issue 9). A local vLLM starts at the
+                # first row the row cache cannot serve (backends.LocalBackend writes it then, or at the first commit).
+                if getattr(backend, "lazy", None) is None:
+                    manifest.write(out)
                 outcome = backend.execute(plan, config, todo, manifest, progress)
             finally:
                 backend.stop()

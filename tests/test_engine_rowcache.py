@@ -218,3 +218,50 @@ def test_other_adapter_weights_or_decoding_miss_and_the_switch_turns_it_off(eng,
     assert s.row_cache["enabled"] is False and (s.row_cache["served"], s.row_cache["computed"]) == (0, 12)
     assert sorted(p.name for p in (tmp_path / "o3" / CACHE_DIR).iterdir()) == before
     assert "row cache" not in s.render()
+
+
+@pytest.mark.engine
+def test_a_run_the_cache_serves_whole_never_starts_vllm_and_a_partly_cached_one_does(cfg, tmp_path, monkeypatch,
+                                                                                       caplog):
+    """Issue 17: a rerun over unchanged input with --overwrite (the nightly case) used to start vLLM (87 s warm on
+    an H100) and then serve 64 of 64 rows from the cache. The local engine now starts at the first row the cache
+    cannot serve: never for this rerun, which writes the same files; once a row is new, it does start."""
+    from conftest import EngineTripwire
+
+    from reportminer.engine import engines
+    from reportminer.engine.run_manifest import MANIFEST_NAME, RunManifest
+
+    only_c = cfg.override(include_base=False)  # closing-adapter rows end ok, so every row is stored
+    table = jsonl_to_table(DEMO)
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_parquet(table.slice(0, 6), inp / "a.parquet")
+    caplog.set_level(logging.INFO, logger="engine")
+    first = run(only_c, inp, out, progress=False)  # no engine handed in: this run starts its own
+    assert first.ok == 6 and first.engine_start_s > 0
+    assert (first.row_cache["served"], first.row_cache["computed"]) == (0, 6)
+    assert "starting the engine: a row the row cache cannot serve" in caplog.text
+    files = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    shards = RunManifest.read(out).shards  # type: ignore[union-attr]
+
+    monkeypatch.setattr(engines, "Engine", EngineTripwire)  # from here on, starting vLLM fails the test
+    caplog.clear()
+    again = run(only_c, inp, out, overwrite=True, progress=False)
+    assert (again.row_cache["served"], again.row_cache["computed"]) == (6, 0)
+    assert again.exit_code == 0 and again.status == "ok" and again.ok == 6 and again.shards_done == 1
+    assert again.engine_start_s == 0.0 and "vLLM was not started" in caplog.text
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == files  # byte for byte
+    strip = {"completed_at"}
+    assert ({k: {f: v for f, v in e.items() if f not in strip} for k, e in RunManifest.read(out).shards.items()}  # type: ignore[union-attr]
+            == {k: {f: v for f, v in e.items() if f not in strip} for k, e in shards.items()})
+    assert (out / MANIFEST_NAME).exists()
+
+    # One new paragraph: the cached shard is served and committed, then the engine is asked for.
+    new = table.slice(6, 1)
+    write_parquet(new, inp / "b.parquet")
+    with pytest.raises(AssertionError, match="vLLM was started"):
+        run(only_c, inp, out, overwrite=True, progress=False)
+    monkeypatch.undo()
+    partly = run(only_c, inp, out, overwrite=True, progress=False)  # the real engine, started for b's row
+    assert partly.engine_start_s > 0 and partly.ok == 7
+    assert (partly.row_cache["served"], partly.row_cache["computed"]) == (6, 1)
+    assert (out / "a.parquet").read_bytes() == files["a.parquet"]
