@@ -22,6 +22,9 @@
 #                 lease's trainings and serves. With KV_CACHE=none, on one GPU start a vLLM engine only when no
 #                 other process will free GPU memory during its start (vLLM's memory profiling fails when free
 #                 memory grows); the default fixed KV cache skips that profiling
+#   BENCH=DIR     train on DIR/train.jsonl, serve DIR/dev.jsonl (default /tmp/exp/bench, the dev benchmark's
+#                 583-row split; setup copies every .stage/bench*/ there, e.g. bench700 = all 700 seed rows with the
+#                 50 sample_data rows as dev: the issue-16 validation protocol, round 6)
 #   GENBENCH=PATH serve: the generalisation benchmark served beside dev with its perturbation variants
 #                 (default benchmarks/genbench/cases.jsonl when it exists; none = dev only)
 #   EAGER=0       serve with CUDA graphs (vLLM captures them at start, ~1 min; the LoRA path runs ~4x faster:
@@ -36,6 +39,7 @@
 #                 cache); with KV_CACHE=none, the share vLLM takes (default 0.40; less while trainings run)
 set -uo pipefail
 STAGE=/tmp/stage EXP=/tmp/exp OUT=${OUT:-/tmp/out}
+BENCH=${BENCH:-$EXP/bench}  # train on its train.jsonl, serve its dev.jsonl (BENCH=/tmp/exp/bench700: all seed rows)
 SITE_T=/tmp/site-train SITE_V=/tmp/site-vllm
 SRC=$(scripts/srcview.sh /tmp/srcview)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
@@ -91,7 +95,7 @@ setup)
   for s in "$STAGE"/*/; do rebuild "$s" && echo "ok: $s"; done
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" .whl/*.whl
   install_serving
-  cp -r .stage/bench "$EXP/bench"
+  for b in .stage/bench*/; do cp -r "$b" "$EXP/$(basename "$b")"; done  # bench (583-row split), bench700, ...
   for m in m05 m15; do
     g=$(ls "$STAGE/$m"/*.gguf 2>/dev/null | head -1) || true
     [ -n "$g" ] || continue
@@ -130,7 +134,7 @@ train)
   model=${MODEL_DIR[$m]}
   # waits for its model's conversion, then trains; detached so a call's 10-minute limit cannot kill it
   setsid nohup bash -c "$(after)while [ ! -f '$model/SOURCE.json' ]; do sleep 2; done; \
-    $PIN PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP train --name $name \
+    $PIN PYTHONPATH=$SITE_T:$SRC python3 scripts/experiment.py --bench $BENCH --work $EXP train --name $name \
       --model $model --recipe ${RECIPE[$m]} ${*:+$(printf '%q ' "$@")}; echo \"exit \$?\" >> $EXP/$name.done" \
     > "$EXP/$name.log" 2>&1 < /dev/null &
   echo "started $name on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}"
@@ -161,7 +165,7 @@ serve)
   kv=${KV_CACHE:-${KV[$m]}}  # flags after `--` come later on the command line and win
   if [ "$kv" = none ]; then mem=(--gpu-memory-utilization "${GPU_MEM:-0.40}")
   else mem=(--kv-cache "$kv" --gpu-memory-utilization "${GPU_MEM:-0.08}"); fi
-  setsid nohup bash -c "$(after)$PIN PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $EXP/bench --work $EXP \
+  setsid nohup bash -c "$(after)$PIN PYTHONPATH=$SITE_V:$SRC python3 scripts/experiment.py --bench $BENCH --work $EXP \
       --genbench $gb serve --tag $tag --model ${MODEL_DIR[$m]} $(printf '%q ' "${args[@]}") -- --device cuda $eager \
       ${mem[*]} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
@@ -182,5 +186,5 @@ pack)
   ls -la "$OUT"
   ;;
 *)
-  sed -n 2,36p "$0"; exit 2 ;;
+  sed -n 2,39p "$0"; exit 2 ;;
 esac

@@ -213,3 +213,12 @@ def test_cuda_graph_capture_settings_become_compilation_config_on_cuda_only(tiny
     assert "compilation_config" not in _cfg(tiny_model, device="cuda").resolve().vllm_kwargs()  # vLLM's own
     assert "compilation_config" not in c.override(device="cpu").resolve().vllm_kwargs()  # no CUDA graphs there
     assert "compilation_config" not in c.override(enforce_eager=True).resolve().vllm_kwargs()
+
+
+def test_lora_graphs_captured_once_only_when_asked_and_only_with_adapters(tiny_model: Path, tiny_adapter: Path) -> None:
+    one = {"p": str(tiny_adapter)}
+    off = _cfg(tiny_model, adapters=one, device="cuda").with_sets(["cudagraph_specialize_lora=false"])
+    assert off.resolve().vllm_kwargs()["compilation_config"] == {"cudagraph_specialize_lora": False}
+    assert "compilation_config" not in _cfg(tiny_model, adapters=one, device="cuda").resolve().vllm_kwargs()
+    bare = _cfg(tiny_model, device="cuda").with_sets(["cudagraph_specialize_lora=false"])
+    assert "compilation_config" not in bare.resolve().vllm_kwargs()  # no LoRA: vLLM ignores it; so do we
