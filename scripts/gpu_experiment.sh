@@ -9,6 +9,7 @@
 #   scripts/gpu_experiment.sh stage SET DIR   # carry DIR (e.g. .carry-vllm/p03): its files into /tmp/stage/SET
 #                                          # SET ray: .carry-ray/p01..p03 (ray[data] 2.60.0 wheels, for bench_gpu.py's Ray phases)
 #   scripts/gpu_experiment.sh setup           # carry .whl .stage: rebuild + check every set, install, convert models
+#   scripts/gpu_experiment.sh convert m05     # a model staged after setup: rebuild, convert (queued trainings wait)
 #   scripts/gpu_experiment.sh setup-vllm      # later, once vllm (and ray) are staged: rebuild + check, install them
 #   GPU=1 scripts/gpu_experiment.sh train|serve ...  # pin one GPU of a several-GPU machine (CUDA_VISIBLE_DEVICES)
 #   scripts/gpu_experiment.sh bench [bench_gpu.py flags]  # detached bench_gpu.py (14B shape) -> /tmp/bench.json
@@ -85,6 +86,15 @@ install_serving() {  # vLLM (and Ray) beside the training wheels, where staged a
   fi
 }
 
+convert() {  # $1 = m05 | m15: GGUF -> HF folder in the background (about a minute); `wait` reports it
+  local g
+  g=$(ls "$STAGE/$1"/*.gguf 2>/dev/null | head -1) || true
+  [ -n "$g" ] || return 0
+  setsid nohup env PYTHONPATH=$SITE_T:$SRC python3 -c "from pathlib import Path; from reportminer.data.models.demo import convert_gguf, ${PKG[$1]}; convert_gguf(Path('$g'), Path('${MODEL_DIR[$1]}'), ${PKG[$1]})" \
+    > "$EXP/convert-$1.log" 2>&1 < /dev/null &
+  echo "converting $1"
+}
+
 case "${1:-}" in
 stage)
   mkdir -p "$STAGE/$2" && cp "$3"/* "$STAGE/$2"/ && du -sh "$STAGE/$2"
@@ -96,14 +106,14 @@ setup)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" .whl/*.whl
   install_serving
   for b in .stage/bench*/; do cp -r "$b" "$EXP/$(basename "$b")"; done  # bench (583-row split), bench700, ...
-  for m in m05 m15; do
-    g=$(ls "$STAGE/$m"/*.gguf 2>/dev/null | head -1) || true
-    [ -n "$g" ] || continue
-    # conversions in the background (about a minute each); `wait` reports them
-    setsid nohup env PYTHONPATH=$SITE_T:$SRC python3 -c "from pathlib import Path; from reportminer.data.models.demo import convert_gguf, ${PKG[$m]}; convert_gguf(Path('$g'), Path('${MODEL_DIR[$m]}'), ${PKG[$m]})" \
-      > "$EXP/convert-$m.log" 2>&1 < /dev/null &
-  done
+  for m in m05 m15; do convert "$m"; done
   echo "setup done; conversions started"
+  ;;
+convert)
+  # a model staged after setup (its trainings may already be queued: they wait for the converted model)
+  set -e
+  rebuild "$STAGE/$2" && echo "ok: $STAGE/$2"
+  convert "$2"
   ;;
 setup-vllm)
   set -e
@@ -186,5 +196,5 @@ pack)
   ls -la "$OUT"
   ;;
 *)
-  sed -n 2,39p "$0"; exit 2 ;;
+  sed -n 2,40p "$0"; exit 2 ;;
 esac
