@@ -127,10 +127,12 @@ class Pipeline:
                     titles = rb.column(CHAPTER_TITLE).to_pylist()
                     paragraphs = rb.column(PARAGRAPH).to_pylist()
                     live = {i for i, p in enumerate(paragraphs) if p is not None and str(p).strip()}
-                    # Rows the cache serves in every column are not tokenised: they need no engine (an ok row
-                    # stored under this scope, which holds max_model_len and max_tokens, fit before).
-                    need = [i for i in sorted(live)
-                            if not all(self.cache.has(j, titles[i], paragraphs[i]) for j in range(self.width))]
+                    # Each live row looked up once per column; rows the cache serves in every column are not
+                    # tokenised: they need no engine (an ok row stored under this scope, which holds
+                    # max_model_len and max_tokens, fit before). Counted below, when the row is filled.
+                    hits = {i: [self.cache.lookup(j, self.names[j], titles[i], paragraphs[i])
+                                for j in range(self.width)] for i in sorted(live)}
+                    need = [i for i, row in hits.items() if any(h is None for h in row)]
                     ids = self.encode(titles, paragraphs, need) if need else []
                     token_ids: dict[int, list[int]] = dict(zip(need, ids))
                     for i in range(rb.num_rows):
@@ -145,12 +147,12 @@ class Pipeline:
                                 self.fill(b, i * self.width + j, error_row(name, TOO_LONG, detail, len(prompt)), False)
                         else:
                             for j, adapter in enumerate(self.run_adapters):
-                                hit = self.cache.get(j, self.names[j], titles[i], paragraphs[i])
+                                hit = hits[i][j]
+                                self.cache.tally(hit)
                                 if hit is not None:  # extracted before under the same scope: not resubmitted
                                     self.fill(b, i * self.width + j, hit, False)
                                 else:
-                                    if prompt is None:  # a stored entry `has` saw but `get` could not read
-                                        prompt = self.encode(titles, paragraphs, [i])[0]
+                                    assert prompt is not None  # a row with a miss is in `need`: tokenised above
                                     yield Request((b, i * self.width + j), prompt, adapter)
                     self.flush()
             except DataError as e:

@@ -207,26 +207,37 @@ class RowCache:
         log.info("row cache: compacted %d segments into %s (%d rows)", len(merged), out.name, table.num_rows)
         return self._segments()
 
-    def has(self, column: int, title: Any, paragraph: Any) -> bool:
-        """Whether (column, paragraph) is stored (not counted; `get` still may not read it)."""
-        return self.dir is not None and row_key(self.scopes[column], title, paragraph) in self._index
+    def lookup(self, column: int, adapter: str, title: Any, paragraph: Any) -> RowResult | None:
+        """The stored ok row of (column, paragraph) as `adapter`'s, or None; not counted (`tally` counts it).
+
+        The pipeline looks each row up once, before it decides what to tokenise, and counts it only when
+        it fills the row (a row too long for the model is neither served nor computed)."""
+        if self.dir is None:
+            return None
+        hit = self._index.get(row_key(self.scopes[column], title, paragraph))
+        if hit is None:
+            return None
+        t, i = hit
+        try:
+            stored = json.loads(self._tables[t].column("row")[i].as_py())
+            r = RowResult(adapter=adapter, **{k: stored.get(k) for k in _STORED})
+        except (TypeError, ValueError) as e:
+            log.warning("row cache: unreadable entry (%s); recomputing the row", e)
+            return None
+        return r if r.status == OK else None
+
+    def tally(self, hit: RowResult | None) -> None:
+        """Count one lookup's result: served (never sent to the model) or computed."""
+        if hit is not None:
+            self.stats.served += 1
+        else:
+            self.stats.computed += 1
 
     def get(self, column: int, adapter: str, title: Any, paragraph: Any) -> RowResult | None:
         """The stored ok row of (column, paragraph) as `adapter`'s, or None (counted as computed)."""
-        if self.dir is not None:
-            hit = self._index.get(row_key(self.scopes[column], title, paragraph))
-            if hit is not None:
-                t, i = hit
-                try:
-                    stored = json.loads(self._tables[t].column("row")[i].as_py())
-                    r = RowResult(adapter=adapter, **{k: stored.get(k) for k in _STORED})
-                    if r.status == OK:
-                        self.stats.served += 1
-                        return r
-                except (TypeError, ValueError) as e:
-                    log.warning("row cache: unreadable entry (%s); recomputing the row", e)
-        self.stats.computed += 1
-        return None
+        r = self.lookup(column, adapter, title, paragraph)
+        self.tally(r)
+        return r
 
     def seed(self, out_dir: Path, outputs: list[str], names: list[str]) -> int:
         """First use on an OUT written before the cache existed: store the ok rows of its finished shards.

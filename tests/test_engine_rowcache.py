@@ -65,6 +65,13 @@ def test_ok_rows_round_trip_error_rows_are_not_kept(tmp_path):
     assert c.get(0, "a", "标题", " 段落一 ") is not None  # so does surrounding space (the prompt strips it)
     assert c.get(0, "a", "标题", "段落一。") is None
     assert (c.stats.served, c.stats.computed) == (4, 2)
+    # The pipeline looks a row up once (`lookup`) and counts it when it fills the row (`tally`).
+    hit = c.lookup(0, "a", "标题", "段落一")
+    assert hit is not None and hit.prompt_tokens == 301 and c.lookup(0, "a", "标题", "段落二") is None
+    assert (c.stats.served, c.stats.computed) == (4, 2)
+    c.tally(hit)
+    c.tally(None)
+    assert (c.stats.served, c.stats.computed) == (5, 3)
 
     assert RowCache.open(tmp_path, ["s2"]).stats.entries == 0  # another scope sees nothing
     off = RowCache.open(tmp_path, ["s0"], enabled=False)
