@@ -44,6 +44,36 @@ def _sha(*paths: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def genbench_union(bench: Path, files: list[Path]) -> Path:
+    """Several generalisation benchmarks served and scored as one: their cases concatenated, in the given
+    order, into the bench folder once per content (`genbench-union-<sha>.jsonl`). Round 6 validated
+    genbench-flat + genbench-cause as a union (docs/RESULTS.md); one file comes back as it is. Ids must be
+    distinct across the files: a repeated id is a data error naming both files and the line."""
+    if len(files) == 1:
+        return files[0]
+    seen: dict[str, str] = {}
+    lines: list[str] = []
+    for f in files:
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                cid = str(json.loads(line)["id"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{f}:{n}: not a benchmark case with an id ({e})") from e
+            if cid in seen:
+                raise DataError(f"{f}:{n}: id {cid!r} is also in {seen[cid]}: ids must be distinct across benchmarks")
+            seen[cid] = f"{f}:{n}"
+            lines.append(line)
+    out = bench / f"genbench-union-{_sha(*files)}.jsonl"
+    if not out.exists():
+        bench.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(out)
+    return out
+
+
 def gold_files(bench: Path, genbench: Path | None) -> dict[str, Path]:
     """bench -> its gold JSONL: dev.jsonl; the genbench cases without `perturb` (gen) and with their
     variants (genp), written once into the bench folder per genbench content (same bytes for the same file)."""

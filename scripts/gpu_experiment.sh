@@ -27,7 +27,8 @@
 #                 583-row split; setup copies every .stage/bench*/ there, e.g. bench700 = all 700 seed rows with the
 #                 50 sample_data rows as dev: the issue-16 validation protocol, round 6)
 #   GENBENCH=PATH serve: the generalisation benchmark served beside dev with its perturbation variants
-#                 (default benchmarks/genbench/cases.jsonl when it exists; none = dev only)
+#                 (default genbench-flat + genbench-cause, the union validated in round 6; several paths
+#                 comma-separated; none = dev only)
 #   EAGER=0       serve with CUDA graphs (vLLM captures them at start, ~1 min; the LoRA path runs ~4x faster:
 #                 docs/BENCHMARKS.md); default 1 = --enforce-eager as in rounds 1-3
 #   KV_CACHE=6GiB serve: a fixed KV cache (engine --kv-cache), so vLLM skips its memory profiling, which fails
@@ -171,7 +172,7 @@ serve)
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do args+=(--adapter "$1=$EXP/$1/best"); shift; done
   [ "${1:-}" = "--" ] && shift
   eager=--enforce-eager; [ "${EAGER:-1}" = 0 ] && eager=
-  gb=${GENBENCH:-benchmarks/genbench/cases.jsonl}
+  gb=${GENBENCH:-benchmarks/genbench-flat/cases.jsonl,benchmarks/genbench-cause/cases.jsonl}
   kv=${KV_CACHE:-${KV[$m]}}  # flags after `--` come later on the command line and win
   if [ "$kv" = none ]; then mem=(--gpu-memory-utilization "${GPU_MEM:-0.40}")
   else mem=(--kv-cache "$kv" --gpu-memory-utilization "${GPU_MEM:-0.08}"); fi

@@ -157,3 +157,19 @@ def test_experiment_script_scores_through_the_library(tmp_path: Path, repo_root:
     assert res.returncode == 0, res.stderr
     assert "| r05 | gen | 2 | 100.0 |" in res.stdout
     assert (tmp_path / "work" / "scores" / "serve-t" / "report.md").read_text(encoding="utf-8") in res.stdout
+
+
+def test_several_generalisation_benchmarks_serve_and_score_as_one_union(tmp_path: Path) -> None:
+    """genbench-flat + genbench-cause are chosen by as one benchmark (round 6): the union keeps every case once,
+    in order, is written once per content, and a repeated id names both files."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    a = write_jsonl(tmp_path / "a.jsonl", GEN[:1])
+    b = write_jsonl(tmp_path / "b.jsonl", GEN[1:])
+    u = ex.genbench_union(bench, [a, b])
+    assert [json.loads(x)["id"] for x in u.read_text(encoding="utf-8").splitlines()] == ["gb-w1-001", "gb-w1-002"]
+    assert ex.genbench_union(bench, [a, b]) == u and ex.genbench_union(bench, [a]) == a
+    gold = ex.gold_files(bench, u)
+    assert len(gold["gen"].read_text(encoding="utf-8").splitlines()) == 2
+    with pytest.raises(DataError, match=r"b\.jsonl:1: id 'gb-w1-001' is also in .*a\.jsonl:1"):
+        ex.genbench_union(bench, [a, write_jsonl(tmp_path / "b.jsonl", GEN[:1])])

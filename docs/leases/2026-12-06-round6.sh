@@ -7,6 +7,12 @@
 #   bash docs/leases/2026-12-06-round6.sh warm m15 b15a 10GiB [--set k=v ...]  # a new engine process, 64 rows
 #   bash docs/leases/2026-12-06-round6.sh wait S   # poll
 #   bash docs/leases/2026-12-06-round6.sh pack     # results (+ the 0.5B adapters) into $OUT
+# What happened (docs/RESULTS.md round 6): b15a ran out of GPU memory at epoch 0.18 beside r15fa (40 GB) and b05a
+# on the H100; r15fa was killed and b15a re-queued by hand with the same `train b15a m15` / `AFTER=b15a serve m15a
+# m15 b15a` lines (BENCH, GENBENCH, EAGER exported as in `queue`), so m15b never ran. Then, by hand:
+#   after serve-m05: warm m05 b05a 6GiB; the same twice with --set cudagraph_specialize_lora=false
+#   after both serves: warm m15 b15a 10GiB; the same twice with --set cudagraph_specialize_lora=false
+# Two 1.5B fp32 trainings and a 0.5B one do not fit one 80 GB card together: queue at most one 1.5B beside the 0.5B.
 set -uo pipefail
 L=docs/leases/2026-12-06-round6.sh
 case "${1:-}" in
