@@ -48,16 +48,23 @@ def _report_check(problems: list[str], ok: str) -> None:
 @click.option("--out", required=True, type=_OUT, help="Folder to write dev.jsonl, train.jsonl, manifest.json into.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Sampling seed.")
 @click.option("--scale", type=int, default=3, show_default=True, help="Cases per hidden case (3: 150 cases).")
+@click.option("--all-rows", is_flag=True,
+              help="Issue 16's validation protocol instead: train.jsonl = all 700 data/ rows, dev.jsonl = the 50 "
+                   "sample_data rows (none is in data/); --seed and --scale do not apply.")
 @exit_on_error("evalkit")
-def build_dev(seed_dir: Path, out: Path, seed: int, scale: int) -> None:
+def build_dev(seed_dir: Path, out: Path, seed: int, scale: int, all_rows: bool) -> None:
     """The dev benchmark (the hidden benchmark's composition x --scale, held out from training) and the
     train split, from the seed; then checked as `check dev` does (exit 1 on a problem).
 
     The same seed files, --seed and --scale give the same bytes. Rules: reportminer.evalkit.devbench.
+
+    \b
+      evalkit bench build-dev --seed-dir ../shared/seed --out .cache/devbench
+      evalkit bench build-dev --seed-dir ../shared/seed --out .stage/bench700 --all-rows   # train as the README does
     """
     from . import devbench
 
-    b = devbench.build(seed_dir, seed=seed, scale=scale)
+    b = devbench.build_all_rows(seed_dir) if all_rows else devbench.build(seed_dir, seed=seed, scale=scale)
     paths = devbench.write(b, out)
     click.echo(b.table)
     click.echo(f"wrote {paths['dev']}, {paths['train']}, {paths['manifest']}")

@@ -99,3 +99,23 @@ def test_check_catches_a_shared_paragraph(built: Path, tmp_path: Path):
     (bad / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train), encoding="utf-8")
     problems = bdb.check(bad, None)
     assert any("both dev and train" in p for p in problems) and any("sha256" in p for p in problems)
+
+
+def test_all_rows_protocol_trains_on_every_data_row_and_holds_out_the_sample(seed_dir: Path, tmp_path: Path):
+    """`--all-rows` (issue 16's validation protocol, round 6): train = all 700 data/ rows in file order, dev = the
+    sample rows with their scenarios, nothing shared, the same bytes twice, and `check` passes."""
+    out = tmp_path / "b700"
+    res = CliRunner().invoke(evalkit, ["bench", "build-dev", "--seed-dir", str(seed_dir), "--out", str(out), "--all-rows"])
+    assert res.exit_code == 0, res.output
+    assert "check ok" in res.stdout
+    train, dev = rows(out / "train.jsonl"), rows(out / "dev.jsonl")
+    data = [json.loads(x) for f in bdb.DATA_FILES for x in (seed_dir / f).read_text(encoding="utf-8").splitlines() if x.strip()]
+    assert [r["input"] for r in train] == [r["input"] for r in data]
+    sample = rows(seed_dir / bdb.SAMPLE_FILE)
+    assert [d["input"] for d in dev] == [s["input"] for s in sample]
+    assert all(d["scenario"] in SCENARIOS for d in dev) and {d["id"] for d in dev}.isdisjoint(r["id"] for r in train)
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["protocol"] == "all-rows"
+    again = tmp_path / "again"
+    CliRunner().invoke(evalkit, ["bench", "build-dev", "--seed-dir", str(seed_dir), "--out", str(again), "--all-rows"])
+    assert (again / "train.jsonl").read_bytes() == (out / "train.jsonl").read_bytes()
+    assert (again / "dev.jsonl").read_bytes() == (out / "dev.jsonl").read_bytes()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Round 6 lease (issue 16's validation protocol + the 1.5B lever; issue 17's warm-start knobs and bench), on the
 # device after `scripts/gpu_experiment.sh stage m05|m15|vllm ...` and `setup`. Everything trains on ALL 700 seed
-# rows (.stage/bench700: train = ../shared/seed/data, dev = the 50 sample_data rows, none of which is in data/).
+# rows (.stage/bench700 = `evalkit bench build-dev --seed-dir ../shared/seed --out .stage/bench700 --all-rows`:
+# train = ../shared/seed/data, dev = the 50 sample_data rows, none of which is in data/).
 # .stage/r6/serve-gen.jsonl = benchmarks/genbench + genbench-flat + genbench-cause cases concatenated (468 ids, distinct).
 #   bash docs/leases/2026-12-06-round6.sh queue    # freeze the tree in /tmp/repo, queue trainings and serves (detached)
 #   bash docs/leases/2026-12-06-round6.sh warm m15 b15a 10GiB [--set k=v ...]  # a new engine process, 64 rows
