@@ -142,15 +142,16 @@ def check(set_name: str, out: Path | None, other_out: Path | None, seed_dir: Pat
 @click.argument("results", type=_DIR)
 @click.option("--bench", "bench_dir", required=True, type=_DIR, help="The dev benchmark folder (dev.jsonl).")
 @click.option("--out", required=True, type=_OUT, help="The scores folder (split results, summaries, report.md/json).")
-@click.option("--genbench", type=_FILE, default=None,
-              help="The generalisation benchmark the results also hold (cases with perturb fields).")
+@click.option("--genbench", type=_FILE, multiple=True,
+              help="The generalisation benchmark the results also hold (cases with perturb fields); repeat it to "
+                   "score several as one union (genbench-flat + genbench-cause: the benchmark defaults are chosen by).")
 @click.option("--baseline", default=None,
               help="An adapter of the same results (compared on dev and genbench) or a dev cases file.")
 @click.option("--baseline-name", default=None, help="Name of a --baseline cases file in the report (default its stem).")
 @click.option("--gen-baseline", type=_FILE, default=None, help="A genbench cases file to compare with.")
 @json_option("the report")
 @exit_on_error("evalkit")
-def score(results: Path, bench_dir: Path, out: Path, genbench: Path | None, baseline: str | None,
+def score(results: Path, bench_dir: Path, out: Path, genbench: tuple[Path, ...], baseline: str | None,
           baseline_name: str | None, gen_baseline: Path | None, json_out: str | None) -> None:
     """Score one engine pass over dev + genbench + its perturbation variants: split by id, score each
     benchmark against its own gold, perturbation share, compare with the baseline; report.md on stdout.
@@ -158,11 +159,13 @@ def score(results: Path, bench_dir: Path, out: Path, genbench: Path | None, base
     \b
     Example:
       evalkit bench score .cache/experiments/serve-m05 --bench .cache/devbench \\
-          --genbench benchmarks/genbench/cases.jsonl --out .cache/experiments/scores/serve-m05 --baseline b05
+          --genbench benchmarks/genbench-flat/cases.jsonl --genbench benchmarks/genbench-cause/cases.jsonl \
+          --out .cache/experiments/scores/serve-m05 --baseline b05
     """
-    from .experiment import report_markdown, score_results
+    from .experiment import genbench_union, report_markdown, score_results
 
-    report = score_results(results, bench_dir, out, genbench=genbench, baseline=baseline,
+    gb = genbench_union(bench_dir, list(genbench)) if genbench else None
+    report = score_results(results, bench_dir, out, genbench=gb, baseline=baseline,
                            baseline_name=baseline_name, gen_baseline=gen_baseline)
     if not report["adapters"]:
         raise DataError(f"{results}: no adapters found in the results")

@@ -173,3 +173,17 @@ def test_several_generalisation_benchmarks_serve_and_score_as_one_union(tmp_path
     assert len(gold["gen"].read_text(encoding="utf-8").splitlines()) == 2
     with pytest.raises(DataError, match=r"b\.jsonl:1: id 'gb-w1-001' is also in .*a\.jsonl:1"):
         ex.genbench_union(bench, [a, write_jsonl(tmp_path / "b.jsonl", GEN[:1])])
+
+
+def test_bench_score_scores_repeated_genbench_files_as_one_union(tmp_path: Path) -> None:
+    """`evalkit bench score --genbench A --genbench B` scores A and B as one benchmark, as scripts/experiment.py
+    serves them (the union the round-6 validation chose)."""
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    a, b = write_jsonl(tmp_path / "a.jsonl", GEN[:1]), write_jsonl(tmp_path / "b.jsonl", GEN[1:])
+    results = tmp_path / "serve"
+    fake_results(ex.serve_input(bench, ex.genbench_union(bench, [a, b])), results, lambda ad, rid, gold: gold)
+    res = CliRunner().invoke(evalkit, ["bench", "score", str(results), "--bench", str(bench), "--genbench", str(a),
+                                       "--genbench", str(b), "--out", str(tmp_path / "scores"), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["adapters"]["b05"]["gen"]["n"] == 2
