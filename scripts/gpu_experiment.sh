@@ -16,6 +16,7 @@
 #   scripts/gpu_experiment.sh train NAME MODEL [--set k=v ...]   # detached; MODEL = m05 | m15
 #   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
 #   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
+#   scripts/gpu_experiment.sh coldstart m05 NAME  # issue 17: a fresh-container start with the cache volume (64 rows)
 #   scripts/gpu_experiment.sh pack            # results, manifests, logs (+ adapters of $KEEP) into $OUT
 # Environment for train and serve (issue 16):
 #   AFTER="a b"   start only once the detached jobs a and b have finished (their .done files), or a glob under
@@ -182,10 +183,34 @@ serve)
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
   echo "serving $tag on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}; genbench $gb; ${mem[*]}${eager:+; eager}"
   ;;
+coldstart)
+  # issue 17 item 3: a start as a fresh container with a warm cache volume would make it. The compile cache this
+  # machine's engines left (the "volume") is kept; every other cache a first start writes is removed (~/.cache,
+  # ~/.triton, /tmp/torchinductor_*: the engine points vLLM, Triton, inductor and flashinfer at the volume, so
+  # they should be empty), the page cache is dropped where the kernel lets a container (recorded), and a new
+  # `engine run` process reads 64 dev rows into a fresh --out. The time to its first row is the figure.
+  #   scripts/gpu_experiment.sh coldstart m05 b05a [--set k=v ...]
+  m=$2 ad=$3; shift 3
+  [ -f "$EXP/$ad/best/adapter_config.json" ] || { echo "no adapter at $EXP/$ad/best" >&2; exit 2; }
+  rm -rf ~/.cache/vllm ~/.cache/flashinfer ~/.triton /tmp/torchinductor_* 2>/dev/null
+  sync; if echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then dropped=yes; else dropped=no; fi
+  head -64 "$BENCH/dev.jsonl" > "$EXP/cold-in.jsonl"
+  tag=cold-$m-$(date +%H%M%S)
+  echo "$tag: compile cache $(du -sh "$REPORTMINER_CACHE/compile" 2>/dev/null | cut -f1), page cache dropped: $dropped"
+  t0=$(date +%s.%N)
+  PYTHONPATH=$SITE_V:$SRC python3 -m reportminer.engine.cli run --input "$EXP/cold-in.jsonl" --out "$EXP/$tag" \
+    --model "${MODEL_DIR[$m]}" --adapter "$ad=$EXP/$ad/best" --device cuda --gpu-memory-utilization "${GPU_MEM:-0.08}" \
+    --max-num-seqs 256 --max-model-len 4096 --kv-cache "${KV_CACHE:-${KV[$m]}}" "$@" --json "$EXP/$tag.json" \
+    > "$EXP/$tag.log" 2>&1
+  rc=$?
+  echo "$tag exit $rc wall_s $(python3 -c "import time; print(round(time.time() - $t0, 1))") page_cache_dropped $dropped" \
+    | tee "$EXP/$tag.done"
+  grep -ho "compile cache [a-z]*[^;]*; engine start and warm-up [0-9.]* s" "$EXP/$tag.log" | tail -1
+  ;;
 pack)
   # serve-*/ holds the engine results (every adapter over dev + genbench + variants: ~4 MB for four
   # adapters); a tarball over 15 MB comes back in 15 MB parts (cat results.tar.gz.part* > results.tar.gz).
-  cd "$EXP" && tar czf "$OUT/results.tar.gz" --exclude='serve-*/_rowcache' serve-*/ */experiment.json \
+  cd "$EXP" && tar czf "$OUT/results.tar.gz" --exclude='serve-*/_rowcache' serve-*/ cold-*.json cold-*.log cold-*.done */experiment.json \
     */best/reportminer_adapter.json */best/type_prior.json */metrics.json */run.json *.log *.done 2>/dev/null
   if [ "$(stat -c %s "$OUT/results.tar.gz")" -gt 15728640 ]; then
     split -b 15M -d -a 1 "$OUT/results.tar.gz" "$OUT/results.tar.gz.part" && rm "$OUT/results.tar.gz"
@@ -197,5 +222,5 @@ pack)
   ls -la "$OUT"
   ;;
 *)
-  sed -n 2,40p "$0"; exit 2 ;;
+  sed -n 2,42p "$0"; exit 2 ;;
 esac
