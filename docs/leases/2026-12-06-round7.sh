@@ -11,7 +11,7 @@
 #   bash docs/leases/2026-12-06-round7.sh adapters  # the 0.5B adapters into $OUT (a call of its own: 8 files a call)
 # What it measures:
 # - issue 16: a second training seed (seed=7) of both recipes on 700 rows (does round 6's ranking on the union
-#   genbench-flat + genbench-cause hold?), the team-rows lever on 700 rows (r05fa) and with root-train added (r05fr);
+#   genbench-flat + genbench-cause hold?), the team-rows lever on 700 rows with root-train added (r05fr);
 # - issue 17: the 0.5B seed-7 adapter served with --quantization fp8 over the same rows (quality against bf16),
 #   then, once every serve is done, `coldstart` (a new engine process with only the compile cache kept) and
 #   bench_gpu.py over 4,096 seed rows (bare, LoRA + guidance JSON, engine.run, LoRA alone, xgrammar, merged) for
@@ -26,32 +26,22 @@ queue)
   cat benchmarks/genbench/cases.jsonl benchmarks/genbench-flat/cases.jsonl benchmarks/genbench-cause/cases.jsonl \
     > /tmp/exp/serve-gen.jsonl  # all three, served once; scored per file (docs/analysis/r7/score.sh)
   G=scripts/gpu_experiment.sh
-  X='extra_data=[benchmarks/restraint-train/rows.jsonl,benchmarks/flat-train/rows.jsonl]'
   XR='extra_data=[benchmarks/restraint-train/rows.jsonl,benchmarks/flat-train/rows.jsonl,benchmarks/root-train/rows.jsonl]'
   export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
-  # Memory (round 6, H100 80 GB): a 0.5B training ~23 GB, a 1.5B one ~25-40 GB; two 1.5B and a 0.5B did not fit.
-  # An H200 (~140 GB) holds b15s2 and three 0.5B trainings at once; on an H100 the two levers wait for both seeds.
-  # r15fa (the 1.5B with the team's rows) is left out: the lease had 1,349 s after three machines that did not start.
-  big=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-  $G train b15s2 m15 --set seed=7
+  # What fits the 1,169 s left after four machines that did not start (631 s lost): the 0.5B only (no 1.5B staging,
+  # no second 1.5B seed, no r05fa). Two 0.5B trainings (~23 GB each) and the engines fit an 80 GB H100.
   $G train b05s2 m05 --set seed=7
-  # On an H100: r05fr (the candidate default) as soon as b05s2 is done (b15s2 ~25 GB + r05fr ~23 + engines);
-  # r05fa once b15s2 and the b05s2 serve have freed theirs. On an H200 all four train at once.
-  wr=b05s2 wa="b15s2 serve-m05"; [ "${big:-0}" -gt 120000 ] && wr="" wa=""
-  AFTER="$wr" $G train r05fr m05 --set "$XR" --set graft_share=0.3
-  AFTER="$wa" $G train r05fa m05 --set "$X" --set graft_share=0.3
-  # The 0.5B's first engine compiles (~5 min on a fresh machine): b05s2 alone as soon as it is trained, the levers
-  # from the compile cache it leaves; the FP8 engine (another compile) beside it.
+  $G train r05fr m05 --set "$XR" --set graft_share=0.3
+  # The 0.5B's first engine compiles (~5 min on a fresh machine): b05s2 alone as soon as it is trained, r05fr from
+  # the compile cache it leaves; the FP8 engine (another compile) beside it.
   AFTER=b05s2 $G serve m05 m05 b05s2
   AFTER=b05s2 $G serve m05f8 m05 b05s2 -- --quantization fp8
   AFTER="r05fr serve-m05" $G serve m05r m05 r05fr
-  AFTER="r05fa serve-m05" $G serve m05a m05 r05fa
-  AFTER=b15s2 $G serve m15 m15 b15s2
   # The tail on an idle GPU: once every job is done, a fresh-container start, then the bench until 90 s before
   # the lease's device time runs out (the JSON keeps the phases that finished).
   deadline=$(( $(date +%s) + left - 90 ))
   echo "$deadline" > /tmp/exp/deadline
-  setsid nohup bash -c "for j in b15s2 b05s2 r05fa r05fr serve-m05 serve-m05f8 serve-m05r serve-m05a serve-m15; do
+  setsid nohup bash -c "for j in b05s2 r05fr serve-m05 serve-m05f8 serve-m05r; do
       while [ ! -f /tmp/exp/\$j.done ]; do sleep 5; done; done
     scripts/gpu_experiment.sh coldstart m05 b05s2
     b=\$(( \$(cat /tmp/exp/deadline) - \$(date +%s) ))
