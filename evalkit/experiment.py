@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,10 @@ def genbench_union(bench: Path, files: list[Path]) -> Path:
             lines.append(line)
     out = bench / f"genbench-union-{_sha(*files)}.jsonl"
     if not out.exists():
-        bench.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(out)
+        from reportminer.data.io import atomic_path
+
+        with atomic_path(out) as tmp:  # a temporary name of its own: two serves may write it at once
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
 
 
@@ -112,12 +113,27 @@ def serve_input(bench: Path, genbench: Path | None) -> Path:
     # The same columns in every shard (dev rows carry source_type, variants base_id and variant): the
     # engine passes extra columns through, and results of one run should read as one table.
     common = [c for c in tables["dev"].column_names if all(c in t.column_names for t in tables.values())]
-    tmp = shards.with_name(shards.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A folder of this process's own, published by one rename. Two serves started together on one bench
+    # folder (round 7: the bf16 and FP8 serves) shared the fixed name `<shards>.tmp`: one deleted and
+    # rewrote what the other was writing, the other published the folder half-written (1 of 23 shards) and
+    # both engines served only that. Whoever renames first wins; the other discards its copy.
+    bench.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{shards.name}.", suffix=".tmp", dir=bench))
     for name, table in tables.items():
         write_shards(table.select(common), tmp, rows_per_shard=64, prefix=name)
-    tmp.rename(shards)
+    publish_dir(tmp, shards)
     return shards
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Rename the finished folder `tmp` to `final`; where another process published `final` first (the same
+    content: both were built from the same sources), keep theirs and remove `tmp`."""
+    try:
+        tmp.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def split_results(results: Path, golds: dict[str, Path], out: Path) -> dict[str, Path]:

@@ -187,3 +187,53 @@ def test_bench_score_scores_repeated_genbench_files_as_one_union(tmp_path: Path)
                                        "--genbench", str(b), "--out", str(tmp_path / "scores"), "--json", "-"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["adapters"]["b05"]["gen"]["n"] == 2
+
+
+def _serve_input_after(barrier, bench: Path, genbench: Path) -> str:
+    barrier.wait()
+    return str(ex.serve_input(bench, genbench))
+
+
+def test_serve_input_two_serves_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 7: a bf16 and an FP8 serve started together on one bench folder; both wrote `<shards>.tmp`, one
+    deleted the other's files, and the published folder held 1 of 23 shards. Four processes (forked, each
+    shard write slowed so their writes overlap) must all get the same complete folder and leave no temporary."""
+    import multiprocessing as mp
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    import reportminer.data.io as dio
+
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    genbench = write_jsonl(tmp_path / "cases.jsonl", GEN)
+    ex.gold_files(bench, genbench)  # the gold files exist before the race, as on the lease (written atomically)
+    real = dio.write_shards
+
+    def slow(*a, **kw):
+        out = real(*a, **kw)
+        time.sleep(0.3)
+        return out
+
+    monkeypatch.setattr(dio, "write_shards", slow)
+    ctx = mp.get_context("fork")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(4)
+        with ProcessPoolExecutor(4, mp_context=ctx) as pool:
+            paths = list(pool.map(_serve_input_after, [barrier] * 4, [bench] * 4, [genbench] * 4))
+    assert len(set(paths)) == 1
+    shards = Path(paths[0])
+    assert sorted(p.name for p in shards.glob("*.parquet")) == ["dev-00000.parquet", "gen-00000.parquet"]
+    assert len(read_table(shards)) == len(DEV) + len(read_table(shards / "gen-00000.parquet"))
+    assert sorted(read_table(shards / "dev-00000.parquet")["id"].to_pylist()) == [r["id"] for r in DEV]
+    assert not [p for p in bench.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_publish_dir_keeps_the_first(tmp_path: Path) -> None:
+    final, mine = tmp_path / "shards", tmp_path / ".shards.x.tmp"
+    final.mkdir(); (final / "a.parquet").write_text("theirs")
+    mine.mkdir(); (mine / "a.parquet").write_text("mine")
+    ex.publish_dir(mine, final)
+    assert (final / "a.parquet").read_text() == "theirs" and not mine.exists()
+    with pytest.raises(OSError):  # nothing published and nothing to rename: the error is not swallowed
+        ex.publish_dir(tmp_path / "absent.tmp", tmp_path / "other")
