@@ -231,8 +231,9 @@ def test_serve_input_two_serves_at_once(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_publish_dir_keeps_the_first(tmp_path: Path) -> None:
     final, mine = tmp_path / "shards", tmp_path / ".shards.x.tmp"
-    final.mkdir(); (final / "a.parquet").write_text("theirs")
-    mine.mkdir(); (mine / "a.parquet").write_text("mine")
+    for folder, text in ((final, "theirs"), (mine, "mine")):
+        folder.mkdir()
+        (folder / "a.parquet").write_text(text)
     ex.publish_dir(mine, final)
     assert (final / "a.parquet").read_text() == "theirs" and not mine.exists()
     with pytest.raises(OSError):  # nothing published and nothing to rename: the error is not swallowed
