@@ -16,6 +16,15 @@
 #   then, once every serve is done, `coldstart` (a new engine process with only the compile cache kept) and
 #   bench_gpu.py over 4,096 seed rows (bare, LoRA + guidance JSON, engine.run, LoRA alone, xgrammar, merged) for
 #   the device time that is left.
+# What happened (2026-12-06, 15:17-15:35 on the machine's clock; docs/RESULTS.md round 7):
+# - Six calls found no machine (736 s of device time); the queue below is the cut-down plan that was run.
+# - r05fr was stopped by hand after epoch 3 (dev loss rose; best epoch 2 kept) to leave time for its serve.
+# - serve-m05 and serve-m05f8 started together and both built /tmp/exp/bench700/shards-* under one temporary
+#   name: the folder published had 1 of 23 shards, so serve-m05, serve-m05f8 and serve-m05r each served 6 rows.
+#   Fixed since in evalkit.experiment.serve_input. The lead deleted the folder and served b05s2 + r05fr again
+#   (tag m05all, by hand: `serve m05all m05 b05s2 r05fr`); the device time ran out with 34 of genbench-cause's
+#   80 cases left to serve, and the results were packed part-way. The tail (coldstart, bench) never ran, and a
+#   `pkill -f` whose pattern matched its own command line ended one call early.
 set -uo pipefail
 case "${1:-}" in
 queue)
