@@ -231,6 +231,46 @@ def test_resume_continues_from_the_saved_step(learnable_model, short_data, tmp_p
         assert a.eval_loss == pytest.approx(b.eval_loss, rel=1e-3)
 
 
+def test_early_stop_after_a_worse_epoch(learnable_model, short_data, tmp_path):
+    """early_stop_patience 1: the first epoch without a lower dev loss ends the run; best/ keeps the best epoch.
+    The worse epoch is made, not hoped for: a callback overwrites the LoRA B weights at the end of epoch 2,
+    before that epoch's dev loss is taken (real training and evaluation otherwise)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class SpoilEpoch2(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kw):
+            if round(state.epoch) == 2:
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        if "lora_B" in name:
+                            p.fill_(0.5)
+
+    tr, dv = short_data
+    cfg = build_config("tiny-cpu", {"model": str(learnable_model), "data": str(tr), "dev_data": str(dv),
+                                    "output": str(tmp_path / "es"), "epochs": 4, "learning_rate": 1e-2,
+                                    "progress": False, "early_stop_patience": 1})
+    res = train(cfg, callbacks=[SpoilEpoch2()])
+    evals = [e.eval_loss for e in res.epochs]
+    assert len(evals) == 2 and evals[1] > evals[0], evals  # epochs 3 and 4 never ran
+    assert res.stopped_early_after == 2 and res.global_step == 4  # 2 optimiser steps an epoch
+    assert res.best_eval_loss == evals[0]
+    best = json.loads((res.best_adapter / MANIFEST_NAME).read_text())
+    final = json.loads((res.final_adapter / MANIFEST_NAME).read_text())
+    assert best != final  # best/ is epoch 1's adapter, final/ the spoilt epoch 2
+    assert json.loads((tmp_path / "es" / "metrics.json").read_text())["stopped_early_after"] == 2
+    assert "early stop after epoch 2" in (tmp_path / "es" / "train.log").read_text()
+
+
+def test_early_stop_needs_dev_rows(learnable_model, short_data, tmp_path):
+    from reportminer.trainer.config import ConfigError
+
+    tr, _ = short_data
+    with pytest.raises(ConfigError, match="early_stop_patience: needs dev rows"):
+        build_config("tiny-cpu", {"model": str(learnable_model), "data": str(tr), "output": str(tmp_path / "x"),
+                                  "dev_fraction": 0, "early_stop_patience": 1}).validate()
+
+
 def test_resume_refuses_other_settings(learnable_model, short_data, tmp_path):
     tr, dv = short_data
     base = {"model": str(learnable_model), "data": str(tr), "dev_data": str(dv), "output": str(tmp_path / "r"),

@@ -114,6 +114,10 @@ class TrainConfig:
     max_steps: int = h("> 0 stops after this many optimiser steps (smoke runs); overrides epochs.", default=-1,
                        flag=True)
     seed: int = h("Seed of the dev split, data order and LoRA init.", default=42, flag=True)
+    early_stop_patience: int = h(
+        "Stop once this many epochs in a row end without a lower dev loss (0 = off; needs dev rows). The schedule "
+        "stays planned for `epochs`, so best/ is the adapter the full run would keep whenever its best epoch comes "
+        "before the stop; final/ is the last epoch trained.", default=0, flag=True)
 
     adapter_dtype: Precision = h("Saved LoRA weights: auto = the training precision (bf16 on most GPUs).",
                                  default="auto")
@@ -158,6 +162,10 @@ class TrainConfig:
         for k in ("lora_r", "lora_alpha", "micro_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps"):
             if getattr(self, k) < 1:
                 problems.append(f"{k}: must be >= 1, got {getattr(self, k)}")
+        if self.early_stop_patience < 0:
+            problems.append(f"early_stop_patience: must be >= 0 (0 = off), got {self.early_stop_patience}")
+        elif self.early_stop_patience and not self.dev_data and self.dev_fraction <= 0:
+            problems.append("early_stop_patience: needs dev rows to watch (dev_data, or dev_fraction > 0)")
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("epochs: must be > 0 (or set max_steps)")
         if not self.target_modules:
@@ -180,7 +188,9 @@ class TrainConfig:
     def hyperparameters(self) -> dict[str, Any]:
         """What decides the adapter's weights: everything except paths, logging and bookkeeping."""
         skip = {"model", "data", "output", "dev_data", "extra_data", "progress", "logging_steps", "recipe", "description", "device",
-                "max_nonfinite_steps", "report_to"}
+                "max_nonfinite_steps", "report_to",
+                # when to stop, not what an epoch's weights are: a resumed run may change it
+                "early_stop_patience"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
     def to_yaml(self) -> str:

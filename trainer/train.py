@@ -106,6 +106,7 @@ class TrainResult:
     seconds: float
     resumed_from: str | None
     plan: dict[str, Any] = field(default_factory=dict)
+    stopped_early_after: int | None = None  # the epoch early_stop_patience ended the run after
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -328,6 +329,8 @@ class LoraRecipe:
         self.seconds: dict[int, dict[str, float]] = {}  # epoch -> {"train", "eval", "step"}
         self.best_loss: float | None = None  # lowest dev loss so far (best/ holds its adapter)
         self.best_epoch: float | None = None
+        self.stale_epochs = 0  # epochs in a row without a lower dev loss (early_stop_patience)
+        self.stopped_early_after: int | None = None  # the epoch after which early stopping ended the run
         self.t_epoch = 0.0
         self.t_eval = 0.0
 
@@ -436,22 +439,36 @@ class LoraRecipe:
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
-    def evaluated(self, state: Any, loss: float | None, model: Any) -> None:
-        """Dev loss of an epoch: a new best saves best/ (weights, manifest, curves so far)."""
+    def evaluated(self, state: Any, loss: float | None, model: Any) -> bool:
+        """Dev loss of an epoch: a new best saves best/ (weights, manifest, curves so far). True when
+        early_stop_patience epochs in a row have ended without a new best: the run should stop.
+
+        Round 7 stopped a 1,424-row run by hand after its dev loss rose at epoch 3 (best epoch 2) to fit a
+        lease; with patience 1 the trainer does that itself. No 0.5B run of rounds 5-7 found a lower dev loss
+        after a worse epoch, and the learning-rate schedule is the full run's, so best/ is unchanged."""
         e = _epoch_number(state.epoch)
         self.seconds.setdefault(e, {})["eval"] = round(time.time() - self.t_eval, 2)
         if loss is None or model is None:
-            return
+            return False
         best = self.best_loss
         if best is None or loss < best:
+            self.stale_epochs = 0
             self.best_loss, self.best_epoch = loss, state.epoch
             history = state.log_history + [{"eval_loss": loss, "epoch": state.epoch, "step": state.global_step}]
             save_adapter_dir(model, self.out / BEST, self.manifest_for("best", history, state.epoch, state.global_step),
                              history, self.title, best_epoch=state.epoch, adapter_dtype=self.adapter_dtype,
                              type_prior=self.type_prior)
             log.info("epoch %g: dev loss %.4f, new best -> %s", state.epoch, loss, self.out / BEST)
-        else:
-            log.info("epoch %g: dev loss %.4f (best %.4f)", state.epoch, loss, best)
+            return False
+        self.stale_epochs += 1
+        log.info("epoch %g: dev loss %.4f (best %.4f)", state.epoch, loss, best)
+        patience = self.cfg.early_stop_patience
+        if patience and self.stale_epochs >= patience and state.global_step < state.max_steps:
+            self.stopped_early_after = e
+            log.info("early stop after epoch %d: no lower dev loss for %d epoch(s); best epoch %g (dev loss %.4f)",
+                     e, self.stale_epochs, self.best_epoch, best)
+            return True
+        return False
 
     def write_metrics(self, state: Any) -> None:
         stats = epoch_stats(state.log_history, self.seconds)
@@ -515,6 +532,7 @@ class LoraRecipe:
             seconds=round(time.time() - self.t0, 2),
             resumed_from=self.checkpoint,
             plan=self.plan.to_dict(),
+            stopped_early_after=self.stopped_early_after,
         )
         write_json(self.metrics_path, {**result.to_dict(), "epochs": [s.to_dict() for s in stats],
                                        "seconds": self.seconds, "total_seconds": result.seconds, "config": asdict(cfg)})
@@ -552,7 +570,8 @@ def _run_recorder(recipe: LoraRecipe) -> Any:
                 recipe.log_record(state, logs)
 
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
-            recipe.evaluated(state, (metrics or {}).get("eval_loss"), model)
+            if recipe.evaluated(state, (metrics or {}).get("eval_loss"), model):
+                control.should_training_stop = True
 
         def on_save(self, args, state, control, **kw):
             recipe.write_metrics(state)
