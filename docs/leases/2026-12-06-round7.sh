@@ -10,8 +10,9 @@
 #   bash docs/leases/2026-12-06-round7.sh pack      # results and the bench JSON into $OUT
 #   bash docs/leases/2026-12-06-round7.sh adapters  # the 0.5B adapters into $OUT (a call of its own: 8 files a call)
 # What it measures:
-# - issue 16: a second training seed (seed=7) of both recipes on 700 rows (does round 6's ranking on the union
-#   genbench-flat + genbench-cause hold?), the team-rows lever on 700 rows with root-train added (r05fr);
+# - issue 16: a second training seed (seed=7) of the 0.5B recipe on 700 rows (does round 6's ranking on the union
+#   genbench-flat + genbench-cause hold?), the team-rows lever on 700 rows with root-train added (r05fr); the
+#   1.5B's second seed was planned and cut (see below);
 # - issue 17: the 0.5B seed-7 adapter served with --quantization fp8 over the same rows (quality against bf16),
 #   then, once every serve is done, `coldstart` (a new engine process with only the compile cache kept) and
 #   bench_gpu.py over 4,096 seed rows (bare, LoRA + guidance JSON, engine.run, LoRA alone, xgrammar, merged) for
