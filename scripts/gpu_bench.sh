@@ -27,7 +27,9 @@ mkdir -p "$OUT"
 
 cmd=${1:-}; m=${2:-}
 [ -n "$m" ] && [ -n "${MODEL_DIR[$m]:-}" ] || { sed -n 2,18p "$0"; exit 2; }
-work=/tmp/bench-$m json=/tmp/bench-$m.json pidf=/tmp/bench-$m.pid
+# TAG=fp8 keeps a second run beside the first (/tmp/bench-m05-fp8.json): e.g. `--set quantization=fp8`.
+id=$m${TAG:+-$TAG}
+work=/tmp/bench-$id json=/tmp/bench-$id.json pidf=/tmp/bench-$id.pid
 
 case "$cmd" in
 start)
@@ -64,7 +66,7 @@ for k, v in d["results"].items():
 print("vs bare:", d.get("vs_bare"), "\ntarget:", d.get("target"), "\nbackends:", d.get("backends"))
 PY
   cp "$json" "$work.err" "$OUT"/ 2>/dev/null
-  [ -d "$work" ] && tar czf "$OUT/bench-$m-logs.tar.gz" -C "$work" plan.json $(cd "$work" && ls proc-*.log 2>/dev/null)
+  [ -d "$work" ] && tar czf "$OUT/bench-$id-logs.tar.gz" -C "$work" plan.json $(cd "$work" && ls proc-*.log 2>/dev/null)
   ls -la "$OUT"
   ;;
 stop)
