@@ -18,6 +18,8 @@
 #   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
 #   scripts/gpu_experiment.sh coldstart m05 NAME  # issue 17: a fresh-container start with the cache volume (64 rows)
 #   scripts/gpu_experiment.sh pack            # results, manifests, logs (+ adapters of $KEEP) into $OUT
+#   scripts/gpu_experiment.sh freeze          # this call's tree into /tmp/repo (a lease's detached jobs outlive the
+#                                          # call that queued them) + the three genbench files as /tmp/exp/serve-gen.jsonl
 # Environment for train and serve (issue 16):
 #   AFTER="a b"   start only once the detached jobs a and b have finished (their .done files), or a glob under
 #                 /tmp/exp matches ("serve-m05/*.parquet": that serve's engine is up): one call can queue a
@@ -98,6 +100,15 @@ convert() {  # $1 = m05 | m15: GGUF -> HF folder in the background (about a minu
 }
 
 case "${1:-}" in
+freeze)
+  # Each call gets a fresh copy of the tree; a lease's queue runs from a frozen one. The union served once, scored
+  # per file (docs/analysis/r7/score.sh): genbench, genbench-flat, genbench-cause.
+  rm -rf /tmp/repo && mkdir -p /tmp/repo
+  tar c --exclude='./.carry*' --exclude=./.whl --exclude=./.git --exclude=./.venv . | tar x -C /tmp/repo
+  cat benchmarks/genbench/cases.jsonl benchmarks/genbench-flat/cases.jsonl benchmarks/genbench-cause/cases.jsonl \
+    > "$EXP/serve-gen.jsonl"
+  echo "froze $(du -sh /tmp/repo | cut -f1) into /tmp/repo; $(wc -l < "$EXP/serve-gen.jsonl") genbench cases"
+  ;;
 stage)
   mkdir -p "$STAGE/$2" && cp "$3"/* "$STAGE/$2"/ && du -sh "$STAGE/$2"
   ;;

@@ -19,8 +19,7 @@ set -uo pipefail
 case "${1:-}" in
 queue)
   left=${2:?device seconds left to the lease (status: budget_left_s)}
-  mkdir -p /tmp/repo && tar c --exclude='./.carry*' --exclude=./.whl --exclude=./.git --exclude=./.venv . | tar x -C /tmp/repo
-  cd /tmp/repo
+  scripts/gpu_experiment.sh freeze && cd /tmp/repo || exit 1
   deadline=$(( $(date +%s) + left - 100 ))  # the pack call's margin
   echo "$deadline" > /tmp/bench17.deadline
   # Phases in the order the issue needs them (a budget that runs out keeps the first): the ceiling, the merged

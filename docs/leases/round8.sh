@@ -17,11 +17,7 @@ set -uo pipefail
 case "${1:-}" in
 queue)
   left=${2:?device seconds left to the lease (status: budget_left_s)}
-  mkdir -p /tmp/repo /tmp/exp
-  tar c --exclude='./.carry*' --exclude=./.whl --exclude=./.git --exclude=./.venv . | tar x -C /tmp/repo
-  cd /tmp/repo
-  cat benchmarks/genbench/cases.jsonl benchmarks/genbench-flat/cases.jsonl benchmarks/genbench-cause/cases.jsonl \
-    > /tmp/exp/serve-gen.jsonl
+  scripts/gpu_experiment.sh freeze && cd /tmp/repo || exit 1
   G=scripts/gpu_experiment.sh ES='early_stop_patience=1'
   XR='extra_data=[benchmarks/restraint-train/rows.jsonl,benchmarks/flat-train/rows.jsonl,benchmarks/root-train/rows.jsonl]'
   export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
