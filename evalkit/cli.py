@@ -72,7 +72,7 @@ def main() -> None:
 
     \b
     evalkit score   --gold GOLD PREDICTIONS [--json summary.json|-] [--cases cases.parquet]
-    evalkit compare --gold GOLD RUN RUN... [--fail-if-worse]   (RUN: predictions or a saved cases file)
+    evalkit compare --gold GOLD RUN RUN... [--fail-if-worse] [--arm NAME=RUN,RUN]   (RUN: predictions or a cases file)
     evalkit report  --gold GOLD RUN --out report.html
     evalkit perturb expand|check ...   (does the predicted count hold when background sentences come and go?)
     evalkit calibrate RESULTS --gold GOLD [--write-manifest ADAPTER]   (the engine's score_threshold)
@@ -192,6 +192,16 @@ def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | Non
     return runs
 
 
+def _parse_arms(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    """--arm NAME=RUN1,RUN2 (repeatable) -> [(NAME, [RUN1, RUN2])]; a spec without NAME= is a usage error."""
+    from .arms import parse_arm
+
+    try:
+        return [parse_arm(v) for v in value]
+    except DataError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @main.command()
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--gold", type=click.Path(exists=True, path_type=Path), default=None,
@@ -206,7 +216,12 @@ def _runs(specs: tuple[str, ...], gold: Path | None, matcher, adapter: str | Non
 @click.option("--primary", type=click.Choice(PRIMARY_METRICS), default="pass_rate", show_default=True,
               help="The metric --fail-if-worse judges: pass rate (the seed's verdicts; beyond noise = paired 95 % "
                    "interval excludes 0 and McNemar p < 0.05) or F1 (paired interval excludes 0).")
-def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot, seed, json_out, fail_if_worse, primary):
+@click.option("--arm", "arms", multiple=True, metavar="NAME=RUN1,RUN2", callback=_parse_arms,
+              help="Group runs (by their names) into an arm: one recipe's trainings with different seeds. Repeatable; "
+                   "the first arm is the baseline. Adds per arm the mean pass rate over its runs with their spread, "
+                   "and each arm against the first with a two-level bootstrap (cases and runs within each arm).")
+def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot, seed, json_out, fail_if_worse, primary,
+            arms):
     """Compare RUNs side by side: 95 % bootstrap intervals and paired tests against the first RUN.
 
     A RUN is a cases file written by `evalkit score --cases` (.parquet or .jsonl), or predictions in any
@@ -223,12 +238,26 @@ def compare(runs, gold, matcher, threshold, model, embed_cache, adapter, n_boot,
           --json /tmp/compare.json
       evalkit compare --gold shards/ runs/nightly/        # every adapter in the results, paired
       evalkit compare base.parquet candidate.parquet --fail-if-worse      # CI gate: exit 1 if worse beyond noise
+      evalkit compare b05a=r6/b05a.cases.parquet b05s2=r7/b05s2.cases.parquet r05fr=r7/r05fr.cases.parquet \
+          --arm b05=b05a,b05s2 --arm r05fr=r05fr --json /tmp/arms.json   # arms: recipes over their seeds
+
+    With --arm, each arm (one recipe, one run per training seed) gets the mean of its runs' pass rate, strict rate
+    and predicted / gold, each run's value and the spread (min, max, sd), and each arm against the first a 95 %
+    interval that resamples the cases (paired) and, within each arm, its runs: the training seed moves a recipe as
+    much as any lever (docs/RESULTS.md, round 7), so one run per recipe compares two draws. With 2-3 seeds that
+    seed level is crude; an arm of one run has none (the output says so). The per-run output is unchanged.
     """
     from .compare import compare_runs, worse_beyond_noise
 
     m = _matcher(matcher, threshold, model, embed_cache)
     try:
-        res = compare_runs(_runs(runs, gold, m, adapter), n_boot=n_boot, seed=seed)
+        given = _runs(runs, gold, m, adapter)
+        if arms:
+            from .arms import compare_arms
+
+            res = compare_arms(given, arms, n_boot=n_boot, seed=seed)
+        else:
+            res = compare_runs(given, n_boot=n_boot, seed=seed)
     except DataError as e:
         _fail(e)
         return

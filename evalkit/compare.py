@@ -8,10 +8,13 @@ looks only at the cases whose pass/fail flipped. A difference is called real onl
 interval excludes zero; otherwise the output says "within noise".
 
 A RUN is a saved cases file (from `evalkit score --cases`) or a predictions path scored on the fly
-against `--gold`; both become a cases frame, which is all this module reads.
+against `--gold`; both become a cases frame, which is all this module reads. Runs grouped into ARMS (one
+recipe's trainings with different seeds, compared by their mean with a bootstrap over cases and seeds):
+`evalkit.arms`, `evalkit compare --arm`.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +48,20 @@ def _f1(hits: np.ndarray, gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.divide(2 * hits, den, out=np.zeros_like(hits, dtype=np.float64), where=den > 0)
 
 
+def resample_counts(n: int, n_boot: int, n_runs: int, rng: np.random.Generator) -> Iterator[tuple[int, np.ndarray]]:
+    """Bootstrap resamples of n cases, in chunks: (first replicate, counts of shape (chunk, n)).
+
+    counts[b, i] is how often case i was drawn in replicate b, so `values @ counts.T` is each replicate's resampled
+    sum; the caller applies the same counts to every run (paired). Chunks bound the memory whatever the number of
+    cases; `evalkit.arms` draws its case level here too.
+    """
+    chunk = max(1, int(4e6 // max(1, n * n_runs)))
+    for s in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - s)
+        counts = np.stack([np.bincount(row, minlength=n) for row in rng.integers(0, n, size=(c, n))]).astype(np.float64)
+        yield s, counts
+
+
 def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bootstrap replicates of pass rate, micro F1 and predicted / gold per run: three arrays (runs, n_boot).
 
@@ -59,11 +76,8 @@ def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np
     pass_rep = np.empty((len(arrs), n_boot))
     f1_rep = np.empty((len(arrs), n_boot))
     ratio_rep = np.empty((len(arrs), n_boot))
-    chunk = max(1, int(4e6 // max(1, n * len(arrs))))  # bounded memory whatever the number of cases
-    for s in range(0, n_boot, chunk):
-        c = min(chunk, n_boot - s)
-        # Counts of each case in each resample: sum over cases of count * value = resampled sum.
-        counts = np.stack([np.bincount(row, minlength=n) for row in rng.integers(0, n, size=(c, n))]).astype(np.float64)
+    for s, counts in resample_counts(n, n_boot, len(arrs), rng):
+        c = counts.shape[0]
         pass_rep[:, s : s + c] = passed @ counts.T / n
         g_sum, p_sum = gold @ counts.T, pred @ counts.T
         f1_rep[:, s : s + c] = _f1(hits @ counts.T, g_sum, p_sum)

@@ -147,6 +147,57 @@ def print_compare(res: dict[str, Any], console: Console | None = None) -> None:
             c.print(f"[{style}]{d['verdict']}[/]")
     for w in res["warnings"]:
         c.print(f"[yellow]warning:[/] {w}")
+    if "arms" in res:
+        print_arms(res["arms"], c)
+
+
+def print_arms(a: dict[str, Any], console: Console | None = None) -> None:
+    """The arms of `evalkit compare --arm` (evalkit.arms): per arm, then each arm against the first."""
+    c = console or make_console()
+    c.print()
+    t = Table(title=f"arms (mean over seeds) · {a['n']} shared cases · {a['bootstrap']} resamples of cases × seeds · "
+              "95% intervals", title_justify="left", header_style="bold")
+    for col in ("arm", "seeds", "pass rate per run", "mean pass (95% CI)", "min–max", "sd", "mean strict (95% CI)",
+                "mean pred/gold (95% CI)"):
+        t.add_column(col, justify="left" if col in ("arm", "pass rate per run") else "right", no_wrap="CI" in col,
+                     overflow="fold")
+    for e in a["per_arm"]:
+        p, s, r = e["pass_rate"], e["strict_rate"], e["pred_gold_ratio"]
+        ratio = "–" if r["mean"] is None else f"{r['mean']:.2f}" + ("" if r["ci"] is None else f" ({r['ci'][0]:.2f}–{r['ci'][1]:.2f})")
+        t.add_row(
+            e["name"], str(e["n_seeds"]), " · ".join(f"{k} {v * 100:.1f}" for k, v in p["per_run"].items()),
+            f"{_pct(p['mean'])} ({_ci(p['ci'])})", f"{p['min'] * 100:.1f}–{p['max'] * 100:.1f}",
+            "–" if p["sd"] is None else f"{p['sd'] * 100:.1f}", f"{_pct(s['mean'])} ({_ci(s['ci'])})", ratio,
+        )
+    c.print(t)
+    if a["paired"]:
+        p = Table(title=f"arms against {a['baseline']}: Δ of the means, 95% intervals (cases × seeds: runs resampled "
+                  "within each arm too; cases only: every run once) · p/g = pred/gold", title_justify="left",
+                  header_style="bold")
+        for col in ("arm", "seeds", "Δ pass", "CI cases×seeds", "CI cases only", "Δ strict", "95% CI", "Δ p/g", "95% CI"):
+            p.add_column(col, justify="left" if col == "arm" else "right", no_wrap=col != "arm", overflow="fold")
+        for d in a["paired"]:
+            p.add_row(
+                d["arm"], f"{d['n_seeds']} vs {d['baseline_seeds']}", _pts(d["d_pass_rate"]), _dci(d["d_pass_rate_ci"]),
+                _dci(d["d_pass_rate_ci_cases_only"]), _pts(d["d_strict_rate"]), _dci(d["d_strict_rate_ci"]),
+                _pts(d["d_pred_gold_ratio"], 1, 2), _dci(d["d_pred_gold_ratio_ci"], 1, 2),
+            )
+        c.print(p)
+        for d in a["paired"]:
+            style = "green" if (d["pass_rate_significant"] or d["strict_rate_significant"]) else "yellow"
+            c.print(f"[{style}]{d['verdict']}[/]")
+            for w in d["caveats"]:
+                c.print(f"  [yellow]caveat:[/] {w}")
+    for n in a["notes"]:
+        c.print(f"[dim]note: {n}[/]")
+
+
+def _pts(x: float | None, scale: float = 100, digits: int = 1) -> str:
+    return "–" if x is None else f"{x * scale:+.{digits}f}"
+
+
+def _dci(ci: list[float] | None, scale: float = 100, digits: int = 1) -> str:
+    return "–" if ci is None else f"{ci[0] * scale:+.{digits}f}…{ci[1] * scale:+.{digits}f}"
 
 
 def _ci(ci: list[float]) -> str:
