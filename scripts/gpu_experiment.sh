@@ -9,6 +9,8 @@
 #   scripts/gpu_experiment.sh stage SET DIR   # carry DIR (e.g. .carry-vllm/p03): its files into /tmp/stage/SET
 #                                          # SET ray: .carry-ray/p01..p03 (ray[data] 2.60.0 wheels, for bench_gpu.py's Ray phases)
 #   scripts/gpu_experiment.sh setup           # carry .whl .stage: rebuild + check every set, install, convert models
+#                                          # (WHL=.whl-conv: a lease that trains nothing carries only what the GGUF
+#                                          # conversion needs, gguf + jsonschema, 0.6 MB instead of 44: one call fewer)
 #   scripts/gpu_experiment.sh convert m05     # a model staged after setup: rebuild, convert (queued trainings wait)
 #   scripts/gpu_experiment.sh setup-vllm      # later, once vllm (and ray) are staged: rebuild + check, install them
 #   GPU=1 scripts/gpu_experiment.sh train|serve ...  # pin one GPU of a several-GPU machine (CUDA_VISIBLE_DEVICES)
@@ -104,7 +106,7 @@ freeze)
   # Each call gets a fresh copy of the tree; a lease's queue runs from a frozen one. The union served once, scored
   # per file (docs/analysis/r7/score.sh): genbench, genbench-flat, genbench-cause.
   rm -rf /tmp/repo && mkdir -p /tmp/repo
-  tar c --exclude='./.carry*' --exclude=./.whl --exclude=./.git --exclude=./.venv . | tar x -C /tmp/repo
+  tar c --exclude='./.carry*' --exclude='./.whl*' --exclude=./.git --exclude=./.venv --exclude=./.cache . | tar x -C /tmp/repo
   cat benchmarks/genbench/cases.jsonl benchmarks/genbench-flat/cases.jsonl benchmarks/genbench-cause/cases.jsonl \
     > "$EXP/serve-gen.jsonl"
   echo "froze $(du -sh /tmp/repo | cut -f1) into /tmp/repo; $(wc -l < "$EXP/serve-gen.jsonl") genbench cases"
@@ -116,7 +118,7 @@ setup)
   set -e
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   for s in "$STAGE"/*/; do rebuild "$s" && echo "ok: $s"; done
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE_T" "${WHL:-.whl}"/*.whl
   install_serving
   for b in .stage/bench*/; do cp -r "$b" "$EXP/$(basename "$b")"; done  # bench (583-row split), bench700, ...
   for m in m05 m15; do convert "$m"; done

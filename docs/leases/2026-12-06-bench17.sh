@@ -6,15 +6,15 @@
 # that did not start); this lease runs it first and alone on the GPU, so no training or serve shares it.
 # On the device, in this order (one call each; the first starts the machine):
 #   scripts/gpu_experiment.sh stage m05 .carry-m05/pNN                       (carry it; 11 calls)
-#   scripts/gpu_experiment.sh setup && scripts/gpu_experiment.sh stage vllm .carry-vllm/p02 \
-#     && mkdir -p /tmp/exp/b05a && cp -r .carry-ad/b05a/best /tmp/exp/b05a/  (carry .whl .stage .carry-vllm/p02 .carry-ad)
+#   WHL=.whl-conv scripts/gpu_experiment.sh setup && scripts/gpu_experiment.sh stage vllm .carry-vllm/p02 \
+#     && mkdir -p /tmp/exp/b05a && cp -r .carry-ad/b05a/best /tmp/exp/b05a/  (carry .whl-conv .stage .carry-vllm/p02 .carry-ad)
 #   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN                     (the other 8; the last one also runs)
 #   scripts/gpu_experiment.sh setup-vllm && bash docs/leases/2026-12-06-bench17.sh queue S   (carry .stage too)
 #   bash docs/leases/2026-12-06-bench17.sh wait S    # poll
 #   bash docs/leases/2026-12-06-bench17.sh pack      # both JSONs and their logs into $OUT
-# .whl here holds only what setup's GGUF conversion needs (gguf, jsonschema): no training runs in this lease, and
-# bitsandbytes alone (43 MB) would cost a call. .carry-ad/b05a/best is .cache/r6/adapters/b05a/best (seed-trained:
-# never committed). S = budget_left_s from `status`.
+# .whl-conv holds only what setup's GGUF conversion needs (gguf, jsonschema; `cp .whl/{gguf,jsonschema,referencing,
+# rpds}* .whl-conv/`): no training runs in this lease, and .whl's bitsandbytes alone (43 MB) would cost a call.
+# .carry-ad/b05a/best is .cache/r6/adapters/b05a/best (seed-trained: never committed). S = budget_left_s from `status`.
 set -uo pipefail
 case "${1:-}" in
 queue)
