@@ -752,6 +752,8 @@ def summarise(plan: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"host": platform.node(), "python": platform.python_version()}
+    # what changes the figures without changing the command (the engine core in-process or not, the sampler)
+    info["env"] = {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_USE_FLASHINFER_SAMPLER")}
     try:
         q = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                            capture_output=True, text=True, timeout=30)
@@ -885,6 +887,41 @@ def main(ctx: click.Context, model, shape, dummy, adapter, input_path, rows, sha
     report = _report(plan, results, json_out, done=True)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     sys.exit(4 if report["failed_phases"] else 0)
+
+
+@main.command("rebuild")
+@click.argument("logs", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--prior", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The JSON the run wrote last (its machine, command, plan and finished processes).")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def rebuild(logs: Path, prior: Path, json_out: Path) -> None:
+    """The report of a run cut off mid-process, from its process logs (LOGS: proc-*.log, e.g. unpacked from
+    gpu_bench.sh's bench-MODEL-logs.tar.gz).
+
+    The JSON is written after each process, so a lease that ends (or a machine given back) while a process runs
+    loses the phases that process had finished; each is still a result line in its log. The phases found there are
+    added to PRIOR's results; a planned phase with no result stays out (not a failure: the run was cut) and
+    is listed under "cut_phases". Ratios and the backend choice are recomputed; row-text comparisons need the run's WORK folder,
+    so only PRIOR's are kept.
+
+      python scripts/bench_gpu.py rebuild /tmp/logs --prior bench-m05.json --json-out docs/bench/X/bench-m05.json
+    """
+    report = json.loads(prior.read_text())
+    plan, results = report["plan"], dict(report["results"])
+    for group in plan["processes"]:
+        log = logs / f"proc-{group['name']}.log"
+        if not log.exists():
+            continue
+        found = {k: v for k, v in collect(group, log, "cut", 0).items() if FAILED not in v}
+        results.update({k: v for k, v in found.items() if k not in results or SKIPPED in results[k]})
+    cut = [ph for group in plan["processes"] for ph in group["phases"] if ph not in results]
+    summary = summarise(plan, results)
+    summary["identical"] = report.get("identical", {})
+    summary["output_digests"] = report.get("output_digests", {})
+    out = {**report, "results": results, **summary, "cut_phases": cut,
+           "rebuilt_from_logs": sorted(p.name for p in logs.glob("proc-*.log"))}
+    json_out.write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    print(json.dumps({k: out[k] for k in ("vs_bare", "target", "backends", "cut_phases")}, ensure_ascii=False))
 
 
 @main.command("_proc", hidden=True)

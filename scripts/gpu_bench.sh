@@ -20,7 +20,11 @@ cd "$(dirname "$0")/.."
 SITE_V=/tmp/site-vllm EXP=/tmp/exp OUT=${OUT:-/tmp/out}
 SRC=$(scripts/srcview.sh /tmp/srcview)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export REPORTMINER_CACHE=${REPORTMINER_CACHE:-/tmp/rmcache} VLLM_ENABLE_V1_MULTIPROCESSING=0
+export REPORTMINER_CACHE=${REPORTMINER_CACHE:-/tmp/rmcache}
+# The engine core runs in its own process on CUDA, as `engine run` starts it (engine/generate.py keeps it in-process
+# on CPU only). Until 2026-12-06 this script exported VLLM_ENABLE_V1_MULTIPROCESSING=0, so that day's real-model
+# figures (docs/BENCHMARKS.md) ran scheduler, grammar and detokenizer in one Python process: not the product's
+# setting, and the guided phases were CPU-bound (GPU 17-24 % busy). bench_gpu.py records the variable in its JSON.
 export VLLM_USE_FLASHINFER_SAMPLER=${VLLM_USE_FLASHINFER_SAMPLER:-0}
 declare -A MODEL_DIR=([m05]=/tmp/models/qwen2.5-coder-0.5b-instruct [m15]=/tmp/models/qwen2.5-coder-1.5b-instruct)
 mkdir -p "$OUT"

@@ -181,3 +181,32 @@ def test_validity_is_the_engines_own_judgement() -> None:
     good = '{"analysis":"收入增长","metrics":[]}'
     v = bench_gpu.validity([(good, "stop", 9), ('{"analysis":', "length", 640), ("not json", "stop", 3)], 640)
     assert v == {"valid_share": 0.3333, "rows": 3, "not_valid": {"invalid_json": 1, "length": 1}}
+
+
+def test_rebuild_adds_the_phases_a_cut_process_finished(tmp_path: Path) -> None:
+    """A lease that ends while a process runs: its finished phases are result lines in its log, not in the JSON."""
+    plan = {"work": str(tmp_path / "gone"), "phases": ["bare", "json-guidance", "engine", "start"], "ray_actors": [],
+            "structured_output_backend": "guidance", "engine_serves_merged": False,
+            "processes": [{"name": "bare", "phases": ["bare"], "sets": []},
+                          {"name": "lora-guidance", "phases": ["json-guidance", "engine"], "sets": []},
+                          {"name": "start", "phases": ["start"], "sets": []}]}
+    bare = {"rows_per_s": 80.0, "output_tok_per_s": 32000.0, "valid_share": 0.1}
+    prior = {"machine": {"gpus": ["H100"]}, "command": "scripts/bench_gpu.py ...", "plan": plan,
+             "results": {"bare": bare}, "identical": {}, "output_digests": {"bare": "abc"}, "complete": False}
+    (tmp_path / "prior.json").write_text(json.dumps(prior))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    guided = {"rows_per_s": 24.0, "output_tok_per_s": 6400.0, "valid_share": 1.0}
+    (logs / "proc-bare.log").write_text(bench_gpu.RESULT_TAG + json.dumps({"bare": bare}) + "\n")
+    (logs / "proc-lora-guidance.log").write_text("INFO engine up\n" + bench_gpu.RESULT_TAG
+                                                 + json.dumps({"json-guidance": guided}) + "\nINFO killed\n")
+    out = tmp_path / "rebuilt.json"
+    res = bench("rebuild", str(logs), "--prior", str(tmp_path / "prior.json"), "--json-out", str(out))
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert d["results"]["json-guidance"] == guided and d["results"]["bare"] == bare
+    assert d["vs_bare"]["json-guidance"] == {"rows_s": 0.3, "tok_s": 0.2}
+    assert d["cut_phases"] == ["engine", "start"]  # cut, not failed: no phase_failed entry is made for them
+    assert not any(bench_gpu.FAILED in v for v in d["results"].values())
+    assert d["machine"] == {"gpus": ["H100"]} and d["output_digests"] == {"bare": "abc"}
+    assert d["rebuilt_from_logs"] == ["proc-bare.log", "proc-lora-guidance.log"]

@@ -15,6 +15,11 @@
 # .whl-conv holds only what setup's GGUF conversion needs (gguf, jsonschema; `cp .whl/{gguf,jsonschema,referencing,
 # rpds}* .whl-conv/`): no training runs in this lease, and .whl's bitsandbytes alone (43 MB) would cost a call.
 # .carry-ad/b05a/best is .cache/r6/adapters/b05a/best (seed-trained: never committed). S = budget_left_s from `status`.
+# What happened (2026-12-06, 17:41-18:49 here): eight calls found no machine (H100 and H200 alike; 736 s of the
+# 1,800); the ninth got an H100 at 18:32 (its start 84 s), 980 s left. Staging took ~3 s a call (20 calls). The bench started 18:35:25 with
+# a 779 s budget: bare and merged finished, the third process (json-guidance, engine, lora) finished json-guidance
+# before the pack; the FP8 run never started. docs/BENCHMARKS.md has the figures; gpu_bench.sh exported
+# VLLM_ENABLE_V1_MULTIPROCESSING=0 then (the engine core in-process), which it no longer does.
 set -uo pipefail
 case "${1:-}" in
 queue)
