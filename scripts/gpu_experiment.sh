@@ -104,8 +104,9 @@ convert() {  # $1 = m05 | m15: GGUF -> HF folder in the background (about a minu
 case "${1:-}" in
 freeze)
   # Each call gets a fresh copy of the tree; a lease's queue runs from a frozen one. The union served once, scored
-  # per file (docs/analysis/r7/score.sh): genbench, genbench-flat, genbench-cause.
-  rm -rf /tmp/repo && mkdir -p /tmp/repo
+  # per file (docs/analysis/r7/score.sh): genbench, genbench-flat, genbench-cause. Copied over, never removed first:
+  # detached jobs of an earlier queue may be running from /tmp/repo.
+  mkdir -p /tmp/repo
   tar c --exclude='./.carry*' --exclude='./.whl*' --exclude=./.git --exclude=./.venv --exclude=./.cache . | tar x -C /tmp/repo
   cat benchmarks/genbench/cases.jsonl benchmarks/genbench-flat/cases.jsonl benchmarks/genbench-cause/cases.jsonl \
     > "$EXP/serve-gen.jsonl"
