@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Round 8 (issue 16, sixth session, 2026-12-06). Round 7 found the training seed moves the 0.5B recipe as much as
+# any lever, so this lease buys seeds (the 1.5B's second, the recommended recipe's second, the plain recipe's
+# third) and one lever never measured: the 1.5B with the team's rows (r15fr; round 6's r15fa was stopped for
+# memory). Plus one self-consistency serve, and an FP8 serve of the same adapter for issue 17 if time is left.
+# On the device, in this order (docs/leases/NEXT.md):
+#   scripts/gpu_experiment.sh stage m15 .carry-m15/pNN      (24 calls; the first starts the machine)
+#   scripts/gpu_experiment.sh setup && bash docs/leases/2026-12-06-round8.sh queue S   (carry .whl .stage; S = budget_left_s)
+#   scripts/gpu_experiment.sh stage m05 .carry-m05/pNN      (11 calls), then scripts/gpu_experiment.sh convert m05
+#   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN    (9 calls), then scripts/gpu_experiment.sh setup-vllm
+#   bash docs/leases/2026-12-06-round8.sh wait S       # poll
+#   bash docs/leases/2026-12-06-round8.sh pack         # results (one call)
+# Needs .stage/bench700 (evalkit bench build-dev --seed-dir ../shared/seed --out .stage/bench700 --all-rows).
+# Every training stops after the first epoch without a lower dev loss (--early-stop-patience 1: best/ as the full
+# run keeps it; rounds 5-7 never improved after a worse epoch): ~25 % less time per run.
+set -uo pipefail
+case "${1:-}" in
+queue)
+  left=${2:?device seconds left to the lease (status: budget_left_s)}
+  scripts/gpu_experiment.sh freeze && cd /tmp/repo || exit 1
+  G=scripts/gpu_experiment.sh ES='early_stop_patience=1'
+  XR='extra_data=[benchmarks/restraint-train/rows.jsonl,benchmarks/flat-train/rows.jsonl,benchmarks/root-train/rows.jsonl]'
+  export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
+  big=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+  # Memory (rounds 2-6): a 0.5B training ~22 GB, a 1.5B one ~37 GB, r15fa 40 GB. H200 (139 GB): all four at once
+  # (~121 GB; the 0.5B serve starts once the 0.5B trainings have freed theirs). H100 (80 GB): two at a time
+  # (b15a ran out of memory beside r15fa and b05a in round 6), so r15fr and r05fr7 first, b15s2 after r05fr7,
+  # and no b05s3.
+  $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES"
+  $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
+  if [ "${big:-0}" -gt 120000 ]; then
+    $G train b15s2 m15 --set seed=7 --set "$ES"
+    $G train b05s3 m05 --set seed=1234 --set "$ES"
+    AFTER="r05fr7 b05s3" $G serve m05 m05 r05fr7 b05s3
+  else
+    AFTER=r05fr7 $G train b15s2 m15 --set seed=7 --set "$ES"
+    AFTER=r05fr7 $G serve m05 m05 r05fr7
+  fi
+  # Self-consistency (5 samples at 0.7, a metric kept by half of them) of r05fr7, from the cache serve-m05 left;
+  # the 1.5B pair in one engine; FP8 (issue 17 item 5: its quality against serve-m05's bf16 rows) last.
+  AFTER="serve-m05" $G serve m05sc m05 r05fr7 -- --samples 5
+  AFTER="r15fr b15s2" $G serve m15 m15 r15fr b15s2
+  AFTER="serve-m05sc" $G serve m05fp8 m05 r05fr7 -- --quantization fp8
+  echo "$(( $(date +%s) + left - 90 ))" > /tmp/exp/deadline
+  echo "queued; pack before $(date -d @"$(cat /tmp/exp/deadline)" +%H:%M:%S)"
+  ;;
+wait)
+  cd /tmp/repo && scripts/gpu_experiment.sh wait "${2:-0}"
+  ;;
+pack)
+  cd /tmp/repo && KEEP= scripts/gpu_experiment.sh pack
+  ;;
+adapters)
+  cd /tmp/repo && KEEP="${KEEP-r05fr7 r15fr}" scripts/gpu_experiment.sh pack > /dev/null
+  rm -f "${OUT:-/tmp/out}"/results.tar.gz*; ls -la "${OUT:-/tmp/out}"
+  ;;
+*) sed -n 2,16p "$0"; exit 2 ;;
+esac
