@@ -36,7 +36,7 @@ import numpy as np
 
 from reportminer.data.io import DataError
 
-from .compare import Run, _arrays, _ci, _ci_or_none, align, compare_runs, resample_counts
+from .compare import Run, _arrays, _boot, _ci, _ci_or_none, align, compare_runs
 from .options import DEFAULT_BOOTSTRAP
 
 METRICS = ("pass_rate", "strict_rate", "pred_gold_ratio")
@@ -87,20 +87,6 @@ def _point(a: dict[str, np.ndarray]) -> dict[str, float | None]:
     }
 
 
-def _run_reps(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Case-level replicates of each rate per run, (runs, n_boot): the same resampled cases for every run."""
-    n = len(arrs[0]["passed"])
-    x = {k: np.stack([a[k] for a in arrs]) for k in ("passed", "strict", "pred", "gold")}
-    out = {m: np.empty((len(arrs), n_boot)) for m in METRICS}
-    for s, counts in resample_counts(n, n_boot, len(arrs), np.random.default_rng(seed)):
-        c = counts.shape[0]
-        out["pass_rate"][:, s : s + c] = x["passed"] @ counts.T / n
-        out["strict_rate"][:, s : s + c] = x["strict"] @ counts.T / n
-        g, p = x["gold"] @ counts.T, x["pred"] @ counts.T
-        out["pred_gold_ratio"][:, s : s + c] = np.divide(p, g, out=np.full_like(p, np.nan), where=g > 0)
-    return out
-
-
 def _spread(values: list[float | None]) -> dict[str, Any]:
     if any(v is None for v in values):
         return {"mean": None, "min": None, "max": None, "sd": None}
@@ -130,7 +116,11 @@ def _say(arm: str, base: str, k: int, k0: int, d: dict[str, Any]) -> str:
 
 
 def arm_summary(
-    runs: list[Run], arms: Sequence[tuple[str, Sequence[str]]], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+    runs: list[Run],
+    arms: Sequence[tuple[str, Sequence[str]]],
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    reps: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Per arm: seeds, mean / per-run / spread of each rate, and each arm against the first, two-level bootstrap.
 
@@ -142,7 +132,8 @@ def arm_summary(
     index = {r.name: i for i, r in enumerate(runs)}
     arrs = [_arrays(r.cases) for r in runs]
     points = [_point(a) for a in arrs]
-    reps = _run_reps(arrs, n_boot, seed)
+    if reps is None:  # the case level: compare's replicates (the same resampled cases for every run)
+        reps = _boot(arrs, n_boot, seed)
     seed_rng = np.random.default_rng([seed, 1])  # the seed level: its own stream, so the case level is compare's
     cols = np.arange(n_boot)[:, None]
     arm_reps: list[dict[str, np.ndarray]] = []  # per arm: metric -> (n_boot,) two-level replicates of the mean
@@ -204,6 +195,8 @@ def compare_arms(
     The arms are checked before any bootstrap, so a wrong name fails at once.
     """
     check_arms(arms, [r.name for r in runs])
-    res = compare_runs(runs, n_boot=n_boot, seed=seed)
-    res["arms"] = arm_summary(runs, arms, n_boot=n_boot, seed=seed)
+    aligned, _ = align(runs)
+    reps = _boot([_arrays(r.cases) for r in aligned], n_boot, seed)  # drawn once: the runs' and the arms' case level
+    res = compare_runs(runs, n_boot=n_boot, seed=seed, reps=reps)
+    res["arms"] = arm_summary(aligned, arms, n_boot=n_boot, seed=seed, reps=reps)
     return res

@@ -62,27 +62,24 @@ def resample_counts(n: int, n_boot: int, n_runs: int, rng: np.random.Generator) 
         yield s, counts
 
 
-def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bootstrap replicates of pass rate, micro F1 and predicted / gold per run: three arrays (runs, n_boot).
+def _boot(arrs: list[dict[str, np.ndarray]], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Bootstrap replicates per run, each (runs, n_boot): pass_rate, strict_rate, f1 and pred_gold_ratio.
 
-    The same resampled case indices serve every run, which is what makes run differences paired.
+    The same resampled case indices serve every run, which is what makes run differences paired. `evalkit.arms`
+    takes its case level from these same replicates (`compare_arms` draws them once for both).
     """
     n = len(arrs[0]["passed"])
     rng = np.random.default_rng(seed)
-    passed = np.stack([a["passed"] for a in arrs])
-    hits = np.stack([a["hits"] for a in arrs])
-    gold = np.stack([a["gold"] for a in arrs])
-    pred = np.stack([a["pred"] for a in arrs])
-    pass_rep = np.empty((len(arrs), n_boot))
-    f1_rep = np.empty((len(arrs), n_boot))
-    ratio_rep = np.empty((len(arrs), n_boot))
+    x = {k: np.stack([a[k] for a in arrs]) for k in ("passed", "strict", "hits", "gold", "pred")}
+    out = {m: np.empty((len(arrs), n_boot)) for m in ("pass_rate", "strict_rate", "f1", "pred_gold_ratio")}
     for s, counts in resample_counts(n, n_boot, len(arrs), rng):
         c = counts.shape[0]
-        pass_rep[:, s : s + c] = passed @ counts.T / n
-        g_sum, p_sum = gold @ counts.T, pred @ counts.T
-        f1_rep[:, s : s + c] = _f1(hits @ counts.T, g_sum, p_sum)
-        ratio_rep[:, s : s + c] = np.divide(p_sum, g_sum, out=np.full_like(p_sum, np.nan), where=g_sum > 0)
-    return pass_rep, f1_rep, ratio_rep
+        out["pass_rate"][:, s : s + c] = x["passed"] @ counts.T / n
+        out["strict_rate"][:, s : s + c] = x["strict"] @ counts.T / n
+        g_sum, p_sum = x["gold"] @ counts.T, x["pred"] @ counts.T
+        out["f1"][:, s : s + c] = _f1(x["hits"] @ counts.T, g_sum, p_sum)
+        out["pred_gold_ratio"][:, s : s + c] = np.divide(p_sum, g_sum, out=np.full_like(p_sum, np.nan), where=g_sum > 0)
+    return out
 
 
 def _ci(rep: np.ndarray) -> list[float]:
@@ -130,11 +127,19 @@ def align(runs: list[Run]) -> tuple[list[Run], dict[str, int]]:
     return out, dropped
 
 
-def compare_runs(runs: list[Run], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
-    """Per-run rates with 95 % intervals, and each run against the first, paired on shared cases."""
+def compare_runs(
+    runs: list[Run], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, reps: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
+    """Per-run rates with 95 % intervals, and each run against the first, paired on shared cases.
+
+    `reps`: `_boot`'s replicates of these runs once aligned, when the caller has drawn them already
+    (`evalkit.arms.compare_arms`); otherwise drawn here from `seed`.
+    """
     runs, dropped = align(runs)
     arrs = [_arrays(r.cases) for r in runs]
-    pass_rep, f1_rep, ratio_rep = _boot(arrs, n_boot, seed)
+    if reps is None:
+        reps = _boot(arrs, n_boot, seed)
+    pass_rep, f1_rep, ratio_rep = reps["pass_rate"], reps["f1"], reps["pred_gold_ratio"]
     n = runs[0].cases.height
     out_runs = []
     for i, r in enumerate(runs):
