@@ -38,7 +38,11 @@ queue)
   fi
   # Self-consistency (5 samples at 0.7, a metric kept by half of them) of r05fr7, from the cache serve-m05 left;
   # the 1.5B pair in one engine; FP8 (issue 17 item 5: its quality against serve-m05's bf16 rows) last.
-  AFTER="serve-m05" $G serve m05sc m05 r05fr7 -- --samples 5
+  # Issue 17 item 3 first (64 rows, ~1 min): a new engine process as a fresh container with the compile-cache volume
+  # would start it (the other caches removed); trainings may still be running beside it (its log says what ran).
+  setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done; nvidia-smi > /tmp/exp/coldstart.log; \
+    $G coldstart m05 r05fr7 >> /tmp/exp/coldstart.log 2>&1; echo \"exit \$?\" > /tmp/exp/coldstart.done" > /dev/null 2>&1 < /dev/null &
+  AFTER="coldstart" $G serve m05sc m05 r05fr7 -- --samples 5
   AFTER="r15fr b15s2" $G serve m15 m15 r15fr b15s2
   AFTER="serve-m05sc" $G serve m05fp8 m05 r05fr7 -- --quantization fp8
   echo "$(( $(date +%s) + left - 90 ))" > /tmp/exp/deadline
