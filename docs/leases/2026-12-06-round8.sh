@@ -4,6 +4,7 @@
 # third) and one lever never measured: the 1.5B with the team's rows (r15fr; round 6's r15fa was stopped for
 # memory). Plus one self-consistency serve, and an FP8 serve of the same adapter for issue 17 if time is left.
 # On the device, in this order (docs/leases/NEXT.md):
+#   (small: skip m15; stage m05 first, then `setup && ... queue S small`, then vllm)
 #   scripts/gpu_experiment.sh stage m15 .carry-m15/pNN      (24 calls; the first starts the machine)
 #   scripts/gpu_experiment.sh setup && bash docs/leases/2026-12-06-round8.sh queue S   (carry .whl .stage; S = budget_left_s)
 #   scripts/gpu_experiment.sh stage m05 .carry-m05/pNN      (11 calls), then scripts/gpu_experiment.sh convert m05
@@ -26,9 +27,14 @@ queue)
   # (~121 GB; the 0.5B serve starts once the 0.5B trainings have freed theirs). H100 (80 GB): two at a time
   # (b15a ran out of memory beside r15fa and b05a in round 6), and the lease lost 466 s to failed starts: r15fr
   # and r05fr7 only.
-  $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES"
+  # `queue S small` (the lease lost more than half its device time to failed starts; m15 not staged): the two 0.5B
+  # seeds only, so that the b05 arm has three seeds and r05fr two.
+  [ "${3:-}" = small ] || $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES"
   $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
-  if [ "${big:-0}" -gt 120000 ]; then
+  if [ "${3:-}" = small ]; then
+    $G train b05s3 m05 --set seed=1234 --set "$ES"
+    AFTER="r05fr7 b05s3" $G serve m05 m05 r05fr7 b05s3
+  elif [ "${big:-0}" -gt 120000 ]; then
     $G train b15s2 m15 --set seed=7 --set "$ES"
     $G train b05s3 m05 --set seed=1234 --set "$ES"
     AFTER="r05fr7 b05s3" $G serve m05 m05 r05fr7 b05s3
@@ -37,7 +43,7 @@ queue)
     AFTER=r05fr7 $G serve m05 m05 r05fr7
   fi
   # The lever first: r15fr in an engine of its own as soon as it has trained.
-  AFTER=r15fr $G serve m15 m15 r15fr
+  [ "${3:-}" = small ] || AFTER=r15fr $G serve m15 m15 r15fr
   # Self-consistency (5 samples at 0.7, a metric kept by half of them) of r05fr7, from the cache serve-m05 left;
   # FP8 (issue 17 item 5: its quality against serve-m05's bf16 rows) last.
   # Issue 17 item 3 first (64 rows, ~1 min): a new engine process as a fresh container with the compile-cache volume
