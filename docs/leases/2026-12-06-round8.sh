@@ -27,13 +27,15 @@ queue)
   # (~121 GB; the 0.5B serve starts once the 0.5B trainings have freed theirs). H100 (80 GB): two at a time
   # (b15a ran out of memory beside r15fa and b05a in round 6), and the lease lost 466 s to failed starts: r15fr
   # and r05fr7 only.
-  # `queue S small` (the lease lost more than half its device time to failed starts; m15 not staged): the two 0.5B
-  # seeds only, so that the b05 arm has three seeds and r05fr two.
+  # `queue S small` (the lease lost more than half its device time to failed starts; m15 not staged): r05fr's
+  # second seed and one lever on the 0.5B (r05fm), in one engine.
   [ "${3:-}" = small ] || $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES"
   $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
   if [ "${3:-}" = small ]; then
-    $G train b05s3 m05 --set seed=1234 --set "$ES"
-    AFTER="r05fr7 b05s3" $G serve m05 m05 r05fr7 b05s3
+    # r05fm: r05fr (round 7, seed 42) + benchmarks/multi-train (191 rows with two or three independent roots,
+    # written this session against r05fr's misses: one core of two), the same seed: the lever alone.
+    $G train r05fm m05 --set "${XR%]},benchmarks/multi-train/rows.jsonl]" --set graft_share=0.3 --set "$ES"
+    AFTER="r05fr7 r05fm" $G serve m05 m05 r05fr7 r05fm
   elif [ "${big:-0}" -gt 120000 ]; then
     $G train b15s2 m15 --set seed=7 --set "$ES"
     $G train b05s3 m05 --set seed=1234 --set "$ES"
