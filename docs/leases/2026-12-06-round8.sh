@@ -32,7 +32,7 @@ queue)
   [ "${3:-}" = small ] || $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES"
   $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
   if [ "${3:-}" = small ]; then
-    # r05fm: r05fr (round 7, seed 42) + benchmarks/multi-train (191 rows with two or three independent roots,
+    # r05fm: r05fr (round 7, seed 42) + benchmarks/multi-train (190 rows with two or three independent roots,
     # written this session against r05fr's misses: one core of two), the same seed: the lever alone.
     $G train r05fm m05 --set "${XR%]},benchmarks/multi-train/rows.jsonl]" --set graft_share=0.3 --set "$ES"
     AFTER="r05fr7 r05fm" $G serve m05 m05 r05fr7 r05fm
