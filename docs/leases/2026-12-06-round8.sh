@@ -29,9 +29,13 @@ queue)
   # and r05fr7 only.
   # `queue S small` (the lease lost more than half its device time to failed starts; m15 not staged): r05fr's
   # second seed and one lever on the 0.5B (r05fm), in one engine.
-  [ "${3:-}" = small ] || $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES"
-  $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
-  if [ "${3:-}" = small ]; then
+  # `queue S tiny` (under ~850 s left): r05fm alone, the lever, in one engine.
+  case ${3:-} in small|tiny) ;; *) $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES" ;; esac
+  [ "${3:-}" = tiny ] || $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
+  if [ "${3:-}" = tiny ]; then
+    $G train r05fm m05 --set "${XR%]},benchmarks/multi-train/rows.jsonl]" --set graft_share=0.3 --set "$ES"
+    AFTER=r05fm $G serve m05 m05 r05fm
+  elif [ "${3:-}" = small ]; then
     # r05fm: r05fr (round 7, seed 42) + benchmarks/multi-train (190 rows with two or three independent roots,
     # written this session against r05fr's misses: one core of two), the same seed: the lever alone.
     $G train r05fm m05 --set "${XR%]},benchmarks/multi-train/rows.jsonl]" --set graft_share=0.3 --set "$ES"
@@ -45,15 +49,16 @@ queue)
     AFTER=r05fr7 $G serve m05 m05 r05fr7
   fi
   # The lever first: r15fr in an engine of its own as soon as it has trained.
-  [ "${3:-}" = small ] || AFTER=r15fr $G serve m15 m15 r15fr
+  case ${3:-} in small|tiny) ;; *) AFTER=r15fr $G serve m15 m15 r15fr ;; esac
+  A1=r05fr7; [ "${3:-}" = tiny ] && A1=r05fm   # the adapter of the decoding serves below
   # Self-consistency (5 samples at 0.7, a metric kept by half of them) of r05fr7, from the cache serve-m05 left;
   # FP8 (issue 17 item 5: its quality against serve-m05's bf16 rows) last.
   # Issue 17 item 3 first (64 rows, ~1 min): a new engine process as a fresh container with the compile-cache volume
   # would start it (the other caches removed); trainings may still be running beside it (its log says what ran).
   setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done; nvidia-smi > /tmp/exp/coldstart.log; \
-    $G coldstart m05 r05fr7 >> /tmp/exp/coldstart.log 2>&1; echo \"exit \$?\" > /tmp/exp/coldstart.done" > /dev/null 2>&1 < /dev/null &
-  AFTER="coldstart" $G serve m05sc m05 r05fr7 -- --samples 5
-  AFTER="serve-m05sc" $G serve m05fp8 m05 r05fr7 -- --quantization fp8
+    $G coldstart m05 $A1 >> /tmp/exp/coldstart.log 2>&1; echo \"exit \$?\" > /tmp/exp/coldstart.done" > /dev/null 2>&1 < /dev/null &
+  AFTER="coldstart" $G serve m05sc m05 $A1 -- --samples 5
+  AFTER="serve-m05sc" $G serve m05fp8 m05 $A1 -- --quantization fp8
   echo "$(( $(date +%s) + left - 90 ))" > /tmp/exp/deadline
   echo "queued; pack before $(date -d @"$(cat /tmp/exp/deadline)" +%H:%M:%S)"
   ;;
