@@ -9,7 +9,8 @@
 #   WHL=.whl-conv scripts/gpu_experiment.sh setup && scripts/gpu_experiment.sh stage vllm .carry-vllm/p02 \
 #     && mkdir -p /tmp/exp/b05a && cp -r .carry-ad/b05a/best /tmp/exp/b05a/  (carry .whl-conv .stage .carry-vllm/p02 .carry-ad)
 #   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN                     (the other 8; the last one also runs)
-#   scripts/gpu_experiment.sh setup-vllm && bash docs/leases/2026-12-06-bench17.sh queue S   (carry .stage too)
+#   scripts/gpu_experiment.sh setup-vllm && bash docs/leases/2026-12-06-bench17.sh queue S   (carry .stage too;
+#     PHASES=bare,json-guidance,lora,json-xgrammar ... queue S: the product-setting rerun first)
 #   bash docs/leases/2026-12-06-bench17.sh wait S    # poll
 #   bash docs/leases/2026-12-06-bench17.sh pack      # both JSONs and their logs into $OUT
 # .whl-conv holds only what setup's GGUF conversion needs (gguf, jsonschema; `cp .whl/{gguf,jsonschema,referencing,
@@ -33,7 +34,7 @@ queue)
   # (round 7: an FP8 engine's cold start took 250 s).
   setsid nohup bash -c "while [ ! -f /tmp/models/qwen2.5-coder-0.5b-instruct/SOURCE.json ]; do sleep 2; done
     BUDGET=\$(( $deadline - \$(date +%s) )) scripts/gpu_bench.sh start m05 b05a \
-      --phases bare,merged,json-guidance,engine,lora,json-xgrammar,start
+      --phases ${PHASES:-bare,merged,json-guidance,engine,lora,json-xgrammar,start}
     while kill -0 \$(cat /tmp/bench-m05.pid) 2>/dev/null; do sleep 5; done
     b=\$(( $deadline - \$(date +%s) )); echo \"fp8 budget \$b s\"
     [ \$b -ge 330 ] && TAG=fp8 BUDGET=\$b scripts/gpu_bench.sh start m05 b05a --phases json-guidance \
