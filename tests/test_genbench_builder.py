@@ -151,3 +151,13 @@ def test_the_script_has_no_default_source(repo_root: Path) -> None:
     res = subprocess.run([sys.executable, str(repo_root / "scripts" / "build_genbench.py"), "bench"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--src is required" in res.stderr
+
+
+@pytest.mark.parametrize("folder", ["restraint-train", "flat-train", "root-train", "multi-train"])
+def test_committed_training_sets_pass_their_check(repo_root: Path, folder: str) -> None:
+    """Each committed team training set still matches its stats.json and passes the contract (a hand edit after the
+    build, or a contract change that rejects its rows, fails here rather than in a GPU lease's training)."""
+    out = repo_root / "benchmarks" / folder
+    assert bg.check("train", out) == []
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == json.loads((out / "stats.json").read_text(encoding="utf-8"))["composition"]["all"]["rows"]
