@@ -21,6 +21,9 @@
 # a 779 s budget: bare and merged finished, the third process (json-guidance, engine, lora) finished json-guidance
 # before the pack; the FP8 run never started. docs/BENCHMARKS.md has the figures; gpu_bench.sh exported
 # VLLM_ENABLE_V1_MULTIPROCESSING=0 then (the engine core in-process), which it no longer does.
+# Sixth session (21:57-22:08): fifteen calls found no machine (1,107 s); an H200 came with 693 s left and ran
+# `PHASES=bare,json-guidance,lora,json-xgrammar ... queue 618` with the engine core in its own process: bare and
+# json-guidance finished (docs/bench/2026-12-06-h200-real05-mp), lora was cut mid-phase at the pack.
 set -uo pipefail
 case "${1:-}" in
 queue)
