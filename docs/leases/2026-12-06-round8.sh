@@ -50,11 +50,12 @@ queue)
   fi
   # The lever first: r15fr in an engine of its own as soon as it has trained.
   case ${3:-} in small|tiny) ;; *) AFTER=r15fr $G serve m15 m15 r15fr ;; esac
-  A1=r05fr7; [ "${3:-}" = tiny ] && A1=r05fm   # the adapter of the decoding serves below
-  # Self-consistency (5 samples at 0.7, a metric kept by half of them) of r05fr7, from the cache serve-m05 left;
-  # FP8 (issue 17 item 5: its quality against serve-m05's bf16 rows) last.
-  # Issue 17 item 3 first (64 rows, ~1 min): a new engine process as a fresh container with the compile-cache volume
-  # would start it (the other caches removed); trainings may still be running beside it (its log says what ran).
+  # Then, on one adapter (A1: r05fr7, or r05fm in tiny mode), from the compile cache serve-m05 left: issue 17 item 3
+  # first (`coldstart`, 64 rows, ~1 min: a new engine process as a fresh container with the compile-cache volume
+  # would start it, the other caches removed; trainings may still run beside it, its log says what ran), then
+  # self-consistency (5 samples at 0.7, a metric kept by half of them), then FP8 (issue 17 item 5: its quality
+  # against serve-m05's bf16 rows of the same adapter).
+  A1=r05fr7; [ "${3:-}" = tiny ] && A1=r05fm
   setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done; nvidia-smi > /tmp/exp/coldstart.log; \
     $G coldstart m05 $A1 >> /tmp/exp/coldstart.log 2>&1; echo \"exit \$?\" > /tmp/exp/coldstart.done" > /dev/null 2>&1 < /dev/null &
   AFTER="coldstart" $G serve m05sc m05 $A1 -- --samples 5
