@@ -19,6 +19,8 @@
 #   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
 #   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
 #   scripts/gpu_experiment.sh coldstart m05 NAME  # issue 17: a fresh-container start with the cache volume (64 rows)
+#   scripts/gpu_experiment.sh cache-out [FIRST]   # the compile cache into $OUT (7 chunks a call) for the next lease
+#   scripts/gpu_experiment.sh cache-in            # one carried from an earlier lease (stage cc .carry-cc/pNN first)
 #   scripts/gpu_experiment.sh pack            # results, manifests, logs (+ adapters of $KEEP) into $OUT
 #   scripts/gpu_experiment.sh freeze          # this call's tree into /tmp/repo (a lease's detached jobs outlive the
 #                                          # call that queued them) + the three genbench files as /tmp/exp/serve-gen.jsonl
@@ -196,6 +198,34 @@ serve)
       ${mem[*]} --max-num-seqs 256 --max-model-len 4096 ${*:+$(printf '%q ' "$@")}; \
     echo \"exit \$?\" >> $EXP/serve-$tag.done" > "$EXP/serve-$tag.log" 2>&1 < /dev/null &
   echo "serving $tag on $m${GPU:+ (GPU $GPU)}${AFTER:+ (after $AFTER)}; genbench $gb; ${mem[*]}${eager:+; eager}"
+  ;;
+cache-out)
+  # The compile cache this machine's engines wrote ($REPORTMINER_CACHE/compile: vLLM's, Triton's, inductor's), to
+  # carry into the next lease with `cache-in`: a fresh machine then starts its first engine as a container with a
+  # warm cache volume would (issue 17 item 3), not with the ~230-250 s cold compile every lease has paid so far
+  # (H100 and H200 are both sm_90). Files back are limited to 8 a call, 16 MiB each: 7 chunks of 15 MiB + the sum.
+  #   scripts/gpu_experiment.sh cache-out [FIRST]   # FIRST = the first chunk to copy (0, then 7, ... while left)
+  # Here: cat compile.tgz.chunk* > .cache/compile.tgz && sha256sum -c compile.tgz.sha256 (in that folder), then
+  #   CARRY=.carry-cc scripts/chunk_carry.sh .cache/compile.tgz
+  d=/tmp/ccout first=${2:-0}
+  if [ ! -f "$d/compile.tgz.sha256" ]; then
+    [ -d "$REPORTMINER_CACHE/compile" ] || { echo "no compile cache at $REPORTMINER_CACHE/compile" >&2; exit 2; }
+    rm -rf "$d" && mkdir -p "$d" && tar czf "$d/compile.tgz" -C "$REPORTMINER_CACHE" compile \
+      && (cd "$d" && sha256sum compile.tgz > compile.tgz.sha256 && split -d -a 3 -b 15M compile.tgz compile.tgz.chunk \
+      && rm compile.tgz) || exit 1
+  fi
+  n=$(ls "$d"/compile.tgz.chunk* | wc -l)
+  ls "$d"/compile.tgz.chunk* | tail -n +$((first + 1)) | head -7 | xargs -r cp -t "$OUT"
+  cp "$d/compile.tgz.sha256" "$OUT"/
+  if [ $((first + 7)) -lt "$n" ]; then left="again with FIRST=$((first + 7))"; else left="all copied"; fi
+  echo "compile cache $(du -sh "$REPORTMINER_CACHE/compile" | cut -f1): $n chunks of 15 MiB; copied from $first; $left"
+  ;;
+cache-in)
+  # A compile cache carried from an earlier lease (`stage cc .carry-cc/pNN` first): joined, checked against its
+  # MANIFEST and unpacked into $REPORTMINER_CACHE before any engine starts. The start line of the first engine says
+  # how many files it still had to compile.
+  rebuild "$STAGE/cc" && mkdir -p "$REPORTMINER_CACHE" && tar xzf "$STAGE/cc/compile.tgz" -C "$REPORTMINER_CACHE" \
+    && echo "compile cache in: $(du -sh "$REPORTMINER_CACHE/compile" | cut -f1), $(find "$REPORTMINER_CACHE/compile" -type f | wc -l) files"
   ;;
 coldstart)
   # issue 17 item 3: a start as a fresh container with a warm cache volume would make it. The compile cache this
