@@ -13,6 +13,8 @@
 #     PHASES=bare,json-guidance,lora,json-xgrammar ... queue S: the product-setting rerun first)
 #   bash docs/leases/2026-12-06-bench17.sh wait S    # poll
 #   bash docs/leases/2026-12-06-bench17.sh pack      # both JSONs and their logs into $OUT
+#   Compile cache (docs/leases/NEXT.md): where .carry-cc exists, `stage cc .carry-cc/pNN` + `cache-in` before any
+#   engine starts; `scripts/gpu_experiment.sh cache-out` before the pack, to carry it into the next lease.
 # .whl-conv holds only what setup's GGUF conversion needs (gguf, jsonschema; `cp .whl/{gguf,jsonschema,referencing,
 # rpds}* .whl-conv/`): no training runs in this lease, and .whl's bitsandbytes alone (43 MB) would cost a call.
 # .carry-ad/b05a/best is .cache/r6/adapters/b05a/best (seed-trained: never committed). S = budget_left_s from `status`.

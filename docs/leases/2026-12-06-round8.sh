@@ -11,6 +11,8 @@
 #   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN    (9 calls), then scripts/gpu_experiment.sh setup-vllm
 #   bash docs/leases/2026-12-06-round8.sh wait S       # poll
 #   bash docs/leases/2026-12-06-round8.sh pack         # results (one call)
+#   Compile cache (docs/leases/NEXT.md): where .carry-cc exists, `stage cc .carry-cc/pNN` + `cache-in` before any
+#   engine starts; `scripts/gpu_experiment.sh cache-out` before the pack, to carry it into the next lease.
 # Needs .stage/bench700 (evalkit bench build-dev --seed-dir ../shared/seed --out .stage/bench700 --all-rows).
 # Every training stops after the first epoch without a lower dev loss (--early-stop-patience 1: best/ as the full
 # run keeps it; rounds 5-7 never improved after a worse epoch): ~25 % less time per run.
