@@ -32,9 +32,11 @@ queue)
   # `queue S small` (the lease lost more than half its device time to failed starts; m15 not staged): r05fr's
   # second seed and one lever on the 0.5B (r05fm), in one engine.
   # `queue S tiny` (under ~850 s left): r05fm alone, the lever, in one engine.
+  # `queue S lever` (a full lease on an H100, seventh session): the two levers never measured, r15fr and r05fm,
+  # side by side (~62 GB), each served in its own engine; no seed replicate.
   case ${3:-} in small|tiny) ;; *) $G train r15fr m15 --set "$XR" --set graft_share=0.3 --set "$ES" ;; esac
-  [ "${3:-}" = tiny ] || $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
-  if [ "${3:-}" = tiny ]; then
+  case ${3:-} in tiny|lever) ;; *) $G train r05fr7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES" ;; esac
+  if [ "${3:-}" = tiny ] || [ "${3:-}" = lever ]; then
     $G train r05fm m05 --set "${XR%]},benchmarks/multi-train/rows.jsonl]" --set graft_share=0.3 --set "$ES"
     AFTER=r05fm $G serve m05 m05 r05fm
   elif [ "${3:-}" = small ]; then
@@ -57,7 +59,7 @@ queue)
   # would start it, the other caches removed; trainings may still run beside it, its log says what ran), then
   # self-consistency (5 samples at 0.7, a metric kept by half of them), then FP8 (issue 17 item 5: its quality
   # against serve-m05's bf16 rows of the same adapter).
-  A1=r05fr7; [ "${3:-}" = tiny ] && A1=r05fm
+  A1=r05fr7; case ${3:-} in tiny|lever) A1=r05fm ;; esac
   setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done; nvidia-smi > /tmp/exp/coldstart.log; \
     $G coldstart m05 $A1 >> /tmp/exp/coldstart.log 2>&1; echo \"exit \$?\" > /tmp/exp/coldstart.done" > /dev/null 2>&1 < /dev/null &
   AFTER="coldstart" $G serve m05sc m05 $A1 -- --samples 5
