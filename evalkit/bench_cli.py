@@ -149,10 +149,14 @@ def check(set_name: str, out: Path | None, other_out: Path | None, seed_dir: Pat
               help="An adapter of the same results (compared on dev and genbench) or a dev cases file.")
 @click.option("--baseline-name", default=None, help="Name of a --baseline cases file in the report (default its stem).")
 @click.option("--gen-baseline", type=_FILE, default=None, help="A genbench cases file to compare with.")
+@click.option("--present-only", is_flag=True,
+              help="Score only the genbench cases the results answered in full (the case and its variants, for "
+                   "every adapter): a serve cut short by its lease. The cut files go to OUT/present/; stderr "
+                   "says how many cases each kept. Dev rows are scored as they are.")
 @json_option("the report")
 @exit_on_error("evalkit")
 def score(results: Path, bench_dir: Path, out: Path, genbench: tuple[Path, ...], baseline: str | None,
-          baseline_name: str | None, gen_baseline: Path | None, json_out: str | None) -> None:
+          baseline_name: str | None, gen_baseline: Path | None, present_only: bool, json_out: str | None) -> None:
     """Score one engine pass over dev + genbench + its perturbation variants: split by id, score each
     benchmark against its own gold, perturbation share, compare with the baseline; report.md on stdout.
 
@@ -161,10 +165,17 @@ def score(results: Path, bench_dir: Path, out: Path, genbench: tuple[Path, ...],
       evalkit bench score .cache/experiments/serve-m05 --bench .cache/devbench \\
           --genbench benchmarks/genbench-flat/cases.jsonl --genbench benchmarks/genbench-cause/cases.jsonl \
           --out .cache/experiments/scores/serve-m05 --baseline b05
+      evalkit bench score .cache/r8/serve-m05 --bench .stage/bench700 --present-only \
+          --genbench benchmarks/genbench-cause/cases.jsonl --out .cache/r8/cause/serve-m05
     """
-    from .experiment import genbench_union, report_markdown, score_results
+    from .experiment import genbench_union, present_cases, report_markdown, score_results
 
-    gb = genbench_union(bench_dir, list(genbench)) if genbench else None
+    files = list(genbench)
+    if present_only and files:
+        files, counts = present_cases(results, files, out / "present")
+        for f, (kept, total) in counts.items():
+            click.echo(f"present-only: {f}: {kept} of {total} cases answered in full", err=True)
+    gb = genbench_union(bench_dir, files) if files else None
     report = score_results(results, bench_dir, out, genbench=gb, baseline=baseline,
                            baseline_name=baseline_name, gen_baseline=gen_baseline)
     if not report["adapters"]:

@@ -75,6 +75,53 @@ def genbench_union(bench: Path, files: list[Path]) -> Path:
     return out
 
 
+def present_cases(results: Path, files: list[Path], out: Path) -> tuple[list[Path], dict[str, tuple[int, int]]]:
+    """Each genbench file cut to the cases an engine pass answered in full: the case and each of its
+    perturbation variants has a row for every adapter in `results`. A serve cut short by a lease scores only
+    what it served (round 7 served 34 of genbench-cause's 80 cases; the rest would otherwise count as fails),
+    and the cut is the same for every adapter, so their comparison stays paired. Writes `out/<stem>.jsonl`
+    per file (the file's parent folder name when the stem is `cases`, as in benchmarks/NAME/cases.jsonl); a
+    file with no case answered is left out (its count says 0); returns the paths and {file: (kept, total)}."""
+    import pyarrow.parquet as pq
+
+    from reportminer.data.io import atomic_path, iter_jsonl, parquet_files
+
+    from .perturb import variants
+
+    by_adapter: dict[str, set[str]] = {}
+    for f in parquet_files(results):
+        if any(part.startswith("_") for part in f.relative_to(results).parts):
+            continue
+        cols = [c for c in ("id", "adapter") if c in pq.read_schema(f).names]
+        t = pq.read_table(f, columns=cols)
+        ads = t.column("adapter").to_pylist() if "adapter" in cols else [None] * t.num_rows
+        for rid, ad in zip(t.column("id").to_pylist(), ads):
+            by_adapter.setdefault(ad or "base", set()).add(str(rid))
+    answered = set.intersection(*by_adapter.values()) if by_adapter else set()
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    counts: dict[str, tuple[int, int]] = {}
+    for f in files:
+        kept: list[str] = []
+        total = 0
+        for r in iter_jsonl(f):
+            total += 1
+            need = [r.id] + [v["id"] for v in variants(r.obj, f"{r.file}:{r.line}")]
+            if all(x in answered for x in need):
+                kept.append(json.dumps(r.obj, ensure_ascii=False))
+        counts[str(f)] = (len(kept), total)
+        if not kept:  # left out of the union; the count says so
+            continue
+        stem = f.parent.name if f.stem == "cases" else f.stem
+        dst = out / f"{stem}.jsonl"
+        with atomic_path(dst) as tmp:
+            tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        paths.append(dst)
+    if not paths:
+        raise DataError(f"{results}: none of the cases of {', '.join(map(str, files))} was answered in full")
+    return paths, counts
+
+
 def gold_files(bench: Path, genbench: Path | None) -> dict[str, Path]:
     """bench -> its gold JSONL: dev.jsonl; the genbench cases without `perturb` (gen) and with their
     variants (genp), written once into the bench folder per genbench content (same bytes for the same file)."""

@@ -189,6 +189,39 @@ def test_bench_score_scores_repeated_genbench_files_as_one_union(tmp_path: Path)
     assert json.loads(res.stdout)["adapters"]["b05"]["gen"]["n"] == 2
 
 
+def test_bench_score_present_only_cuts_to_cases_answered_in_full(tmp_path: Path) -> None:
+    """`--present-only` (a serve cut short by its lease, round 7): a case counts when it and its variants have a
+    row for every adapter; one adapter's missing variant drops the case for both (a paired cut), dev is scored
+    as it is, and a genbench file with no case answered is a data error naming it."""
+    import pyarrow.compute as pc
+
+    bench = tmp_path / "bench"
+    write_jsonl(bench / "dev.jsonl", DEV)
+    a, b = write_jsonl(tmp_path / "a" / "cases.jsonl", GEN[:1]), write_jsonl(tmp_path / "b.jsonl", GEN[1:])
+    results = tmp_path / "serve"
+    fake_results(ex.serve_input(bench, ex.genbench_union(bench, [a, b])), results, lambda ad, rid, gold: gold)
+    for f in results.glob("*.parquet"):  # r05 never answered gb-w1-001's insertion variant
+        t = pq.read_table(f)
+        gone = pc.and_(pc.equal(t["id"], "gb-w1-001~ins"), pc.equal(t["adapter"], "r05"))
+        pq.write_table(t.filter(pc.invert(gone)), f)
+    args = ["bench", "score", str(results), "--bench", str(bench), "--genbench", str(a), "--genbench", str(b), "--json", "-"]
+    res = CliRunner().invoke(evalkit, args + ["--out", str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    whole = json.loads(res.stdout)["adapters"]
+    assert whole["b05"]["gen"]["n"] == 2 and whole["b05"]["genp"]["n"] == 5
+    res = CliRunner().invoke(evalkit, args + ["--out", str(tmp_path / "cut"), "--present-only"])
+    assert res.exit_code == 0, res.output
+    assert f"present-only: {a}: 0 of 1 cases answered in full" in res.stderr
+    assert f"present-only: {b}: 1 of 1 cases answered in full" in res.stderr
+    cut = json.loads(res.stdout)["adapters"]
+    assert {ad: (cut[ad]["dev"]["n"], cut[ad]["gen"]["n"], cut[ad]["genp"]["n"]) for ad in cut} == {
+        "b05": (3, 1, 2), "r05": (3, 1, 2)}
+    assert [json.loads(x)["id"] for x in (tmp_path / "cut" / "present" / "b.jsonl").read_text().splitlines()] == ["gb-w1-002"]
+    assert not (tmp_path / "cut" / "present" / "a.jsonl").exists()
+    with pytest.raises(DataError, match=r"none of the cases of .*a/cases\.jsonl was answered in full"):
+        ex.present_cases(results, [a], tmp_path / "p")
+
+
 def _serve_input_after(barrier, bench: Path, genbench: Path) -> str:
     barrier.wait()
     return str(ex.serve_input(bench, genbench))
