@@ -49,6 +49,30 @@ OUTPUT_JSON_SCHEMA: dict[str, Any] = {
 }
 
 
+def decode_json_schema(length_caps: bool = True) -> dict[str, Any]:
+    """The schema guided decoding compiles: the contract itself, or (`length_caps=False`) the contract
+    without its string length caps (maxLength/minLength), everything else the same.
+
+    Why the second: llguidance builds the next token's mask through a counting state per allowed character
+    of a capped string, so the caps make the mask ~10x dearer per token (scripts/bench_grammar.py on the
+    0.5B tokenizer, genbench's gold answers: 128 us a token with the caps, 12 us without, 2-core sandbox,
+    docs/BENCHMARKS.md), and on a GPU the guided path is bound by that host work (the GPU idle 77 % of the
+    time at 0.355x bare). The caps stay the contract: data.check flags an answer over one after decoding,
+    a row error, never a silent pass (round 7: 18 of 2,532 answers reached the analysis cap of 640).
+    """
+    if length_caps:
+        return OUTPUT_JSON_SCHEMA
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ("maxLength", "minLength")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(OUTPUT_JSON_SCHEMA)
+
+
 def schema_fingerprint() -> str:
     """Short hash of the schema, recorded in run and adapter manifests to detect contract drift."""
     blob = json.dumps(OUTPUT_JSON_SCHEMA, sort_keys=True, ensure_ascii=False).encode()

@@ -175,6 +175,12 @@ class EngineConfig:
 
     # ---- sampling: per run, per request -----------------------------------------------------------------
     guided: bool = h("Constrain output to data.schema.OUTPUT_JSON_SCHEMA.", default=True, group="sampling", flag=True)
+    guided_length_caps: bool = h(
+        "Compile the contract's string length caps into the grammar; false: the grammar without them "
+        "(data.schema.decode_json_schema), ~10x cheaper token masks (128 against 12 us a token on the CPU, "
+        "scripts/bench_grammar.py), and an answer over a cap becomes a row error after decoding instead of "
+        "being cut at the cap (round 7: 18 of 2,532 answers reached the 640-character analysis cap).",
+        default=True, group="sampling", flag="--guided-length-caps/--no-guided-length-caps")
     temperature: float = h("0 is greedy.", default=0.0, group="sampling", flag=True)
     top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0, group="sampling", flag=True)
     seed: int = h("Sampling seed.", default=0, group="sampling", vllm="seed", flag=True)
@@ -487,6 +493,8 @@ class EngineConfig:
             out["quantization"] = self.quantization
         if self.structured_output_options and self.guided:
             out["structured_output_options"] = dict(sorted(self.structured_output_options.items()))
+        if self.guided and not self.guided_length_caps:
+            out["guided_length_caps"] = False
         return out
 
 

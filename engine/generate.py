@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from reportminer.data.schema import OUTPUT_JSON_SCHEMA
+from reportminer.data.schema import decode_json_schema
 
 from .adapters import Adapter
 from .compile_cache import CacheState, CompileEnv, apply_env, cache_folders, describe_start
@@ -155,7 +155,8 @@ class Engine:
             # model, 2026-11-30); there sampling follows the engine-wide seed.
             seed=config.seed if temperature > 0 and config.device != "cpu" else None,
             max_tokens=config.max_tokens,
-            structured_outputs=StructuredOutputsParams(json=OUTPUT_JSON_SCHEMA) if config.guided else None,
+            structured_outputs=(StructuredOutputsParams(json=decode_json_schema(config.guided_length_caps))
+                                if config.guided else None),
         )
         sp.output_kind = RequestOutputKind.FINAL_ONLY
         return sp

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reportminer.data.prompt import build_messages, plain_text
-from reportminer.data.schema import CHAPTER_TITLE, OUTPUT_JSON_SCHEMA, PARAGRAPH
+from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH, decode_json_schema
 
 from .rows import EMPTY_PARAGRAPH, ERROR, error_row, result_from_text
 
@@ -65,6 +65,7 @@ class Preprocess:
     top_p: float = 1.0
     seed: int = 0
     guided: bool = True
+    guided_length_caps: bool = True
     lora_path: str | None = None  # the adapter folder: Ray's stage turns a `model` other than its own into a LoRARequest
     _tokenizer: Any = field(default=None, init=False, repr=False)
 
@@ -86,7 +87,7 @@ class Preprocess:
             sp["seed"] = self.seed
         if self.guided and not empty:
             # The schema as text: a nested dict would become an Arrow struct in Ray's blocks.
-            sp["structured_outputs"] = {"json": json.dumps(OUTPUT_JSON_SCHEMA, ensure_ascii=False)}
+            sp["structured_outputs"] = {"json": json.dumps(decode_json_schema(self.guided_length_caps), ensure_ascii=False)}
         out = {**row, "messages": build_messages(plain_text(tok, title), plain_text(tok, paragraph or "")),
                "sampling_params": sp, "_rm_skip": empty}
         if self.lora_path:
@@ -151,7 +152,8 @@ def build_processor(c: Any, adapter: str | None = None, *, concurrency: int = 1,
     config = vLLMEngineProcessorConfig(model_source=c.model, engine_kwargs=engine_kwargs(c),
                                        concurrency=concurrency, batch_size=batch_size, **config_kwargs)
     pre = Preprocess(model=c.model, max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, seed=c.seed,
-                     guided=c.guided, lora_path=c.adapters.get(adapter) if adapter else None)
+                     guided=c.guided, guided_length_caps=c.guided_length_caps,
+                     lora_path=c.adapters.get(adapter) if adapter else None)
     post = Postprocess(adapter=adapter or "base", max_tokens=c.max_tokens)
     return ray_build_processor(config, preprocess=pre, postprocess=post,
                                builder_kwargs={"chat_template_kwargs": {"enable_thinking": False}})

@@ -46,7 +46,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from reportminer.data.errors import ConfigError, RunFailed
-from reportminer.data.schema import OUTPUT_JSON_SCHEMA, SERVER_ERROR
+from reportminer.data.schema import SERVER_ERROR, decode_json_schema
 
 from .adapters import Adapter
 from .breaker import CircuitBreaker, ServerUnreachable
@@ -202,7 +202,7 @@ class ServerEngine:
         if temperature > 0 and config.device == "cuda":
             body["seed"] = config.seed
         if config.guided:
-            body["structured_outputs"] = {"json": OUTPUT_JSON_SCHEMA}
+            body["structured_outputs"] = {"json": decode_json_schema(config.guided_length_caps)}
         return body
 
     def model_name(self, adapter: Adapter | None) -> str:

@@ -129,12 +129,14 @@ def test_default_phases_share_engines_where_their_start_settings_agree(tiny_mode
     # LoRA + guidance phases; --set merge_adapter=true moves it beside `merged`
     assert plan["engine_serves_merged"] is False
     assert [(g["name"], g["phases"]) for g in plan["processes"]] == [
-        ("bare", ["bare"]), ("merged-guidance", ["merged"]), ("lora-guidance", ["json-guidance", "engine", "lora"]),
+        ("bare", ["bare"]), ("merged-guidance", ["merged"]),
+        ("lora-guidance", ["json-guidance", "json-uncapped", "engine", "lora"]),
         ("lora-xgrammar", ["json-xgrammar"]), ("start", ["start"])]
     p = bench("--model", str(tiny_model), "--adapter", f"prod={tiny_adapter}", "--rows", "8", "--work",
               str(tmp_path / "w2"), "--set", "merge_adapter=true", "--dry-run")
     procs = {g["name"]: g["phases"] for g in json.loads(p.stdout)["plan"]["processes"]}
-    assert procs["merged-guidance"] == ["merged", "engine"] and procs["lora-guidance"] == ["json-guidance", "lora"]
+    assert procs["merged-guidance"] == ["merged", "engine"]
+    assert procs["lora-guidance"] == ["json-guidance", "json-uncapped", "lora"]
     assert set(plan["config_check"].values()) == {"ok"} and plan["max_tokens"] == 1024  # gpu.yaml's
     assert plan["adapter"] == {"name": "prod", "path": str(tiny_adapter.resolve()), "random": False}
     assert pq.read_table(tmp_path / "input-start").num_rows == bench_gpu.START_ROWS

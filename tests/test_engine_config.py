@@ -117,6 +117,36 @@ def test_row_classification_is_strict():
     assert dup.reason == SCHEMA and "duplicate" in dup.error
 
 
+def test_an_uncapped_grammar_drops_only_the_length_caps_and_the_contract_still_judges(tiny_model):
+    """--no-guided-length-caps (issue 17: the caps make guidance's token masks ~10x dearer): the grammar is the
+    contract less maxLength/minLength, the caps still judge the answer (a row error, not a pass), the setting
+    is part of a run's identity only when off (an --out written before it keeps its own), and the CLI takes it."""
+    import jsonschema
+
+    from reportminer.data.schema import MAX_ANALYSIS_CHARS, MAX_NAME_CHARS, OUTPUT_JSON_SCHEMA, decode_json_schema
+
+    assert decode_json_schema() is OUTPUT_JSON_SCHEMA
+    free = decode_json_schema(length_caps=False)
+    assert "maxLength" not in json.dumps(free) and "minLength" not in json.dumps(free)
+    capped = json.loads(json.dumps(free))
+    capped["properties"]["analysis"]["maxLength"] = MAX_ANALYSIS_CHARS
+    item = capped["properties"]["metrics"]["items"]["properties"]
+    item["metric_name"].update(minLength=1, maxLength=MAX_NAME_CHARS)
+    item["reason"]["maxLength"] = OUTPUT_JSON_SCHEMA["properties"]["metrics"]["items"]["properties"]["reason"]["maxLength"]
+    assert capped == OUTPUT_JSON_SCHEMA and "maxLength" in json.dumps(OUTPUT_JSON_SCHEMA)
+    long = {"analysis": "营" * (MAX_ANALYSIS_CHARS + 1), "metrics": []}
+    jsonschema.validate(long, free)
+    row = result_from_text("a", json.dumps(long, ensure_ascii=False), "stop", 10, 700, 1024)
+    assert (row.status, row.reason) == ("error", SCHEMA) and "analysis" in row.error
+    on = EngineConfig(model=str(tiny_model))
+    off = on.override(guided_length_caps=False)
+    assert "guided_length_caps" not in on.result_settings() and off.result_settings()["guided_length_caps"] is False
+    assert "guided_length_caps" not in on.override(guided=False, guided_length_caps=False).result_settings()
+    res = CliRunner().invoke(main, ["config", "--model", str(tiny_model), "--no-guided-length-caps"])
+    assert res.exit_code == 0, res.output
+    assert "guided_length_caps: false" in res.output
+
+
 def test_output_schema_renames_colliding_passthrough_columns():
     schema = pa.schema([("paragraph", pa.string()), ("id", pa.string()), ("chapter_title", pa.string()),
                         ("status", pa.string())])

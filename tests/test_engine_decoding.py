@@ -212,6 +212,27 @@ def test_the_adapters_type_prior_retypes_its_answers_and_can_be_turned_off(eng, 
     assert "type_prior" not in ident
 
 
+def test_an_uncapped_grammar_lets_strings_pass_their_cap_and_the_contract_flags_them(eng, cfg, six, greedy, tmp_path):
+    """--no-guided-length-caps on the started engine (a per-request setting: the same engine serves both): the
+    random model fills strings to whatever the grammar allows, so with the caps no metric_name passes 24
+    characters, and without them some do, every such row a schema or length error (never ok)."""
+    import re
+
+    from reportminer.data.schema import MAX_NAME_CHARS
+
+    def names(raw):  # metric_name strings, the last one possibly unterminated (an answer cut at max_tokens)
+        return re.findall(r'"metric_name":"((?:[^"\\]|\\.)*)', raw or "")
+
+    assert all(len(json.loads(f'"{n}"')) <= MAX_NAME_CHARS for r in greedy.values() for n in names(r["raw"])
+               if n.count("\\") % 2 == 0)
+    run(cfg.override(guided_length_caps=False), six, tmp_path / "free", engine=eng, progress=False)
+    rows = read_table(tmp_path / "free").to_pylist()
+    assert len(rows) == 12
+    over = [r for r in rows if any(len(n) > MAX_NAME_CHARS for n in names(r["raw"]))]
+    assert over, [r["raw"][:120] for r in rows]
+    assert all(r["status"] == "error" for r in over)
+
+
 def test_merged_adapter_equals_lora_and_the_merge_is_cached(eng, cfg, tmp_path, monkeypatch):
     """Runs last in this module: it closes the module's engine to start others in the same process.
 
