@@ -14,6 +14,8 @@ figure is the one a serve pays:
   schema; llguidance builds a matcher per request);
 - `fill`: the bitmask of the next token, per token (the scheduler's share), and `consume`: advancing the
   matcher by the sampled token;
+- `-uncapped`: the same grammar compiled from `data.schema.decode_json_schema(length_caps=False)`, the
+  contract without its string length caps (the engine's `--no-guided-length-caps`);
 - `xgrammar-spaced`: xgrammar as vLLM 0.27.1 compiles the schema with disable_any_whitespace (no
   `separators`, so xgrammar's default ", " and ": "): the compact answers training teaches are rejected at
   their first colon, i.e. on the GPU image that backend forces text unlike training (vLLM 0.32 passes
@@ -38,6 +40,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+
+BACKENDS = ("guidance", "guidance-uncapped", "xgrammar", "xgrammar-uncapped", "xgrammar-spaced")
 
 
 def answers(cases: Path, limit: int) -> list[str]:
@@ -154,8 +159,10 @@ def main() -> int:
     ap.add_argument("--cases", type=Path, default=Path("benchmarks/genbench/cases.jsonl"),
                     help="JSONL rows whose `output` are the answers to replay")
     ap.add_argument("--limit", type=int, default=200, help="answers to replay (default 200)")
-    ap.add_argument("--backends", default="guidance,xgrammar,xgrammar-spaced",
-                    help="guidance (llguidance); xgrammar with separators (',', ':') as vLLM >= 0.32 calls it; "
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help="guidance (llguidance); -uncapped: the grammar without the contract's length caps "
+                         "(data.schema.decode_json_schema, the engine's --no-guided-length-caps); "
+                         "xgrammar with separators (',', ':') as vLLM >= 0.32 calls it; "
                          "xgrammar-spaced as vLLM 0.27.1 calls it (default separators: it rejects the compact "
                          "answers training teaches, which this script reports and exits 1 on only for the others)")
     ap.add_argument("--bare-tok-s", type=float, default=37069.0,
@@ -169,7 +176,10 @@ def main() -> int:
     from reportminer.data.schema import OUTPUT_JSON_SCHEMA
 
     tok = AutoTokenizer.from_pretrained(str(Path(a.tokenizer).expanduser()))
-    schema = json.dumps(OUTPUT_JSON_SCHEMA, ensure_ascii=False)
+    from reportminer.data.schema import decode_json_schema
+
+    schemas = {False: json.dumps(OUTPUT_JSON_SCHEMA, ensure_ascii=False),
+               True: json.dumps(decode_json_schema(length_caps=False), ensure_ascii=False)}
     texts = [tok.encode(t, add_special_tokens=False) for t in answers(a.cases, a.limit)]
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     vocab = max(len(tok), tok.vocab_size)
@@ -179,12 +189,14 @@ def main() -> int:
         "tokenizer": str(a.tokenizer), "cases": str(a.cases), "answers": len(texts),
         "mean_answer_tokens": round(statistics.fmean(len(t) for t in texts), 1), "vocab": vocab, "backends": {}}
     for b in a.backends.split(","):
-        if b == "guidance":
+        name, _, variant = b.partition("-")
+        schema = schemas[variant == "uncapped"]
+        if name == "guidance" and variant in ("", "uncapped"):
             r = run_llguidance(tok, schema, texts, eos)
-        elif b in ("xgrammar", "xgrammar-spaced"):
-            r = run_xgrammar(tok, schema, texts, eos, vocab, None if b == "xgrammar-spaced" else (",", ":"))
+        elif name == "xgrammar" and variant in ("", "uncapped", "spaced"):
+            r = run_xgrammar(tok, schema, texts, eos, vocab, None if variant == "spaced" else (",", ":"))
         else:
-            raise SystemExit(f"--backends: unknown {b!r} (guidance, xgrammar, xgrammar-spaced)")
+            raise SystemExit(f"--backends: unknown {b!r} ({', '.join(BACKENDS)})")
         s = summary(r)
         s["cores_at_bare_rate"] = round(a.bare_tok_s * s["per_token_us"] / 1e6, 2)
         res["backends"][b] = s
