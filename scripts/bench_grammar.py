@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 BACKENDS = ("guidance", "guidance-uncapped", "xgrammar", "xgrammar-uncapped", "xgrammar-spaced")
 
 
