@@ -26,6 +26,9 @@
 # Sixth session (21:57-22:08): fifteen calls found no machine (1,107 s); an H200 came with 693 s left and ran
 # `PHASES=bare,json-guidance,lora,json-xgrammar ... queue 618` with the engine core in its own process: bare and
 # json-guidance finished (docs/bench/2026-12-06-h200-real05-mp), lora was cut mid-phase at the pack.
+# Seventh session: the default phases put json-uncapped (the grammar without the contract's length caps; on the CPU
+# guidance's masks cost ~11x less without them, docs/BENCHMARKS.md) right after its baseline json-guidance, in the
+# same engine; then lora (its valid share). xgrammar on vLLM 0.27.1 forces ", " and ": " (unlike training): last.
 set -uo pipefail
 case "${1:-}" in
 queue)
@@ -39,7 +42,7 @@ queue)
   # (round 7: an FP8 engine's cold start took 250 s).
   setsid nohup bash -c "while [ ! -f /tmp/models/qwen2.5-coder-0.5b-instruct/SOURCE.json ]; do sleep 2; done
     BUDGET=\$(( $deadline - \$(date +%s) )) scripts/gpu_bench.sh start m05 b05a \
-      --phases ${PHASES:-bare,merged,json-guidance,engine,lora,json-xgrammar,start}
+      --phases ${PHASES:-bare,json-guidance,json-uncapped,lora,merged,engine,json-xgrammar,start}
     while kill -0 \$(cat /tmp/bench-m05.pid) 2>/dev/null; do sleep 5; done
     b=\$(( $deadline - \$(date +%s) )); echo \"fp8 budget \$b s\"
     [ \$b -ge 330 ] && TAG=fp8 BUDGET=\$b scripts/gpu_bench.sh start m05 b05a --phases json-guidance \
