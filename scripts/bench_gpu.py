@@ -11,7 +11,7 @@ them for every phase):
   json-guidance  LoRA + guided JSON (data.schema.OUTPUT_JSON_SCHEMA), guidance backend.
   json-xgrammar  LoRA + guided JSON, xgrammar backend.
   json-uncapped  json-<backend> with the grammar compiled without the contract's string length caps
-                 (--no-guided-length-caps): scripts/bench_grammar.py measured guidance's masks ~10x cheaper
+                 (--no-guided-length-caps): scripts/bench_grammar.py measured guidance's masks ~11x cheaper
                  without them on the CPU; an answer over a cap then counts as not valid.
   merged         the adapter folded into the weights (engine/merge.py, no LoRA) + guided JSON.
   engine         `reportminer.engine.run` with the config as given: Parquet in and out, parsing, manifest.

@@ -118,7 +118,7 @@ def test_row_classification_is_strict():
 
 
 def test_an_uncapped_grammar_drops_only_the_length_caps_and_the_contract_still_judges(tiny_model):
-    """--no-guided-length-caps (issue 17: the caps make guidance's token masks ~10x dearer): the grammar is the
+    """--no-guided-length-caps (issue 17: the caps make guidance's token masks ~11x dearer): the grammar is the
     contract less maxLength/minLength, the caps still judge the answer (a row error, not a pass), the setting
     is part of a run's identity only when off (an --out written before it keeps its own), and the CLI takes it."""
     import jsonschema
