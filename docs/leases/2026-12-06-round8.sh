@@ -63,7 +63,7 @@ queue)
   setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done; nvidia-smi > /tmp/exp/coldstart.log; \
     $G coldstart m05 $A1 >> /tmp/exp/coldstart.log 2>&1; echo \"exit \$?\" > /tmp/exp/coldstart.done" > /dev/null 2>&1 < /dev/null &
   # m05nc (seventh session, issue 17): the same adapter and rows with the grammar compiled without the contract's
-  # length caps (scripts/bench_grammar.py: guidance's masks ~10x cheaper on the CPU); its rows/s against serve-m05's
+  # length caps (scripts/bench_grammar.py: guidance's masks ~11x cheaper on the CPU); its rows/s against serve-m05's
   # on the same rows, and its answers against serve-m05's (only answers that reached a cap may differ).
   AFTER="coldstart" $G serve m05nc m05 $A1 -- --no-guided-length-caps
   AFTER="serve-m05nc" $G serve m05sc m05 $A1 -- --samples 5
