@@ -38,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,29 @@ def answers(cases: Path, limit: int) -> list[str]:
     return out
 
 
+def replay(texts: list[list[int]], eos: int, new_matcher: Callable[[], Any], fill: Callable[[Any], None],
+           advance: Callable[[Any, int], bool]) -> dict[str, Any]:
+    """Each answer through a new matcher: per token, the mask of the next token, then the advance by it (what
+    the scheduler does per guided sequence per step); an answer the grammar refuses stops at that token."""
+    comp, fills, cons, bad = [], [], [], 0
+    for ids in texts:
+        t = time.perf_counter()
+        m = new_matcher()
+        comp.append(time.perf_counter() - t)
+        for i in ids + [eos]:
+            t = time.perf_counter()
+            fill(m)
+            t1 = time.perf_counter()
+            ok = advance(m, i)
+            t2 = time.perf_counter()
+            fills.append(t1 - t)
+            cons.append(t2 - t1)
+            if not ok:
+                bad += 1
+                break
+    return {"compile": comp, "fill": fills, "consume": cons, "rejected_answers": bad}
+
+
 def run_llguidance(tok: Any, schema: str, texts: list[list[int]], eos: int) -> dict[str, Any]:
     import llguidance
     import llguidance.hf
@@ -71,23 +95,9 @@ def run_llguidance(tok: Any, schema: str, texts: list[list[int]], eos: int) -> d
     grammar = llguidance.LLMatcher.grammar_from_json_schema(
         schema, defaults={"whitespace_flexible": False})  # vLLM's disable_any_whitespace
     mask = llguidance.torch.allocate_token_bitmask(1, lltok.vocab_size)
-    comp, fill, cons, bad = [], [], [], 0
-    for ids in texts:
-        t = time.perf_counter()
-        m = llguidance.LLMatcher(lltok, grammar)
-        comp.append(time.perf_counter() - t)
-        for i in ids + [eos]:
-            t = time.perf_counter()
-            llguidance.torch.fill_next_token_bitmask(m, mask, 0)
-            t1 = time.perf_counter()
-            ok = m.consume_token(i)
-            t2 = time.perf_counter()
-            fill.append(t1 - t)
-            cons.append(t2 - t1)
-            if not ok:
-                bad += 1
-                break
-    return {"setup_s": setup, "compile": comp, "fill": fill, "consume": cons, "rejected_answers": bad}
+    r = replay(texts, eos, lambda: llguidance.LLMatcher(lltok, grammar),
+               lambda m: llguidance.torch.fill_next_token_bitmask(m, mask, 0), lambda m, i: m.consume_token(i))
+    return {"setup_s": setup, **r}
 
 
 def run_xgrammar(tok: Any, schema: str, texts: list[list[int]], eos: int, vocab: int,
@@ -99,29 +109,13 @@ def run_xgrammar(tok: Any, schema: str, texts: list[list[int]], eos: int, vocab:
     t0 = time.perf_counter()
     info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=vocab)
     compiler = xgr.GrammarCompiler(info)
+    compiled = compiler.compile_json_schema(schema, any_whitespace=False, separators=separators)
     setup = time.perf_counter() - t0
     mask = xgr.allocate_token_bitmask(1, vocab)
-    comp, fill, cons, bad = [], [], [], 0
-    t = time.perf_counter()
-    compiled = compiler.compile_json_schema(schema, any_whitespace=False, separators=separators)
-    first_compile = time.perf_counter() - t
-    for ids in texts:
-        t = time.perf_counter()
-        m = xgr.GrammarMatcher(compiled)  # vLLM: one compiled grammar per schema (cached), a matcher per request
-        comp.append(time.perf_counter() - t)
-        for i in ids + [eos]:
-            t = time.perf_counter()
-            m.fill_next_token_bitmask(mask, 0)
-            t1 = time.perf_counter()
-            ok = m.accept_token(i)
-            t2 = time.perf_counter()
-            fill.append(t1 - t)
-            cons.append(t2 - t1)
-            if not ok:
-                bad += 1
-                break
-    return {"setup_s": setup + first_compile, "compile": comp, "fill": fill, "consume": cons,
-            "rejected_answers": bad}
+    # vLLM: one compiled grammar per schema (cached), a matcher per request
+    r = replay(texts, eos, lambda: xgr.GrammarMatcher(compiled), lambda m: m.fill_next_token_bitmask(mask, 0),
+               lambda m, i: m.accept_token(i))
+    return {"setup_s": setup, **r}
 
 
 def reorder_cost(vocab: int, batches: list[int], reps: int = 50) -> dict[str, float]:
