@@ -82,22 +82,22 @@ def present_cases(results: Path, files: list[Path], out: Path) -> tuple[list[Pat
     and the cut is the same for every adapter, so their comparison stays paired. Writes `out/<stem>.jsonl`
     per file (the file's parent folder name when the stem is `cases`, as in benchmarks/NAME/cases.jsonl); a
     file with no case answered is left out (its count says 0); returns the paths and {file: (kept, total)}."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from reportminer.data.io import atomic_path, iter_jsonl, parquet_files
+    from reportminer.data.io import atomic_path, iter_jsonl
 
     from .perturb import variants
 
-    by_adapter: dict[str, set[str]] = {}
-    for f in parquet_files(results):
-        if any(part.startswith("_") for part in f.relative_to(results).parts):
-            continue
-        cols = [c for c in ("id", "adapter") if c in pq.read_schema(f).names]
-        t = pq.read_table(f, columns=cols)
-        ads = t.column("adapter").to_pylist() if "adapter" in cols else [None] * t.num_rows
-        for rid, ad in zip(t.column("id").to_pylist(), ads):
-            by_adapter.setdefault(ad or "base", set()).add(str(rid))
-    answered = set.intersection(*by_adapter.values()) if by_adapter else set()
+    tables = []
+    for f in result_files(results):
+        t = pq.read_table(f, columns=[c for c in ("id", "adapter") if c in pq.read_schema(f).names])
+        if "adapter" not in t.column_names:  # base-model results (adapters_in's `base`)
+            t = t.append_column("adapter", pa.nulls(t.num_rows, pa.string()))
+        tables.append(t.select(["id", "adapter"]).cast(pa.schema([("id", pa.string()), ("adapter", pa.string())])))
+    ids = pa.concat_tables(tables).group_by("adapter").aggregate([("id", "distinct")]) if tables else None
+    per_adapter = [set(x) for x in ids.column("id_distinct").to_pylist()] if ids is not None else []
+    answered = set.intersection(*per_adapter) if per_adapter else set()
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     counts: dict[str, tuple[int, int]] = {}
@@ -183,6 +183,13 @@ def publish_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def result_files(results: Path) -> list[Path]:
+    """The engine's result shards under `results`, without its private folders (`_rowcache`, `_engine_*`)."""
+    from reportminer.data.io import parquet_files
+
+    return [f for f in parquet_files(results) if not any(part.startswith("_") for part in f.relative_to(results).parts)]
+
+
 def split_results(results: Path, golds: dict[str, Path], out: Path) -> dict[str, Path]:
     """One folder of result shards per benchmark whose gold ids have rows in `results` (one engine pass
     held them all); rows are filtered by id, every column kept."""
@@ -190,10 +197,10 @@ def split_results(results: Path, golds: dict[str, Path], out: Path) -> dict[str,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from reportminer.data.io import iter_jsonl, parquet_files
+    from reportminer.data.io import iter_jsonl
 
     ids = {b: pa.array(sorted({str(r.obj.get("id") or r.id) for r in iter_jsonl(g)})) for b, g in golds.items()}
-    files = [f for f in parquet_files(results) if not any(part.startswith("_") for part in f.relative_to(results).parts)]
+    files = result_files(results)
     done: dict[str, Path] = {}
     for b in golds:
         folder = out / b

@@ -45,7 +45,7 @@ for b in union genbench genbench-flat cause; do
   for a in r05fr7 r05fm; do
     base=$R/$b/serve-m05/$a.gen.cases.parquet; [ -f "$base" ] || continue
     alt=(); for t in m05nc m05sc m05fp8; do f=$R/$b/serve-$t/$a.gen.cases.parquet; [ -f "$f" ] && alt+=("$a-${t#m05}=$f"); done
-    [ ${#alt[@]} -gt 0 ] && "${EV[@]}" compare "$a=$base" "${alt[@]}" --json "$R/decode.$b.json" > "$R/decode.$b.txt" 2>&1
+    [ ${#alt[@]} -gt 0 ] && "${EV[@]}" compare "$a=$base" "${alt[@]}" --json "$R/decode.$b.$a.json" > "$R/decode.$b.$a.txt" 2>&1
   done
 done
 # the lever of the small and tiny modes: r05fm against round 7's r05fr (same seed, + benchmarks/multi-train)
