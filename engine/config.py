@@ -178,8 +178,10 @@ class EngineConfig:
     guided_length_caps: bool = h(
         "Compile the contract's string length caps into the grammar; false: the grammar without them "
         "(data.schema.decode_json_schema), ~11x cheaper token masks (guidance: 198 against 18 us a token on the "
-        "CPU, scripts/bench_grammar.py), and an answer over a cap becomes a row error after decoding instead of "
-        "being cut at the cap (round 7: 18 of 2,532 answers reached the 640-character analysis cap).",
+        "CPU, scripts/bench_grammar.py); an answer that then misses the contract (over a cap, or cut at max_tokens) "
+        "is decoded once more under the capped grammar, so greedy rows equal the capped run's "
+        "(engine.seam.needs_capped_retry; round 7: 18 of 2,532 answers reached the 640-character analysis cap). "
+        "The ray_llm processor does not retry: there such an answer is a row error.",
         default=True, group="sampling", flag="--guided-length-caps/--no-guided-length-caps")
     temperature: float = h("0 is greedy.", default=0.0, group="sampling", flag=True)
     top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0, group="sampling", flag=True)

@@ -71,8 +71,8 @@ class LazyEngine:
         return self.started().sampling_params(config)
 
     def feeder(self, sampling_params: Any, window: int, may_submit: Callable[[], bool] | None = None,
-               stall_timeout_s: Any = "engine") -> RequestFeeder:
-        return self.started().feeder(sampling_params, window, may_submit, stall_timeout_s)
+               stall_timeout_s: Any = "engine", retry_params: Any = None) -> RequestFeeder:
+        return self.started().feeder(sampling_params, window, may_submit, stall_timeout_s, retry_params)
 
     def reset_loras(self) -> None:
         if self.engine is not None:  # a fresh engine's slots are reset when it starts

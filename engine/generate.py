@@ -26,7 +26,7 @@ from .adapters import Adapter
 from .compile_cache import CacheState, CompileEnv, apply_env, cache_folders, describe_start
 from .config import ENGINE_LEVEL, ConfigError, EngineConfig
 from .decoding import sampling_temperature
-from .seam import Completion, Request, Sample, encode_prompts
+from .seam import Completion, Request, Sample, encode_prompts, needs_capped_retry
 from .stall import ActivityProbe
 
 log = logging.getLogger("engine")
@@ -201,10 +201,11 @@ class Engine:
             return self.config.max_num_seqs or 256
 
     def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
-               stall_timeout_s: Any = "engine") -> "Feeder":
-        """stall_timeout_s: the run's watchdog (EngineConfig.stall_timeout_s, None = off); default this engine's."""
+               stall_timeout_s: Any = "engine", retry_params: Any = None) -> "Feeder":
+        """stall_timeout_s: the run's watchdog (EngineConfig.stall_timeout_s, None = off); default this engine's.
+        retry_params: see seam.GenerationEngine.feeder."""
         timeout = self.config.stall_timeout_s if stall_timeout_s == "engine" else stall_timeout_s
-        return Feeder(self, sampling_params, window, may_submit, stall_timeout_s=timeout)
+        return Feeder(self, sampling_params, window, may_submit, stall_timeout_s=timeout, retry_params=retry_params)
 
     def next_request_id(self) -> str:
         return f"rm-{next(self._request_seq)}"
@@ -241,8 +242,12 @@ class Feeder:
     """
 
     def __init__(self, engine: Engine, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
-                 stall_timeout_s: float | None = None):
+                 stall_timeout_s: float | None = None, retry_params: Any = None):
         self.engine = engine
+        # The capped grammar's settings, for answers decoded without the length caps that need it
+        # (seam.needs_capped_retry); request ids of those retries, whose completions say so.
+        self.retry_params = retry_params
+        self._retries: set[str] = set()
         # Watchdog: no request finishing for this long (outputs are FINAL_ONLY: a step returns only finished
         # requests) means vLLM holds requests it no longer advances. Seen on the H200 (vLLM 0.27.1 CUDA, guided JSON + LoRA, 2026-11-30):
         # three engines sat at 100 % CPU, GPU idle, 99 of 600 rows unfinished, for minutes. Those requests are
@@ -258,19 +263,21 @@ class Feeder:
         self.in_flight: dict[str, Request] = {}
         self._rejected: list[Completion] = []
 
-    def _submit(self, req: Request) -> None:
+    def _submit(self, req: Request, retry: bool = False) -> None:
         rid = self.engine.next_request_id()
         try:
             self.core.add_request(
                 rid,
                 {"prompt_token_ids": req.prompt_token_ids},
-                self.sampling_params,
+                self.retry_params if retry else self.sampling_params,
                 lora_request=self.engine.lora_request(req.adapter),
             )
         except Exception as e:  # vLLM validates each request; one bad row must not stop the run
             self._rejected.append(Completion(req.key, None, None, len(req.prompt_token_ids), 0, rejected=str(e)))
             return
         self.in_flight[rid] = req
+        if retry:
+            self._retries.add(rid)
 
     def abort(self, predicate: Callable[[Any], bool]) -> int:
         """Drop unfinished requests whose key matches (their shard failed); returns how many."""
@@ -279,6 +286,7 @@ class Feeder:
             self.core.abort_request(rids)
             for rid in rids:
                 del self.in_flight[rid]
+                self._retries.discard(rid)
         return len(rids)
 
     def _stalled(self, why: str | None = None) -> Iterator[Completion]:
@@ -289,6 +297,7 @@ class Feeder:
         self.core.abort_request([rid for rid, _ in stuck])
         for rid, req in stuck:
             del self.in_flight[rid]
+            self._retries.discard(rid)
             yield Completion(req.key, None, "abort", len(req.prompt_token_ids), 0)
 
     def run(self, requests: Iterator[Request]) -> Iterator[Completion]:
@@ -329,7 +338,9 @@ class Feeder:
                 if req is None:  # aborted meanwhile
                     continue
                 o = out.outputs[0]
-                yield Completion(
+                retried = out.request_id in self._retries
+                self._retries.discard(out.request_id)
+                c = Completion(
                     key=req.key,
                     text=o.text,
                     finish_reason=o.finish_reason,
@@ -337,7 +348,12 @@ class Feeder:
                     output_tokens=len(o.token_ids),
                     samples=[Sample(x.text, x.finish_reason, len(x.token_ids)) for x in out.outputs]
                     if len(out.outputs) > 1 else None,
+                    retried=retried,
                 )
+                if self.retry_params is not None and not retried and needs_capped_retry(c):
+                    self._submit(req, retry=True)  # in flight again (a rejection comes out as its row)
+                    continue
+                yield c
 
     def close(self) -> None:
         """Abort whatever is still unfinished (interrupt or error), leaving the engine reusable."""

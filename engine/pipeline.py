@@ -29,7 +29,16 @@ from .progress import Progress
 from .row_cache import RowCache
 from .rows import EMPTY_PARAGRAPH, OK, REJECTED, TOO_LONG, RowResult, error_row, output_schema, output_table
 from .run_manifest import RunManifest, now
-from .seam import Completion, DoneShard, GenerationEngine, Outcome, Request, RequestFeeder, ShardJob
+from .seam import (
+    Completion,
+    DoneShard,
+    GenerationEngine,
+    Outcome,
+    Request,
+    RequestFeeder,
+    ShardJob,
+    capped_retry_params,
+)
 from .shards import ShardReader, ShardWriter
 from .summary import RowStats
 
@@ -99,9 +108,12 @@ class Pipeline:
         # between our submissions; the cap bounds finished rows waiting behind a slow one.
         window = self.config.chunk_size or 8 * self.engine.max_num_seqs
         self.buffer_cap = max(8 * window, 2 * self.config.batch_rows * self.width)
-        return self.engine.feeder(self.engine.sampling_params(self.config), window=window,
+        # Without the length caps in the grammar (cheaper masks), answers that miss the contract are decoded
+        # once more under the capped grammar: the rows then equal the capped run's (seam.needs_capped_retry).
+        c = self.config
+        return self.engine.feeder(self.engine.sampling_params(c), window=window,
                                   may_submit=lambda: self.buffered < self.buffer_cap,
-                                  stall_timeout_s=self.config.stall_timeout_s)
+                                  stall_timeout_s=c.stall_timeout_s, retry_params=capped_retry_params(self.engine, c))
 
     # ---- producing requests ---------------------------------------------------------------------------
 
@@ -188,6 +200,7 @@ class Pipeline:
             r = error_row(name, c.reason or REJECTED, c.rejected, c.prompt_tokens)
         else:
             r = row_from_completion(name, c, self.config, self.thresholds[name], self.priors[name])
+            r.retried = c.retried
             if r.status == OK:
                 i = slot // self.width
                 self.cache.put(slot % self.width, b.batch.column(CHAPTER_TITLE)[i].as_py(),

@@ -142,6 +142,7 @@ def _add(s: RowStats, into: RowStats) -> None:
     into.prompt_tokens += s.prompt_tokens
     into.output_tokens += s.output_tokens
     into.retyped_metrics += s.retyped_metrics
+    into.capped_retries += s.capped_retries
 
 
 def actor_env(device: str) -> dict[str, str]:

@@ -64,6 +64,7 @@ class RowResult:
     dropped_metrics: list[dict[str, Any]] | None = None  # below score_threshold; None when no threshold applies
     raw_samples: list[str | None] | None = None  # every sample's text (samples > 1)
     retyped: int = 0  # metric types the type prior changed; counted in the summary, not stored
+    retried: bool = False  # decoded again under the capped grammar (seam.needs_capped_retry); counted, not stored
 
     @property
     def error(self) -> str | None:

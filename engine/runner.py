@@ -134,6 +134,7 @@ def summarise(summary: RunSummary, outcome: Outcome | None, failed_early: list[t
     summary.by_adapter = {n: st.as_dict() for n, st in o.by_adapter.items()}
     summary.row_cache = o.row_cache
     summary.prompt_tokens, summary.output_tokens = work.prompt_tokens, work.output_tokens
+    summary.capped_retries = work.capped_retries
     if o.engine_start_s is not None:
         summary.engine_start_s = o.engine_start_s
     summary.rows_per_s = work.output_rows / o.gen_s if o.gen_s else 0.0

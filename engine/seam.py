@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from reportminer.data.parse import parse_output
 from reportminer.data.prompt import render_prompt
 
 from .adapters import Adapter
@@ -55,6 +56,25 @@ class Completion:
     rejected: str | None = None  # the engine refused the request (message); no text
     reason: str | None = None  # with `rejected`: the row's error reason; None: rejected (server mode: server_error)
     samples: list[Sample] | None = None  # every answer when sampling params ask for n > 1 (text etc. = sample 0)
+    retried: bool = False  # decoded again under the capped grammar (needs_capped_retry); the retry's answer
+
+
+def needs_capped_retry(c: Completion) -> bool:
+    """Whether an answer decoded under the grammar without the contract's length caps
+    (`guided_length_caps: false`) must be decoded again under the capped one: some answer of it is not a
+    finished answer that meets the whole contract (over a cap, or cut at max_tokens, where the caps could
+    have closed a string sooner).
+
+    Why this keeps the capped grammar's answers (greedy): its token mask allows a subset of the uncapped
+    one's, and an answer that meets every cap took at each step a token the capped mask also allows (every
+    prefix of it is a prefix of an answer within the caps), so the capped run picks the same tokens. Only
+    the rest can differ, and those are exactly the ones decoded again here. Cost: one more decode of those
+    rows (round 7's serve: 18 of 2,532 answers reached the analysis cap)."""
+    if c.rejected is not None:
+        return False
+    answers = c.samples or [Sample(c.text, c.finish_reason, c.output_tokens)]
+    return any(a.finish_reason != "abort" and not (a.finish_reason == "stop" and parse_output(a.text).ok)
+               for a in answers)
 
 
 def encode_prompts(tokenizer: Any, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]:
@@ -65,6 +85,14 @@ def encode_prompts(tokenizer: Any, titles: Iterable[str | None], paragraphs: Ite
     if not texts:
         return []
     return list(tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def capped_retry_params(engine: "GenerationEngine", config: EngineConfig) -> Any:
+    """The capped grammar's sampling settings where the run decodes without the length caps (the feeder's
+    `retry_params`), else None: what every caller of `feeder` passes, so a row is the same whichever way it ran."""
+    if config.guided and not config.guided_length_caps:
+        return engine.sampling_params(config.override(guided_length_caps=True))
+    return None
 
 
 # ---- the engine seam ------------------------------------------------------------------------------------
@@ -101,7 +129,9 @@ class GenerationEngine(Protocol):
         sampling part of an HTTP request body); opaque to the pipeline, which hands it to `feeder`."""
 
     def feeder(self, sampling_params: Any, window: int, may_submit: Callable[[], bool] | None = None,
-               stall_timeout_s: Any = "engine") -> RequestFeeder: ...
+               stall_timeout_s: Any = "engine", retry_params: Any = None) -> RequestFeeder:
+        """retry_params: sampling settings under which a completion `needs_capped_retry` flags is decoded
+        once more (the capped grammar, when `sampling_params` compile it without the length caps)."""
 
     def reset_loras(self) -> None:
         """Called once before a run's first request (vLLM's CPU LoRA slots: generate.Engine.reset_loras)."""
@@ -147,4 +177,4 @@ class Outcome:
 
 
 __all__ = ["Completion", "DoneShard", "GenerationEngine", "Outcome", "Request", "RequestFeeder",
-           "Sample", "ShardJob", "encode_prompts"]
+           "Sample", "ShardJob", "capped_retry_params", "encode_prompts", "needs_capped_retry"]

@@ -52,7 +52,7 @@ from .adapters import Adapter
 from .breaker import CircuitBreaker, ServerUnreachable
 from .config import EngineConfig, check_server_config
 from .decoding import sampling_temperature
-from .seam import Completion, Request, Sample, encode_prompts
+from .seam import Completion, Request, Sample, encode_prompts, needs_capped_retry
 
 if TYPE_CHECKING:
     import httpx
@@ -213,9 +213,10 @@ class ServerEngine:
         return self.config.server_concurrency
 
     def feeder(self, sampling_params, window: int, may_submit: Callable[[], bool] | None = None,
-               stall_timeout_s: Any = "engine") -> "ServerFeeder":
-        """At most server_concurrency requests in flight (the runner's window is for a local vLLM queue)."""
-        return ServerFeeder(self, sampling_params, self.config.server_concurrency, may_submit)
+               stall_timeout_s: Any = "engine", retry_params: Any = None) -> "ServerFeeder":
+        """At most server_concurrency requests in flight (the runner's window is for a local vLLM queue).
+        retry_params: see seam.GenerationEngine.feeder."""
+        return ServerFeeder(self, sampling_params, self.config.server_concurrency, may_submit, retry_params)
 
     def lora_request(self, adapter: Adapter | None):
         return None
@@ -231,10 +232,11 @@ class ServerFeeder:
     """The feeder seam (seam.RequestFeeder, as generate.Feeder) over HTTP: the runner's thread submits and consumes; an event loop thread does the I/O."""
 
     def __init__(self, engine: ServerEngine, body: dict[str, Any], window: int,
-                 may_submit: Callable[[], bool] | None = None):
+                 may_submit: Callable[[], bool] | None = None, retry_body: dict[str, Any] | None = None):
         self.engine = self.server = engine
         self.config = engine.config
         self.body = body
+        self.retry_body = retry_body  # the capped grammar's body, for answers that need it (seam.needs_capped_retry)
         self.window = max(1, window)
         self.may_submit = may_submit or (lambda: True)
         self.pending: dict[int, tuple[Request, Future]] = {}
@@ -258,7 +260,15 @@ class ServerFeeder:
         return self._client
 
     async def _one(self, req: Request) -> Completion:
-        """One row's request; never raises for a row's failure. Raises ServerAuthRefused on 401/403, and
+        """One row's answer: its request, and once more under the capped grammar where that is wanted."""
+        c = await self._attempt(req, self.body)
+        if self.retry_body is not None and needs_capped_retry(c):
+            c = await self._attempt(req, self.retry_body)
+            c.retried = True
+        return c
+
+    async def _attempt(self, req: Request, body: dict[str, Any]) -> Completion:
+        """One request; never raises for a row's failure. Raises ServerAuthRefused on 401/403, and
         ServerUnreachable (exit 4) once the circuit breaker opens.
 
         Not reaching the server (connection refused or reset, a 502/503/504 from what stands in front of it)
@@ -273,7 +283,7 @@ class ServerFeeder:
 
         c = self.config
         client = await self._get_client()
-        body = {**self.body, "model": self.server.model_name(req.adapter), "prompt": req.prompt_token_ids}
+        body = {**body, "model": self.server.model_name(req.adapter), "prompt": req.prompt_token_ids}
         n_prompt = len(req.prompt_token_ids)
         last = ""
         tries = unreachable = 0

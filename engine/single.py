@@ -6,7 +6,7 @@ from .config import ConfigError, EngineConfig
 from .decoding import adapter_thresholds, adapter_type_priors, row_from_completion
 from .engines import open_engine
 from .rows import EMPTY_PARAGRAPH, REJECTED, TOO_LONG, RowResult, error_row
-from .seam import GenerationEngine, Request
+from .seam import GenerationEngine, Request, capped_retry_params
 
 
 def extract(config: EngineConfig, title: str | None, paragraph: str | None, *,
@@ -35,7 +35,7 @@ def extract(config: EngineConfig, title: str | None, paragraph: str | None, *,
     if len(ids) > config.max_model_len - config.max_tokens:  # type: ignore[operator]
         return error_row(name, TOO_LONG, f"prompt {len(ids)} tokens + max_tokens {config.max_tokens} > "
                                          f"max_model_len {config.max_model_len}", len(ids))
-    feeder = engine.feeder(engine.sampling_params(config), window=1)
+    feeder = engine.feeder(engine.sampling_params(config), window=1, retry_params=capped_retry_params(engine, config))
     for c in feeder.run(iter([Request(None, ids, adapter)])):
         if c.rejected is not None:
             return error_row(name, REJECTED, c.rejected, c.prompt_tokens)

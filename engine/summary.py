@@ -37,10 +37,12 @@ class RowStats:
     prompt_tokens: int = 0  # tokens of prompts the engine ran (rows refused before submission add none)
     output_tokens: int = 0
     retyped_metrics: int = 0  # metric types the adapter's type prior changed (rows computed in this run)
+    capped_retries: int = 0  # rows decoded again under the capped grammar (guided_length_caps: false)
 
     def add(self, r: RowResult, submitted: bool) -> None:
         self.output_rows += 1
         self.retyped_metrics += r.retyped
+        self.capped_retries += r.retried
         if r.status == OK:
             self.ok += 1
         else:
@@ -79,6 +81,7 @@ class RunSummary:
     row_cache: dict[str, Any] = field(default_factory=dict)
     prompt_tokens: int = 0
     output_tokens: int = 0
+    capped_retries: int = 0  # rows decoded again under the capped grammar (guided_length_caps: false)
     wall_s: float = 0.0  # whole run, engine start included
     engine_start_s: float = 0.0
     rows_per_s: float = 0.0  # output rows per second after the engine started
@@ -107,6 +110,9 @@ class RunSummary:
             f"  tokens: prompt {self.prompt_tokens}, output {self.output_tokens}; "
             f"{self.rows_per_s:.2f} rows/s, {self.output_tokens_per_s:.1f} output tok/s",
         ]
+        if self.capped_retries:
+            lines.append(f"  grammar without length caps: {self.capped_retries} row(s) missed the contract and were "
+                         "decoded again under the capped grammar")
         if self.row_cache.get("enabled"):
             c = self.row_cache
             lines.append(f"  row cache: {c['served']} row(s) served from the cache, {c['computed']} computed, "
