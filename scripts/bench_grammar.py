@@ -27,13 +27,17 @@ figure is the one a serve pays:
     .venv/bin/python scripts/bench_grammar.py --tokenizer ~/.cache/reportminer/models/qwen2.5-coder-0.5b-instruct \
         --cases benchmarks/genbench/cases.jsonl --json docs/bench/grammar-cpu.json
 
-Single-threaded on purpose: the parallel path's speed-up depends on the host's cores and the GIL release of
-each library, which a GPU host measures (bench_gpu.py's json-guidance against json-xgrammar phases).
+The figures above are single-threaded. `--threads 1,4,8` adds vLLM's parallel path for guidance: all answers
+decoded in lockstep as one batch, each step's masks filled in tasks of 16 sequences on a pool of W threads
+(what `grammar_bitmask` does above 128 sequences), then every matcher advanced serially (the scheduler's
+`update_from_output`). It reports the wall time of the fills per token for each W: whether llguidance
+releases the GIL, and how far the host's cores take the capped grammar (run it on the GPU host).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -118,6 +122,52 @@ def run_xgrammar(tok: Any, schema: str, texts: list[list[int]], eos: int, vocab:
     return {"setup_s": setup, **r}
 
 
+def lockstep_llguidance(tok: Any, schema: str, texts: list[list[int]], eos: int, workers: list[int],
+                        task: int = 16) -> dict[str, dict[str, float]]:
+    """The answers as one batch decoded in lockstep, per step the masks filled as vLLM's
+    StructuredOutputManager does above 128 sequences (tasks of `task` sequences on a pool of W threads; W = 1:
+    serially), then each matcher advanced. Per W: wall us of the fills per token, and the speed-up over W = 1."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import llguidance
+    import llguidance.hf
+    import llguidance.torch
+
+    lltok = llguidance.hf.from_tokenizer(tok)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+    mask = llguidance.torch.allocate_token_bitmask(len(texts), lltok.vocab_size)
+    seqs = [t + [eos] for t in texts]
+    out: dict[str, dict[str, float]] = {}
+    for w in workers:
+        ms = [llguidance.LLMatcher(lltok, grammar) for _ in seqs]
+        pool = ThreadPoolExecutor(w) if w > 1 else None
+
+        def fill(batch: list[int]) -> None:
+            for i in batch:
+                llguidance.torch.fill_next_token_bitmask(ms[i], mask, i)
+
+        spent, n = 0.0, 0
+        for step in range(max(map(len, seqs))):
+            live = [i for i, q in enumerate(seqs) if step < len(q)]
+            t = time.perf_counter()
+            if pool is None:
+                fill(live)
+            else:
+                for f in [pool.submit(fill, live[k:k + task]) for k in range(0, len(live), task)]:
+                    f.result()
+            spent += time.perf_counter() - t
+            for i in live:
+                ms[i].consume_token(seqs[i][step])
+            n += len(live)
+        if pool is not None:
+            pool.shutdown()
+        out[str(w)] = {"fill_wall_us_per_token": round(spent / n * 1e6, 2), "tokens": n}
+    base = out[str(workers[0])]["fill_wall_us_per_token"]
+    for r in out.values():
+        r["speedup_vs_first"] = round(base / r["fill_wall_us_per_token"], 2)
+    return out
+
+
 def reorder_cost(vocab: int, batches: list[int], reps: int = 50) -> dict[str, float]:
     """us per step for the runner's reorder of a [B, ceil(vocab / 32)] int32 bitmask (a numpy take)."""
     import numpy as np
@@ -161,6 +211,9 @@ def main() -> int:
     ap.add_argument("--bare-tok-s", type=float, default=37069.0,
                     help="a card's bare output tokens/s, to say how many cores the grammar needs at it "
                          "(default: the H200's 37,069 in docs/BENCHMARKS.md)")
+    ap.add_argument("--threads", default=None,
+                    help="e.g. 1,4,8: also time guidance's masks filled in lockstep on pools of that many threads "
+                         "(vLLM's parallel fill; the first is the baseline of the speed-up); capped and uncapped")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
 
@@ -178,6 +231,7 @@ def main() -> int:
     vocab = max(len(tok), tok.vocab_size)
     res: dict[str, Any] = {
         "host": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                 "cores": os.cpu_count(),
                  "python": platform.python_version()},
         "tokenizer": str(a.tokenizer), "cases": str(a.cases), "answers": len(texts),
         "mean_answer_tokens": round(statistics.fmean(len(t) for t in texts), 1), "vocab": vocab, "backends": {}}
@@ -194,6 +248,11 @@ def main() -> int:
         s["cores_at_bare_rate"] = round(a.bare_tok_s * s["per_token_us"] / 1e6, 2)
         res["backends"][b] = s
         print(f"{b}: {s}", file=sys.stderr)
+    if a.threads:
+        workers = [int(x) for x in a.threads.split(",")]
+        res["lockstep_guidance"] = {name: lockstep_llguidance(tok, schemas[uncapped], texts, eos, workers)
+                                    for name, uncapped in (("capped", False), ("uncapped", True))}
+        print(f"lockstep: {res['lockstep_guidance']}", file=sys.stderr)
     res["reorder_us_per_step"] = {k: round(v, 1) for k, v in reorder_cost(vocab, [64, 256, 512]).items()}
     print(json.dumps(res, indent=2))
     if a.json:
