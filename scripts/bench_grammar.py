@@ -142,7 +142,7 @@ def lockstep_llguidance(tok: Any, schema: str, texts: list[list[int]], eos: int,
         ms = [llguidance.LLMatcher(lltok, grammar) for _ in seqs]
         pool = ThreadPoolExecutor(w) if w > 1 else None
 
-        def fill(batch: list[int]) -> None:
+        def fill(batch: list[int], ms: list[Any] = ms) -> None:
             for i in batch:
                 llguidance.torch.fill_next_token_bitmask(ms[i], mask, i)
 
