@@ -176,13 +176,13 @@ class EngineConfig:
     # ---- sampling: per run, per request -----------------------------------------------------------------
     guided: bool = h("Constrain output to data.schema.OUTPUT_JSON_SCHEMA.", default=True, group="sampling", flag=True)
     guided_length_caps: bool = h(
-        "Compile the contract's string length caps into the grammar; false: the grammar without them "
-        "(data.schema.decode_json_schema), ~11x cheaper token masks (guidance: 198 against 18 us a token on the "
-        "CPU, scripts/bench_grammar.py); an answer that then misses the contract (over a cap, or cut at max_tokens) "
-        "is decoded once more under the capped grammar, so greedy rows equal the capped run's "
+        "Compile the contract's string length caps into the grammar. Off (the default): the grammar without them "
+        "(data.schema.decode_json_schema), whose token masks cost ~11x less host time (guidance: 198 against 18 us "
+        "a token on the CPU, scripts/bench_grammar.py), and an answer that misses the contract (over a cap, or cut "
+        "at max_tokens) is decoded once more under the capped grammar: greedy rows are the capped run's "
         "(engine.seam.needs_capped_retry; round 7: 18 of 2,532 answers reached the 640-character analysis cap). "
-        "The ray_llm processor does not retry: there such an answer is a row error.",
-        default=True, group="sampling", flag="--guided-length-caps/--no-guided-length-caps")
+        "The ray_llm processor always compiles the caps (it cannot decode a row twice).",
+        default=False, group="sampling", flag="--guided-length-caps/--no-guided-length-caps")
     temperature: float = h("0 is greedy.", default=0.0, group="sampling", flag=True)
     top_p: float = h("Nucleus sampling share, in (0, 1].", default=1.0, group="sampling", flag=True)
     seed: int = h("Sampling seed.", default=0, group="sampling", vllm="seed", flag=True)
@@ -495,7 +495,9 @@ class EngineConfig:
             out["quantization"] = self.quantization
         if self.structured_output_options and self.guided:
             out["structured_output_options"] = dict(sorted(self.structured_output_options.items()))
-        if self.guided and not self.guided_length_caps:
+        # The grammar without caps changes no greedy row (the capped retry: engine.seam.needs_capped_retry), so it
+        # enters the identity only where it can: sampled answers (their distribution is not the capped one's).
+        if self.guided and not self.guided_length_caps and (self.temperature > 0 or self.samples > 1):
             out["guided_length_caps"] = False
         return out
 

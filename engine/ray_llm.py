@@ -152,7 +152,9 @@ def build_processor(c: Any, adapter: str | None = None, *, concurrency: int = 1,
     config = vLLMEngineProcessorConfig(model_source=c.model, engine_kwargs=engine_kwargs(c),
                                        concurrency=concurrency, batch_size=batch_size, **config_kwargs)
     pre = Preprocess(model=c.model, max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, seed=c.seed,
-                     guided=c.guided, guided_length_caps=c.guided_length_caps,
+                     # the caps always: a Processor decodes each row once, so nothing could retry an answer
+                     # the uncapped grammar let past a cap (engine.seam.needs_capped_retry)
+                     guided=c.guided, guided_length_caps=True,
                      lora_path=c.adapters.get(adapter) if adapter else None)
     post = Postprocess(adapter=adapter or "base", max_tokens=c.max_tokens)
     return ray_build_processor(config, preprocess=pre, postprocess=post,

@@ -10,11 +10,13 @@ them for every phase):
   lora           the engine's vLLM with the adapter as LoRA, no guided JSON.
   json-guidance  LoRA + guided JSON (data.schema.OUTPUT_JSON_SCHEMA), guidance backend.
   json-xgrammar  LoRA + guided JSON, xgrammar backend.
-  json-uncapped  json-<backend> with the grammar compiled without the contract's string length caps
-                 (--no-guided-length-caps): scripts/bench_grammar.py measured guidance's masks ~11x cheaper
-                 without them on the CPU; an answer over a cap then counts as not valid.
+  json-uncapped  json-<backend> with the grammar compiled without the contract's string length caps (the
+                 engine's default since 2026-12-07): scripts/bench_grammar.py measured guidance's masks ~11x
+                 cheaper without them on the CPU. One raw pass: an answer over a cap counts as not valid here,
+                 where `engine run` decodes it once more under the caps (the `engine` phase does).
   merged         the adapter folded into the weights (engine/merge.py, no LoRA) + guided JSON.
-  engine         `reportminer.engine.run` with the config as given: Parquet in and out, parsing, manifest.
+  engine         `reportminer.engine.run` with the config as given: Parquet in and out, parsing, manifest
+                 (and, by default, the grammar without caps plus the capped retry).
   start          `engine run` as a new process (the CLI, 64 rows): what a container pays to its first rows.
   ray            `run` with the Ray backend, once per --ray-actors count (one GPU each).
 

@@ -118,9 +118,11 @@ def test_row_classification_is_strict():
 
 
 def test_an_uncapped_grammar_drops_only_the_length_caps_and_the_contract_still_judges(tiny_model):
-    """--no-guided-length-caps (issue 17: the caps make guidance's token masks ~11x dearer): the grammar is the
-    contract less maxLength/minLength, the caps still judge the answer (a row error, not a pass), the setting
-    is part of a run's identity only when off (an --out written before it keeps its own), and the CLI takes it."""
+    """guided_length_caps off, the default (issue 17: the caps make guidance's token masks ~11x dearer): the grammar
+    is the contract less maxLength/minLength, and the caps still judge the answer (a row error unless the capped
+    retry redoes it: test_engine_decoding). The setting is part of a run's identity only where it can change rows,
+    i.e. off with sampled answers (greedy rows equal the capped run's, so an --out written with the caps keeps
+    its identity), and the CLI takes both ways."""
     import jsonschema
 
     from reportminer.data.schema import MAX_ANALYSIS_CHARS, MAX_NAME_CHARS, OUTPUT_JSON_SCHEMA, decode_json_schema
@@ -138,13 +140,18 @@ def test_an_uncapped_grammar_drops_only_the_length_caps_and_the_contract_still_j
     jsonschema.validate(long, free)
     row = result_from_text("a", json.dumps(long, ensure_ascii=False), "stop", 10, 700, 1024)
     assert (row.status, row.reason) == ("error", SCHEMA) and "analysis" in row.error
-    on = EngineConfig(model=str(tiny_model))
-    off = on.override(guided_length_caps=False)
-    assert "guided_length_caps" not in on.result_settings() and off.result_settings()["guided_length_caps"] is False
-    assert "guided_length_caps" not in on.override(guided=False, guided_length_caps=False).result_settings()
-    res = CliRunner().invoke(main, ["config", "--model", str(tiny_model), "--no-guided-length-caps"])
-    assert res.exit_code == 0, res.output
-    assert "guided_length_caps: false" in res.output
+    off = EngineConfig(model=str(tiny_model))
+    assert off.guided_length_caps is False
+    on = off.override(guided_length_caps=True)
+    assert "guided_length_caps" not in off.result_settings() and off.result_settings() == on.result_settings()
+    for sampled in ({"temperature": 0.7}, {"samples": 3}):
+        assert off.override(**sampled).result_settings()["guided_length_caps"] is False
+        assert "guided_length_caps" not in on.override(**sampled).result_settings()
+    assert "guided_length_caps" not in off.override(guided=False, temperature=0.7).result_settings()
+    for flag, shown in (([], "false"), (["--no-guided-length-caps"], "false"), (["--guided-length-caps"], "true")):
+        res = CliRunner().invoke(main, ["config", "--model", str(tiny_model), *flag])
+        assert res.exit_code == 0, res.output
+        assert f"guided_length_caps: {shown}" in res.output
 
 
 def test_output_schema_renames_colliding_passthrough_columns():

@@ -214,12 +214,12 @@ def test_the_adapters_type_prior_retypes_its_answers_and_can_be_turned_off(eng, 
 
 def test_an_uncapped_grammar_lets_strings_pass_their_cap_and_the_capped_retry_gives_the_capped_rows(
         eng, cfg, six, greedy, tmp_path):
-    """--no-guided-length-caps on the started engine (a per-request setting: the same engine serves both). The
+    """guided_length_caps on the started engine (a per-request setting: the same engine serves both ways). The
     random model fills strings to whatever the grammar allows: with the caps no metric_name passes 24
-    characters; the uncapped grammar alone lets some pass (the feeder without its retry); and a run decodes
-    exactly those answers again under the capped grammar, so its rows are the capped run's (greedy), which is
-    seam.needs_capped_retry's argument. Fails if the flag is not wired into the grammar (nothing passes a cap)
-    or the retry is not (rows differ, errors)."""
+    characters; the uncapped grammar alone (the feeder without its retry) lets some pass; and a run with the
+    default (no caps in the grammar) decodes exactly those answers again under the capped grammar, so its rows
+    are the capped run's, which is seam.needs_capped_retry's argument. Fails if the setting does not reach the
+    grammar (nothing passes a cap) or the retry is not wired (rows differ, errors)."""
     import re
 
     from reportminer.data.schema import MAX_NAME_CHARS
@@ -230,24 +230,28 @@ def test_an_uncapped_grammar_lets_strings_pass_their_cap_and_the_capped_retry_gi
         return [json.loads(f'"{n}"') if n.count("\\") % 2 == 0 and not n.endswith("\\") else n
                 for n in re.findall(r'"metric_name":"((?:[^"\\]|\\.)*)', raw or "")]
 
-    assert all(len(n) <= MAX_NAME_CHARS for r in greedy.values() for n in names(r["raw"]))
-    free = cfg.override(guided_length_caps=False)
+    assert cfg.guided_length_caps is False  # the default
+    run(cfg.override(guided_length_caps=True), six, tmp_path / "capped", engine=eng, progress=False)
+    capped = {r["id"]: r for r in read_table(tmp_path / "capped").to_pylist()}
+    assert all(len(n) <= MAX_NAME_CHARS for r in capped.values() for n in names(r["raw"]))
+
     rows_in = read_table(six).to_pylist()
     ids = eng.encode_prompts([r.get("chapter_title") for r in rows_in], [r["paragraph"] for r in rows_in])
-    (adapter,), _ = load_adapters(read_adapters(free.adapters), free.model)
+    (adapter,), _ = load_adapters(read_adapters(cfg.adapters), cfg.model)
     eng.reset_loras()
-    bare = list(eng.feeder(eng.sampling_params(free), window=64).run(
+    bare = list(eng.feeder(eng.sampling_params(cfg), window=64).run(
         iter([Request(r["id"], i, adapter) for r, i in zip(rows_in, ids)])))
     over = {c.key for c in bare if any(len(n) > MAX_NAME_CHARS for n in names(c.text))}
     assert over, [c.text[:120] for c in bare]
     redo = {c.key for c in bare if needs_capped_retry(c)}
     assert over <= redo
 
-    run(free, six, tmp_path / "free", engine=eng, progress=False)
-    rows = {r["id"]: r for r in read_table(tmp_path / "free").to_pylist()}
-    assert {k: (r["status"], r["raw"]) for k, r in rows.items()} == {k: (r["status"], r["raw"])
-                                                                      for k, r in greedy.items()}
-    summary = json.loads((tmp_path / "free" / "_engine_summary.json").read_text())
+    run(cfg, six, tmp_path / "default", engine=eng, progress=False)
+    rows = {r["id"]: r for r in read_table(tmp_path / "default").to_pylist()}
+    same = {k: (r["status"], r["raw"]) for k, r in capped.items()}
+    assert {k: (r["status"], r["raw"]) for k, r in rows.items()} == same
+    assert {k: (r["status"], r["raw"]) for k, r in greedy.items()} == same
+    summary = json.loads((tmp_path / "default" / "_engine_summary.json").read_text())
     assert summary["capped_retries"] == len(redo)
 
 
