@@ -40,11 +40,11 @@ arms union240 U "" "b05s2 r05fr"
 arms genbench-gen GB .gen.cases.parquet ""
 arms genbench-dev GB .dev.cases.parquet ""
 # decoding levers, paired on one adapter (r05fr7, or r05fm in the lease's tiny and lever modes): the grammar without
-# length caps (nc), self-consistency (5 samples) and FP8 weights against the same adapter's greedy bf16 rows
+# length caps in it (cap: the default before the eighth session), self-consistency (5 samples) and FP8 weights against the same adapter's greedy bf16 rows
 for b in union genbench genbench-flat cause; do
   for a in r05fr7 r05fm; do
     base=$R/$b/serve-m05/$a.gen.cases.parquet; [ -f "$base" ] || continue
-    alt=(); for t in m05nc m05sc m05fp8; do f=$R/$b/serve-$t/$a.gen.cases.parquet; [ -f "$f" ] && alt+=("$a-${t#m05}=$f"); done
+    alt=(); for t in m05cap m05sc m05fp8; do f=$R/$b/serve-$t/$a.gen.cases.parquet; [ -f "$f" ] && alt+=("$a-${t#m05}=$f"); done
     [ ${#alt[@]} -gt 0 ] && "${EV[@]}" compare "$a=$base" "${alt[@]}" --json "$R/decode.$b.$a.json" > "$R/decode.$b.$a.txt" 2>&1
   done
 done
