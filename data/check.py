@@ -10,6 +10,8 @@ follow it).
 from __future__ import annotations
 
 import functools
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,3 +145,47 @@ def plainly_valid(output: dict[str, Any]) -> bool:
     return True
 
 
+
+
+def _string_caps(schema: dict[str, Any]) -> dict[str, tuple[int, int | None]]:
+    """{property name: (minLength, maxLength)} of every capped string property in the schema (metric items too)."""
+    out: dict[str, tuple[int, int | None]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, sub in (node.get("properties") or {}).items():
+                if isinstance(sub, dict) and sub.get("type") == "string" and ("maxLength" in sub or "minLength" in sub):
+                    out[name] = (int(sub.get("minLength", 0)), sub.get("maxLength"))
+                walk(sub)
+            walk(node.get("items"))
+
+    walk(schema)
+    return out
+
+
+_CAPS = _string_caps(OUTPUT_JSON_SCHEMA)
+# A capped string in the compact JSON guided decoding writes (no whitespace between tokens): its key, then its
+# body up to the closing quote or the end of a cut answer. Inside a string every quote is escaped, so the key
+# pattern cannot match there.
+_CAPPED_STRING = re.compile(r'"(' + "|".join(map(re.escape, _CAPS)) + r')":"((?:[^"\\]|\\.)*)(\\?)')
+
+
+def breaks_length_cap(text: str | None) -> bool:
+    """Whether any capped string of an answer (finished or cut at max_tokens) is over its maxLength, or is a
+    closed string under its minLength: what the grammar without the caps (data.schema.decode_json_schema) lets
+    through and the capped grammar would not have. An answer for which this is false took at each step a token
+    the capped grammar also allows, so decoding it under the caps gives the same answer (engine: the capped retry)."""
+    for m in _CAPPED_STRING.finditer(text or ""):
+        lo, hi = _CAPS[m.group(1)]
+        body = m.group(2)
+        closed = m.end() < len(text or "") and not m.group(3)  # a quote follows (not a cut mid-escape or at the end)
+        if hi is not None and len(body) > hi:  # the escaped body is at least as long as the string it encodes
+            try:
+                n = len(json.loads(f'"{body}"'))
+            except ValueError:
+                n = len(body)
+            if n > hi:
+                return True
+        if closed and len(body) < lo:  # an empty body encodes an empty string
+            return True
+    return False

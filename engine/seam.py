@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from reportminer.data.parse import parse_output
+from reportminer.data.check import breaks_length_cap
 from reportminer.data.prompt import render_prompt
 
 from .adapters import Adapter
@@ -61,20 +61,19 @@ class Completion:
 
 def needs_capped_retry(c: Completion) -> bool:
     """Whether an answer decoded under the grammar without the contract's length caps
-    (`guided_length_caps: false`) must be decoded again under the capped one: some answer of it is not a
-    finished answer that meets the whole contract (over a cap, or cut at max_tokens, where the caps could
-    have closed a string sooner).
+    (`guided_length_caps: false`) must be decoded again under the capped one: some answer of it, finished or cut
+    at max_tokens, has a string over its cap (or an empty metric name): data.check.breaks_length_cap.
 
     Why this keeps the capped grammar's answers (greedy): its token mask allows a subset of the uncapped
-    one's, and an answer that meets every cap took at each step a token the capped mask also allows (every
-    prefix of it is a prefix of an answer within the caps), so the capped run picks the same tokens. Only
-    the rest can differ, and those are exactly the ones decoded again here. Cost: one more decode of those
-    rows (round 7's serve: 18 of 2,532 answers reached the analysis cap)."""
+    one's, and an answer whose strings all keep within the caps took at each step a token the capped mask also
+    allows, so the capped run picks the same tokens; only the others can differ, and those are exactly the
+    ones decoded again here. An answer that misses the contract otherwise (a repeated metric name) is the
+    capped run's too, and is not decoded again. Cost: one more decode of those rows (round 7's serve: 18 of
+    2,532 answers reached the analysis cap)."""
     if c.rejected is not None:
         return False
     answers = c.samples or [Sample(c.text, c.finish_reason, c.output_tokens)]
-    return any(a.finish_reason != "abort" and not (a.finish_reason == "stop" and parse_output(a.text).ok)
-               for a in answers)
+    return any(a.finish_reason != "abort" and breaks_length_cap(a.text) for a in answers)
 
 
 def encode_prompts(tokenizer: Any, titles: Iterable[str | None], paragraphs: Iterable[str | None]) -> list[list[int]]:

@@ -137,3 +137,32 @@ def test_engine_extract_is_the_function():
     import reportminer.engine as eng
 
     assert inspect.isfunction(eng.extract)
+
+
+def test_breaks_length_cap_reads_finished_and_cut_answers_by_the_schemas_caps():
+    """data.check.breaks_length_cap decides which answers of the grammar without caps the engine decodes again
+    (engine.seam.needs_capped_retry): a string over its cap, finished or cut, or a closed empty metric name;
+    never an answer whose strings all keep within the caps, whatever else is wrong with it."""
+    from reportminer.data.check import breaks_length_cap
+    from reportminer.data.schema import MAX_ANALYSIS_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS
+
+    def answer(analysis="营收增长", name="营业收入", reason="核心"):
+        m = {"metric_name": name, "metric_type": "financial", "score": 0.9, "reason": reason}
+        return json.dumps({"analysis": analysis, "metrics": [m, m]}, ensure_ascii=False, separators=(",", ":"))
+
+    assert not breaks_length_cap(answer())  # a repeated name breaks the contract, not a cap
+    assert not breaks_length_cap(answer(analysis="营" * MAX_ANALYSIS_CHARS, name="名" * MAX_NAME_CHARS,
+                                        reason="因" * MAX_REASON_CHARS))
+    assert breaks_length_cap(answer(analysis="营" * (MAX_ANALYSIS_CHARS + 1)))
+    assert breaks_length_cap(answer(name="名" * (MAX_NAME_CHARS + 1)))
+    assert breaks_length_cap(answer(reason="因" * (MAX_REASON_CHARS + 1)))
+    assert breaks_length_cap(answer(name=""))
+    # escapes count as the characters they encode: 400 newlines are 800 characters of JSON, 400 of analysis
+    assert not breaks_length_cap(answer(analysis="\n" * 400))
+    assert breaks_length_cap(answer(analysis="\n" * (MAX_ANALYSIS_CHARS + 1)))
+    # cut at max_tokens: an unterminated string counts as far as it got, a cut mid-escape as its full characters
+    cut = '{"analysis":"' + "a" * MAX_ANALYSIS_CHARS
+    assert not breaks_length_cap(cut) and breaks_length_cap(cut + "a")
+    assert not breaks_length_cap('{"analysis":"' + "\\n" * (MAX_ANALYSIS_CHARS - 1) + "\\")
+    assert not breaks_length_cap('{"analysis":"x","metrics":[{"metric_name":"')  # an empty name not yet closed
+    assert not breaks_length_cap(None) and not breaks_length_cap("")
