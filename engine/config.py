@@ -178,8 +178,8 @@ class EngineConfig:
     guided_length_caps: bool = h(
         "Compile the contract's string length caps into the grammar. Off (the default): the grammar without them "
         "(data.schema.decode_json_schema), whose token masks cost ~11x less host time (guidance: 198 against 18 us "
-        "a token on the CPU, scripts/bench_grammar.py), and an answer that misses the contract (over a cap, or cut "
-        "at max_tokens) is decoded once more under the capped grammar: greedy rows are the capped run's "
+        "a token on the CPU, scripts/bench_grammar.py), and an answer with a string over its cap (finished or cut at "
+        "max_tokens) is decoded once more under the capped grammar: greedy rows are the capped run's "
         "(engine.seam.needs_capped_retry; round 7: 18 of 2,532 answers reached the 640-character analysis cap). "
         "The ray_llm processor always compiles the caps (it cannot decode a row twice).",
         default=False, group="sampling", flag="--guided-length-caps/--no-guided-length-caps")

@@ -108,7 +108,7 @@ class Pipeline:
         # between our submissions; the cap bounds finished rows waiting behind a slow one.
         window = self.config.chunk_size or 8 * self.engine.max_num_seqs
         self.buffer_cap = max(8 * window, 2 * self.config.batch_rows * self.width)
-        # Without the length caps in the grammar (cheaper masks), answers that miss the contract are decoded
+        # Without the length caps in the grammar (cheaper masks), answers with a string over a cap are decoded
         # once more under the capped grammar: the rows then equal the capped run's (seam.needs_capped_retry).
         c = self.config
         return self.engine.feeder(self.engine.sampling_params(c), window=window,

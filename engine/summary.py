@@ -111,7 +111,7 @@ class RunSummary:
             f"{self.rows_per_s:.2f} rows/s, {self.output_tokens_per_s:.1f} output tok/s",
         ]
         if self.capped_retries:
-            lines.append(f"  grammar without length caps: {self.capped_retries} row(s) missed the contract and were "
+            lines.append(f"  grammar without length caps: {self.capped_retries} row(s) had a string over its cap and were "
                          "decoded again under the capped grammar")
         if self.row_cache.get("enabled"):
             c = self.row_cache
