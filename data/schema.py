@@ -57,8 +57,9 @@ def decode_json_schema(length_caps: bool = True) -> dict[str, Any]:
     of a capped string, so the caps make the mask ~11x dearer per token (scripts/bench_grammar.py on the
     0.5B tokenizer, 200 of genbench's gold answers: 197.7 us a token with the caps, 17.5 us without, 2-core
     sandbox, docs/BENCHMARKS.md), and on a GPU the guided path is bound by that host work (the GPU idle 77 % of the
-    time at 0.355x bare). The caps stay the contract: data.check flags an answer over one after decoding,
-    a row error, never a silent pass (round 7: 18 of 2,532 answers reached the analysis cap of 640).
+    time at 0.355x bare). The caps stay the contract: data.check.breaks_length_cap finds an answer over one
+    after decoding and the engine decodes it once more under the capped grammar (engine.seam.needs_capped_retry;
+    round 7: 18 of 2,532 answers reached the analysis cap of 640); data.check judges every row.
     """
     if length_caps:
         return OUTPUT_JSON_SCHEMA
