@@ -18,6 +18,9 @@
 # .whl-conv holds only what setup's GGUF conversion needs (gguf, jsonschema; `cp .whl/{gguf,jsonschema,referencing,
 # rpds}* .whl-conv/`): no training runs in this lease, and .whl's bitsandbytes alone (43 MB) would cost a call.
 # .carry-ad/b05a/best is .cache/r6/adapters/b05a/best (seed-trained: never committed). S = budget_left_s from `status`.
+# Without .carry-ad (a fresh checkout: seed-trained adapters never travel between sessions), ADAPTER=demo benches the
+# committed data/demo/adapter (the 0.5B, r 8, team rows only): `mkdir -p /tmp/exp/demo && cp -r data/demo/adapter
+# /tmp/exp/demo/best` in the setup call, then `ADAPTER=demo ... queue S`.
 # What happened (2026-12-06, 17:41-18:49 here): eight calls found no machine (H100 and H200 alike; 736 s of the
 # 1,800); the ninth got an H100 at 18:32 (its start 84 s), 980 s left. Staging took ~3 s a call (20 calls). The bench started 18:35:25 with
 # a 779 s budget: bare and merged finished, the third process (json-guidance, engine, lora) finished json-guidance
@@ -41,11 +44,11 @@ queue)
   # grammar backend, a new process's start from the compile cache the others left. FP8 after, if >= 330 s are left
   # (round 7: an FP8 engine's cold start took 250 s).
   setsid nohup bash -c "while [ ! -f /tmp/models/qwen2.5-coder-0.5b-instruct/SOURCE.json ]; do sleep 2; done
-    BUDGET=\$(( $deadline - \$(date +%s) )) scripts/gpu_bench.sh start m05 b05a \
+    BUDGET=\$(( $deadline - \$(date +%s) )) scripts/gpu_bench.sh start m05 ${ADAPTER:-b05a} \
       --phases ${PHASES:-bare,json-guidance,json-uncapped,lora,merged,engine,json-xgrammar,start}
     while kill -0 \$(cat /tmp/bench-m05.pid) 2>/dev/null; do sleep 5; done
     b=\$(( $deadline - \$(date +%s) )); echo \"fp8 budget \$b s\"
-    [ \$b -ge 330 ] && TAG=fp8 BUDGET=\$b scripts/gpu_bench.sh start m05 b05a --phases json-guidance \
+    [ \$b -ge 330 ] && TAG=fp8 BUDGET=\$b scripts/gpu_bench.sh start m05 ${ADAPTER:-b05a} --phases json-guidance \
       --set quantization=fp8
     echo done > /tmp/bench17.done" > /tmp/bench17.log 2>&1 < /dev/null &
   echo "queued; pack before $(date -d @"$deadline" +%H:%M:%S)"
