@@ -212,3 +212,42 @@ def test_rebuild_adds_the_phases_a_cut_process_finished(tmp_path: Path) -> None:
     assert not any(bench_gpu.FAILED in v for v in d["results"].values())
     assert d["machine"] == {"gpus": ["H100"]} and d["output_digests"] == {"bare": "abc"}
     assert d["rebuilt_from_logs"] == ["proc-bare.log", "proc-lora-guidance.log"]
+
+
+def test_compare_says_whether_the_extraction_moved_where_texts_differ() -> None:
+    """GPU greedy decoding is not batch-invariant: texts differ between passes where the metrics do not."""
+    one = '{"analysis":"%s","metrics":[{"metric_name":"营业收入","metric_type":"financial","score":0.9,"reason":"r"}]}'
+    two = ('{"analysis":"a","metrics":[{"metric_name":"毛利率","metric_type":"financial","score":0.8,"reason":"r"},'
+           '{"metric_name":"营业收入","metric_type":"financial","score":0.9,"reason":"r"}]}')
+    retyped = one.replace("financial", "business")
+    a = {"b0": one % "甲", "b1": one % "乙", "b2": one % "丙", "b3": "not json"}
+    b = {"b0": one % "甲", "b1": one % "乙（另一措辞）", "b2": two, "b3": retyped % "丁"}
+    c = bench_gpu.compare(a, b)
+    assert (c["differ"], c["identical_share"]) == (3, 0.25)
+    assert c["same_metrics_share"] == 0.5  # b0 (identical) and b1 (other words, same metric)
+    assert c["same_count_share"] == 0.5  # b2 adds a metric; b3's first text is no answer (0 metrics) against 1
+    assert bench_gpu.metric_keys(retyped % "x") == (("营业收入", "business"),)
+    assert bench_gpu.metric_keys('{"analysis":"a"}') is None
+
+
+def test_rebuild_with_work_recomputes_the_row_comparisons(tmp_path: Path) -> None:
+    one = '{"analysis":"%s","metrics":[]}'
+    plan = {"work": "/gone", "phases": ["json-guidance", "json-uncapped"], "ray_actors": [],
+            "structured_output_backend": "guidance", "engine_serves_merged": False,
+            "processes": [{"name": "lora-guidance", "phases": ["json-guidance", "json-uncapped"], "sets": []}]}
+    r = {"rows_per_s": 30.0, "output_tok_per_s": 6000.0, "valid_share": 1.0}
+    prior = {"plan": plan, "results": {"json-guidance": r, "json-uncapped": r}, "identical": {"stale": {}},
+             "output_digests": {}}
+    (tmp_path / "prior.json").write_text(json.dumps(prior))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "texts-json-guidance.json").write_text(json.dumps({"b0": one % "x", "b1": one % "y"}))
+    (work / "texts-json-uncapped.json").write_text(json.dumps({"b0": one % "x", "b1": one % "z"}))
+    out = tmp_path / "out.json"
+    res = bench("rebuild", str(work), "--work", str(work), "--prior", str(tmp_path / "prior.json"),
+                "--json-out", str(out))
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    pair = d["identical"]["json-uncapped_vs_json-guidance"]
+    assert (pair["differ"], pair["same_metrics_share"]) == (1, 1.0) and "stale" not in d["identical"]
+    assert set(d["output_digests"]) == {"json-guidance", "json-uncapped"}
