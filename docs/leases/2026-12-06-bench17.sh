@@ -8,7 +8,7 @@
 #   scripts/gpu_experiment.sh stage m05 .carry-m05/pNN                       (carry it; 11 calls)
 #   WHL=.whl-conv scripts/gpu_experiment.sh setup && scripts/gpu_experiment.sh stage vllm .carry-vllm/p02 \
 #     && mkdir -p /tmp/exp/b05a && cp -r .carry-ad/b05a/best /tmp/exp/b05a/  (carry .whl-conv .stage .carry-vllm/p02 .carry-ad)
-#   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN                     (the other 8; the last one also runs)
+#   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN                     (the other 8)
 #   scripts/gpu_experiment.sh setup-vllm && bash docs/leases/2026-12-06-bench17.sh queue S   (carry .stage alone: it
 #     does not fit beside a 46 MiB vllm part, so stage the last part in a call of its own first;
 #     PHASES=bare,json-guidance,lora,json-xgrammar ... queue S: the product-setting rerun first)
