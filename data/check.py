@@ -145,8 +145,6 @@ def plainly_valid(output: dict[str, Any]) -> bool:
     return True
 
 
-
-
 def _string_caps(schema: dict[str, Any]) -> dict[str, tuple[int, int | None]]:
     """{property name: (minLength, maxLength)} of every capped string property in the schema (metric items too)."""
     out: dict[str, tuple[int, int | None]] = {}

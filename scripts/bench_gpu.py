@@ -701,12 +701,12 @@ def collect(group: dict[str, Any], log: Path, rc: int | str, seconds: float) -> 
 
 
 def metric_keys(text: str | None) -> tuple[tuple[str, str], ...] | None:
-    """The answer's sorted (metric_name, metric_type) pairs; None where it is no answer object."""
-    try:
-        metrics = json.loads(text or "")["metrics"]
-        return tuple(sorted((str(m["metric_name"]), str(m["metric_type"])) for m in metrics))
-    except (ValueError, TypeError, KeyError):
-        return None
+    """The answer's sorted (metric_name, metric_type) pairs as the contract's parser reads them (evalkit's
+    lenient extraction); None where the text holds no answer object."""
+    from reportminer.data.parse import parse_output
+
+    ex = parse_output(text).extraction
+    return None if ex is None else tuple(sorted((m.metric_name, m.metric_type) for m in ex.metrics))
 
 
 def compare(a: dict[str, str | None], b: dict[str, str | None]) -> dict[str, Any]:

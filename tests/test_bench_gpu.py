@@ -227,7 +227,8 @@ def test_compare_says_whether_the_extraction_moved_where_texts_differ() -> None:
     assert c["same_metrics_share"] == 0.5  # b0 (identical) and b1 (other words, same metric)
     assert c["same_count_share"] == 0.5  # b2 adds a metric; b3's first text is no answer (0 metrics) against 1
     assert bench_gpu.metric_keys(retyped % "x") == (("营业收入", "business"),)
-    assert bench_gpu.metric_keys('{"analysis":"a"}') is None
+    assert bench_gpu.metric_keys('{"analysis":"a"}') == ()  # an object without metrics: none (data.parse, lenient)
+    assert bench_gpu.metric_keys("not json") is None and bench_gpu.metric_keys(None) is None
 
 
 def test_rebuild_with_work_recomputes_the_row_comparisons(tmp_path: Path) -> None:

@@ -6,13 +6,12 @@ occurrence of every seed paragraph (cycle k), a gold file and one prediction fil
 `evalkit compare`. Cycle 1 against cycle 0 is the same phase on the same rows again (another suffix, another batch
 position): a floor for the comparisons between phases. Writes outside the repository only (seed-derived).
 
-    python docs/analysis/r9/bench_rows.py /tmp/b34/bench-m05 ../shared/seed /tmp/q9
+    PYTHONPATH=$(scripts/srcview.sh) .venv/bin/python docs/analysis/r9/bench_rows.py /tmp/b34/bench-m05 ../shared/seed /tmp/q9
     evalkit compare --gold /tmp/q9/gold-c0.jsonl --matcher upstream capped=/tmp/q9/json-guidance-c0.jsonl \\
         uncapped=/tmp/q9/json-uncapped-c0.jsonl default=/tmp/q9/engine-c0.jsonl
 """
 from __future__ import annotations
 
-import glob
 import json
 import re
 import sys
@@ -20,14 +19,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from reportminer.data.io import iter_jsonl
+
 
 def main(work: Path, seed_dir: Path, out: Path, cycles: int = 2) -> None:
     seed: dict[str, dict] = {}
-    for f in sorted(glob.glob(str(seed_dir / "data" / "type_*.jsonl"))):
-        for line in open(f, encoding="utf-8"):
-            if line.strip():
-                r = json.loads(line)
-                seed.setdefault(r["input"]["paragraph"], r)
+    for row in iter_jsonl(seed_dir / "data"):
+        seed.setdefault(row.obj["input"]["paragraph"], row.obj)
     rows = [r for f in sorted((work / "input").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     occurrences: dict[str, list[str]] = {}
     for r in sorted(rows, key=lambda r: r["id"]):
