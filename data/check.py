@@ -59,8 +59,37 @@ def answer_problems(output: Any) -> list[Problem]:
         names: list[str] = [m["metric_name"] for m in metrics if isinstance(m, dict) and isinstance(m.get("metric_name"), str)]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            out.append(Problem(("metrics",), f"duplicate metric_name, repeated in one row: {', '.join(dup)}"))
+            out.append(Problem(("metrics",), f"{REPEATED_NAME}: {', '.join(dup)}"))
     return out
+
+
+REPEATED_NAME = "duplicate metric_name, repeated in one row"  # answer_problems' message for the one rule a schema cannot state
+
+
+def only_repeated_names(problems: list[Problem]) -> bool:
+    """Whether every problem is a repeated metric_name (and there is one): the breach `first_of_each_name` repairs."""
+    return bool(problems) and all(p.message.startswith(REPEATED_NAME) for p in problems)
+
+
+def first_of_each_name(output: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """(`output` with each metric whose name came earlier removed, the removed metrics in order).
+
+    Why: a repeated metric_name is the one rule of the contract that a JSON schema, and so the guided grammar,
+    cannot state; guided answers still break it now and then (round 8's H100 serves: 0, 1 and 2 rows of 1,400;
+    the ninth session's bench: 1 of 2,048). The first occurrence is where the model ranked that metric, so the
+    engine keeps it and records the repeats (engine/rows.py) rather than losing the whole row."""
+    seen: set[str] = set()
+    kept: list[Any] = []
+    repeats: list[Any] = []
+    for m in output.get("metrics") or []:
+        name = m.get("metric_name") if isinstance(m, dict) else None
+        if isinstance(name, str) and name in seen:
+            repeats.append(m)
+            continue
+        if isinstance(name, str):
+            seen.add(name)
+        kept.append(m)
+    return {**output, "metrics": kept}, repeats
 
 
 def _schema_message(e: Any) -> str:

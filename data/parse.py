@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .check import answer_problems
+from .check import Problem, answer_problems, first_of_each_name, only_repeated_names
 from .schema import Extraction
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
@@ -55,18 +55,48 @@ def _loads_object(text: str) -> tuple[Any, str | None]:
 
 def schema_errors(obj: Any) -> list[str]:
     """`path/in/answer: problem` for each way `obj` breaks the contract (data.check, shared with validate)."""
-    return [f"{'/'.join(str(p) for p in pr.path) or '(root)'}: {pr.message}" for pr in answer_problems(obj)]
+    return _messages(answer_problems(obj))
+
+
+def _messages(problems: list[Problem]) -> list[str]:
+    return [f"{'/'.join(str(p) for p in pr.path) or '(root)'}: {pr.message}" for pr in problems]
 
 
 def parse_output(text: str | None) -> Parsed:
+    obj, failed = _object(text)
+    return failed or _parsed(obj)
+
+
+def parse_keeping_first(text: str | None) -> tuple[Parsed, list[dict[str, Any]]]:
+    """parse_output, except that an answer whose only breach is a repeated metric_name comes back ok with each
+    name's first metric (data.check.first_of_each_name); the second value holds the metrics removed, as dicts
+    (empty otherwise). The engine reads model text this way; evalkit scores with parse_output's lenient
+    extraction, which keeps every name anyway."""
+    obj, failed = _object(text)
+    if failed:
+        return failed, []
+    problems = answer_problems(obj)
+    if only_repeated_names(problems):
+        fixed, repeats = first_of_each_name(obj)
+        if not answer_problems(fixed):
+            removed = Extraction.from_dict({"analysis": "", "metrics": repeats}).to_dict()["metrics"]
+            return _parsed(fixed, []), removed
+    return _parsed(obj, problems), []
+
+
+def _object(text: str | None) -> tuple[Any, Parsed | None]:
     if text is None or not str(text).strip():
-        return Parsed(False, None, error="empty output")
+        return None, Parsed(False, None, error="empty output")
     obj, err = _loads_object(str(text))
     if err is not None:
-        return Parsed(False, None, error=err)
+        return None, Parsed(False, None, error=err)
     if not isinstance(obj, dict):
-        return Parsed(False, None, error=f"JSON is a {type(obj).__name__}, not an object")
-    errs = schema_errors(obj)
+        return None, Parsed(False, None, error=f"JSON is a {type(obj).__name__}, not an object")
+    return obj, None
+
+
+def _parsed(obj: dict[str, Any], problems: list[Problem] | None = None) -> Parsed:
+    errs = schema_errors(obj) if problems is None else _messages(problems)
     metrics = obj.get("metrics")
     extraction = Extraction.from_dict(
         {

@@ -172,7 +172,7 @@ FINISH_REASON = "finish_reason"
 PROMPT_TOKENS = "prompt_tokens"
 OUTPUT_TOKENS = "output_tokens"
 SAMPLES = "samples"  # {valid, total} sampled answers (self-consistency, `engine run --samples N`)
-DROPPED_METRICS = "dropped_metrics"  # metrics removed by score_threshold, kept for audit
+DROPPED_METRICS = "dropped_metrics"  # metrics removed by score_threshold or as a repeated name, kept for audit
 RAW_SAMPLES = "raw_samples"  # only when samples > 1: every sampled text, in sample order
 RESULT_COLUMNS: tuple[str, ...] = (
     ADAPTER, ANALYSIS, METRICS, RAW, STATUS, ERROR, FINISH_REASON, PROMPT_TOKENS, OUTPUT_TOKENS, SAMPLES,

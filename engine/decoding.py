@@ -104,10 +104,13 @@ def row_from_completion(name: str, comp: "Completion", c: "EngineConfig", thresh
         r.samples = {"valid": int(r.status == OK), "total": 1}
         if r.metrics is not None:
             r.metrics = [{**m, AGREEMENT: 1.0} for m in r.metrics]
+        if r.dropped_metrics:  # a repeated name's later metrics (rows.result_from_text)
+            r.dropped_metrics = [{**m, AGREEMENT: 1.0} for m in r.dropped_metrics]
     else:
         r = _voted_row(name, comp, c)
     if r.status == OK and threshold is not None:
-        r.metrics, r.dropped_metrics = split_by_threshold(r.metrics or [], threshold, threshold_key(c))
+        r.metrics, below = split_by_threshold(r.metrics or [], threshold, threshold_key(c))
+        r.dropped_metrics = (r.dropped_metrics or []) + below
     if r.status == OK and prior is not None and r.metrics:
         r.metrics, r.retyped = prior.apply(r.metrics)
     return r

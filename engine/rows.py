@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from reportminer.data.grounding import ground_metrics
-from reportminer.data.parse import parse_output
+from reportminer.data.parse import parse_keeping_first
 
 # The result columns, statuses and error reasons are the contract's (data.schema); re-exported here.
 from reportminer.data.schema import (
@@ -61,7 +61,7 @@ class RowResult:
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     samples: dict[str, int] | None = None  # {"valid", "total"} of the sampled answers; None when never submitted
-    dropped_metrics: list[dict[str, Any]] | None = None  # below score_threshold; None when no threshold applies
+    dropped_metrics: list[dict[str, Any]] | None = None  # below score_threshold, or a repeated name; None when neither applies
     raw_samples: list[str | None] | None = None  # every sample's text (samples > 1)
     retyped: int = 0  # metric types the type prior changed; counted in the summary, not stored
     retried: bool = False  # decoded again under the capped grammar (seam.needs_capped_retry); counted, not stored
@@ -80,21 +80,24 @@ def error_row(adapter: str, reason: str, detail: str, prompt_tokens: int | None 
 def result_from_text(
     adapter: str, text: str | None, finish_reason: str | None, prompt_tokens: int, output_tokens: int, max_tokens: int
 ) -> RowResult:
-    """Strict: a row is ok only when generation stopped by itself and the text meets the whole contract."""
+    """Strict: a row is ok only when generation stopped by itself and the text meets the whole contract, once
+    a repeated metric_name has been reduced to its first metric (data.parse.parse_keeping_first)."""
     base: dict[str, Any] = dict(adapter=adapter, raw=text, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
                 output_tokens=output_tokens)
     if finish_reason == "length":
         return RowResult(status=ERROR, reason=LENGTH, detail=f"output cut at max_tokens={max_tokens}", **base)
     if finish_reason == "abort":
         return RowResult(status=ERROR, reason=ABORTED, detail="request aborted by the engine", **base)
-    parsed = parse_output(text)
+    parsed, repeats = parse_keeping_first(text)
     if not parsed.json_valid:
         return RowResult(status=ERROR, reason=INVALID_JSON, detail=parsed.error, **base)
     if not parsed.ok:
         return RowResult(status=ERROR, reason=SCHEMA, detail=parsed.error, **base)
     assert parsed.extraction is not None
     ex = parsed.extraction.to_dict()
-    return RowResult(status=OK, analysis=ex["analysis"], metrics=ex["metrics"], **base)
+    # A repeated metric_name (the rule the grammar cannot state) keeps each name's first metric; the repeats go
+    # to dropped_metrics, where a threshold's drops also go, so the row is kept and nothing is hidden.
+    return RowResult(status=OK, analysis=ex["analysis"], metrics=ex["metrics"], dropped_metrics=repeats or None, **base)
 
 
 def grounded(paragraph: str | None, metrics: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:

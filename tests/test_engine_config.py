@@ -112,9 +112,17 @@ def test_row_classification_is_strict():
     assert (cut.status, cut.reason, cut.raw) == ("error", LENGTH, '{"analysis":"x')
     prose = result_from_text("a", "I think the answer is", "stop", 10, 5, 64)
     assert prose.reason == INVALID_JSON and prose.raw == "I think the answer is"
-    dup = result_from_text("a", '{"analysis":"","metrics":[{"metric_name":"x","metric_type":"financial","score":1,"reason":""},'
-                                '{"metric_name":"x","metric_type":"financial","score":1,"reason":""}]}', "stop", 1, 1, 64)
-    assert dup.reason == SCHEMA and "duplicate" in dup.error
+    # a repeated name is the one rule the grammar cannot state: the row keeps each name's first metric and records
+    # the repeat; a repeat beside any other breach is still a row error
+    dup = result_from_text("a", '{"analysis":"","metrics":[{"metric_name":"x","metric_type":"financial","score":1,"reason":"a"},'
+                                '{"metric_name":"y","metric_type":"business","score":0.5,"reason":"b"},'
+                                '{"metric_name":"x","metric_type":"business","score":0.9,"reason":"c"}]}', "stop", 1, 1, 64)
+    assert dup.status == "ok" and [(m["metric_name"], m["reason"]) for m in dup.metrics] == [("x", "a"), ("y", "b")]
+    assert [(m["metric_name"], m["metric_type"], m["reason"]) for m in dup.dropped_metrics] == [("x", "business", "c")]
+    assert ok.dropped_metrics is None
+    bad = result_from_text("a", '{"analysis":"","metrics":[{"metric_name":"x","metric_type":"financial","score":1,"reason":""},'
+                                '{"metric_name":"x","metric_type":"other","score":1,"reason":""}]}', "stop", 1, 1, 64)
+    assert bad.reason == SCHEMA and "duplicate" in bad.error and "metric_type" in bad.error
 
 
 def test_an_uncapped_grammar_drops_only_the_length_caps_and_the_contract_still_judges(tiny_model):

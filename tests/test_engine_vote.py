@@ -155,3 +155,23 @@ def test_manifest_decoding_is_optional_and_its_threshold_needs_the_same_sample_c
     assert t == {"a": None} and "calibrated with samples=3" in warnings[0]
     assert adapter_thresholds(cfg.override(score_threshold=0.9), a) == ({"a": 0.9}, [])
     assert adapter_thresholds(cfg.override(score_threshold=0.9, include_base=True), a)[0] == {"base": 0.9, "a": 0.9}
+
+
+def test_a_repeated_name_and_a_threshold_both_land_in_dropped_metrics(tiny_model):
+    """row_from_completion: the repeat that rows.result_from_text removed and the metrics under the threshold are
+    both recorded, with the agreement every metric of a greedy row carries."""
+    from reportminer.engine.config import EngineConfig
+    from reportminer.engine.decoding import row_from_completion
+    from reportminer.engine.seam import Completion
+
+    text = ('{"analysis":"","metrics":[{"metric_name":"x","metric_type":"financial","score":0.95,"reason":""},'
+            '{"metric_name":"y","metric_type":"business","score":0.4,"reason":""},'
+            '{"metric_name":"x","metric_type":"financial","score":0.9,"reason":""}]}')
+    c = EngineConfig(model=str(tiny_model))
+    r = row_from_completion("a", Completion(key=0, text=text, finish_reason="stop", prompt_tokens=1, output_tokens=1),
+                            c, 0.8)
+    assert r.status == "ok" and [m["metric_name"] for m in r.metrics] == ["x"]
+    assert [(m["metric_name"], m["score"], m["agreement"]) for m in r.dropped_metrics] == [("x", 0.9, 1.0), ("y", 0.4, 1.0)]
+    none = row_from_completion("a", Completion(key=0, text=text, finish_reason="stop", prompt_tokens=1, output_tokens=1),
+                               c, None)
+    assert [m["metric_name"] for m in none.metrics] == ["x", "y"] and [m["score"] for m in none.dropped_metrics] == [0.9]
