@@ -154,6 +154,31 @@ def test_an_engine_that_serves_the_adapter_merged_runs_beside_the_merged_phase(t
     assert groups[1]["sets"] == ["structured_output_backend=xgrammar", "merge_adapter=true"]
 
 
+def test_engine_merged_runs_beside_merged_and_is_judged_by_the_target_against_the_lora_engine(tiny_model: Path,
+                                                                                             tmp_path: Path) -> None:
+    """engine-merged: the candidate default for one adapter (issue 17) in the merged process, while `engine` stays
+    on LoRA; the summary gives its ratio to bare against the target and compares its rows with the LoRA engine's."""
+    from reportminer.engine import EngineConfig
+
+    cfg = EngineConfig(model=str(tiny_model), adapters={"p": "x"})
+    groups = bench_gpu.phase_groups(["bare", "merged", "engine-merged", "engine"], cfg)
+    assert [(g["name"], g["phases"]) for g in groups] == [
+        ("bare", ["bare"]), ("merged-guidance", ["merged", "engine-merged"]), ("lora-guidance", ["engine"])]
+    assert groups[1]["sets"] == ["structured_output_backend=guidance", "merge_adapter=true"]
+    row = '{"analysis":"a","metrics":[{"metric_name":"%s","metric_type":"financial","score":1,"reason":"r"}]}'
+    (tmp_path / "texts-engine.json").write_text(json.dumps({"b0": row % "x", "b1": row % "y"}))
+    (tmp_path / "texts-engine-merged.json").write_text(json.dumps({"b0": row % "x", "b1": row % "z"}))
+    results = {"bare": {"rows_per_s": 75.0, "output_tok_per_s": 30000.0},
+               "engine": {"rows_per_s": 44.0, "output_tok_per_s": 12000.0},
+               "engine-merged": {"rows_per_s": 72.0, "output_tok_per_s": 19000.0}}
+    s = bench_gpu.summarise({"work": str(tmp_path), "phases": [], "ray_actors": [],
+                             "structured_output_backend": "guidance", "engine_serves_merged": False}, results)
+    assert s["target"]["meets"] is False and s["target"]["engine_merged_vs_bare_rows_s"] == 0.96
+    assert s["target"]["merged_meets"] is True
+    pair = s["identical"]["engine-merged_vs_engine"]
+    assert pair["identical_share"] == 0.5 and pair["same_metrics_share"] == 0.5
+
+
 def test_summary_compares_with_bare_chooses_a_backend_on_proof_and_counts_identical_rows(tmp_path: Path) -> None:
     def r(rows_s: float, valid: float) -> dict:
         return {"rows_per_s": rows_s, "output_tok_per_s": rows_s * 300, "valid_share": valid}
