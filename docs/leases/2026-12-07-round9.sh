@@ -15,7 +15,8 @@
 # round-8 cases (docs/analysis/r8/cases/{union,genbench}/serve-m05/r05fm.gen.cases.parquet) for the arm of r05fm.
 # MODE (what the budget at the machine's arrival holds; round 8's small mode took ~1,450 s with staging):
 #   full  (>= ~1,500 s): r05fm7 + r05fm3 (seeds 7 and 1234), one serve of both; then the bench (bare, engine,
-#         engine-merged, merged; 2,048 seed rows, adapter r05fm7); then serve-m05mg (r05fm7 merged, for quality)
+#         engine-merged, merged; 2,048 seed rows, adapter r05fm7); then serve-m05mg (r05fm7 merged, for quality),
+#         then serve-m05sc (r05fm7 with --samples 5) if time is left
 #   seeds (>= ~1,000 s): the two trainings and their serve only
 #   bench (<  ~1,000 s, no training): the bench on the committed demo adapter (ADAPTER=demo: copy data/demo/adapter
 #         to /tmp/exp/demo/best in the setup call) and its merged serve
@@ -47,6 +48,8 @@ queue)
       echo \"exit 0\" > /tmp/exp/bench.done" > /tmp/exp/bench.log 2>&1 < /dev/null &
     # The merged rows' quality on the benchmarks, paired with serve-m05's LoRA rows of the same adapter.
     AFTER=bench $G serve m05mg m05 $A -- --merge-adapter
+    # Last, if time is left: self-consistency on the recommended recipe (round 8 measured it on r05fr7: +7.1).
+    [ "$mode" = full ] && AFTER=serve-m05mg $G serve m05sc m05 $A -- --samples 5
   fi
   echo "queued ($mode); pack before $(date -d @"$deadline" +%H:%M:%S)"
   ;;
