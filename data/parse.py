@@ -76,11 +76,10 @@ def parse_keeping_first(text: str | None) -> tuple[Parsed, list[dict[str, Any]]]
     if failed:
         return failed, []
     problems = answer_problems(obj)
-    if only_repeated_names(problems):
+    if only_repeated_names(problems):  # every metric is valid, so removing the repeats leaves a valid answer
         fixed, repeats = first_of_each_name(obj)
-        if not answer_problems(fixed):
-            removed = Extraction.from_dict({"analysis": "", "metrics": repeats}).to_dict()["metrics"]
-            return _parsed(fixed, []), removed
+        removed = Extraction.from_dict({"analysis": "", "metrics": repeats}).to_dict()["metrics"]
+        return _parsed(fixed, []), removed
     return _parsed(obj, problems), []
 
 
