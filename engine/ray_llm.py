@@ -20,8 +20,8 @@ messages with `data.prompt.build_messages` (report text made plain of chat contr
 `render_prompt` does) and asks for guided JSON with `data.schema.OUTPUT_JSON_SCHEMA`; Ray's chat-template
 stage applies the model's template with thinking off (`enable_thinking=False`, as the engine does); the
 postprocess parses the answer with the engine's strict parser (`engine/rows.py: result_from_text`, the
-`data/parse.py` contract) into the engine's result columns (`metrics` as JSON text: Ray's blocks hold
-it as a string column). What it does not do, and `engine run` does: resume, one output file per input
+`data/parse.py` contract) into the engine's result columns (`metrics` and `dropped_metrics` as JSON text:
+Ray's blocks hold them as string columns). What it does not do, and `engine run` does: resume, one output file per input
 shard, the row cache, several adapters in one pass, voting and thresholds, the type prior. The
 vLLM engine settings come from the same EngineConfig (`engine_kwargs`).
 
@@ -45,8 +45,8 @@ from reportminer.data.schema import CHAPTER_TITLE, PARAGRAPH, decode_json_schema
 from .rows import EMPTY_PARAGRAPH, ERROR, error_row, result_from_text
 
 # Columns the postprocess adds (the engine's result columns; metrics and dropped metrics as JSON text).
-RESULT_COLUMNS = ("adapter", "analysis", "metrics", "raw", "status", "error", "finish_reason", "prompt_tokens",
-                  "output_tokens")
+RESULT_COLUMNS = ("adapter", "analysis", "metrics", "dropped_metrics", "raw", "status", "error", "finish_reason",
+                  "prompt_tokens", "output_tokens")
 # Ray's stage columns the postprocess drops (the engine's result columns say what matters of them).
 _STAGE_COLUMNS = ("messages", "sampling_params", "prompt", "prompt_token_ids", "generated_tokens", "generated_text",
                   "num_generated_tokens", "num_input_tokens", "metrics", "embeddings", "logprobs", "prompt_logprobs",
@@ -115,6 +115,8 @@ class Postprocess:
                                  n_out, self.max_tokens)
         return {**kept, "adapter": r.adapter, "analysis": r.analysis,
                 "metrics": None if r.metrics is None else json.dumps(r.metrics, ensure_ascii=False),
+                # A repeated name's later metrics (rows.result_from_text keeps the first), as engine run records them.
+                "dropped_metrics": None if r.dropped_metrics is None else json.dumps(r.dropped_metrics, ensure_ascii=False),
                 "raw": r.raw, "status": r.status, "error": r.error if r.status == ERROR else None,
                 "finish_reason": r.finish_reason, "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens}
 

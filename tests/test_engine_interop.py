@@ -20,7 +20,7 @@ from reportminer.data.prompt import SYSTEM_PROMPT, render_prompt, user_text
 from reportminer.data.schema import OUTPUT_JSON_SCHEMA
 from reportminer.engine.config import EngineConfig
 from reportminer.engine.interop import batch_output_lines, split_user_text, write_batch_output
-from reportminer.engine.ray_llm import Postprocess, Preprocess, engine_kwargs
+from reportminer.engine.ray_llm import RESULT_COLUMNS, Postprocess, Preprocess, engine_kwargs
 from reportminer.engine.shards import ShardReader, find_shards
 
 from test_engine_hardening import DEMO, engine_cli
@@ -133,6 +133,14 @@ def test_postprocess_parses_with_the_engines_contract():
     ok = post({"id": "a", **stage, "generated_text": good, "num_generated_tokens": 12})
     assert ok["status"] == "ok" and json.loads(ok["metrics"])[0]["metric_name"] == "毛利率" and ok["error"] is None
     assert ok["adapter"] == "v4" and ok["prompt_tokens"] == 50 and "messages" not in ok and "model" not in ok
+    assert ok["dropped_metrics"] is None and set(RESULT_COLUMNS) <= set(ok)
+    # A repeated name keeps its first metric, and the repeat is recorded as engine run records it, not lost.
+    twice = json.dumps({"analysis": "a", "metrics": [
+        {"metric_name": "毛利率", "metric_type": "financial", "score": 0.8, "reason": "r"},
+        {"metric_name": "毛利率", "metric_type": "business", "score": 0.5, "reason": "again"}]}, ensure_ascii=False)
+    rep = post({"id": "r", **stage, "generated_text": twice, "num_generated_tokens": 20})
+    assert rep["status"] == "ok" and [m["reason"] for m in json.loads(rep["metrics"])] == ["r"]
+    assert [m["reason"] for m in json.loads(rep["dropped_metrics"])] == ["again"]
     cut = post({"id": "b", **stage, "generated_text": good[:20], "num_generated_tokens": 32})
     assert cut["status"] == "error" and cut["error"] == "length: output cut at max_tokens=32"
     bad = post({"id": "c", **stage, "generated_text": '{"analysis": 1}', "num_generated_tokens": 5})
