@@ -35,7 +35,10 @@ queue)
     $G train r05fm3 m05 --set "$XR" --set graft_share=0.3 --set seed=1234 --set "$ES"
     AFTER="r05fm7 r05fm3" $G serve m05 m05 r05fm7 r05fm3
   else
-    A=${ADAPTER:-demo}; touch /tmp/exp/serve-m05.done
+    # No serve to wait for, but vLLM is staged after this queue: the bench starts once it imports.
+    A=${ADAPTER:-demo}
+    setsid nohup bash -c "until PYTHONPATH=/tmp/site-vllm python3 -c 'import vllm' 2> /dev/null; do sleep 10; done
+      sleep 10; touch /tmp/exp/serve-m05.done" > /dev/null 2>&1 < /dev/null &
   fi
   if [ "$mode" != seeds ]; then
     # The bench alone on the GPU once the serve has ended (a serve beside it would share the GPU): bare, the LoRA
