@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Round 9 (issues 16 and 17, written 2026-12-07 in the tenth session after round 8). Round 8 made r05fm (the 0.5B
 # recipe + every team set including benchmarks/multi-train, seed 42) the recommended training on one seed; this
-# lease buys its seeds, then measures the one issue-17 lever that could reach 0.95x bare: the adapter merged into
+# lease buys a second seed of it and one lever (graft_share 0.6, against the perturbation share), then measures the one issue-17 lever that could reach 0.95x bare: the adapter merged into
 # the weights on the default (uncapped) grammar, against the LoRA engine and bare, with the merged rows' quality.
 # On the device, in this order (the staging of docs/leases/2026-12-06-round8.sh's small mode; one call each, the
 # first starts the machine, and keep a call in flight the whole lease: the machine goes back after 30 s idle):
@@ -14,7 +14,7 @@
 # Then here: bash docs/analysis/r8/score.sh with R=.cache/r9 (its serves), and evalkit compare against the committed
 # round-8 cases (docs/analysis/r8/cases/{union,genbench}/serve-m05/r05fm.gen.cases.parquet) for the arm of r05fm.
 # MODE (what the budget at the machine's arrival holds; round 8's small mode took ~1,450 s with staging):
-#   full  (>= ~1,500 s): r05fm7 + r05fm3 (seeds 7 and 1234), one serve of both; then the bench (bare, engine,
+#   full  (>= ~1,500 s): r05fm7 (seed 7) + r05fg (graft_share=0.6, seed 42), one serve of both; then the bench (bare, engine,
 #         engine-merged, merged; 2,048 seed rows, adapter r05fm7); then serve-m05mg (r05fm7 merged, for quality),
 #         then serve-m05sc (r05fm7 with --samples 5) if time is left
 #   seeds (>= ~1,000 s): the two trainings and their serve only
@@ -32,8 +32,10 @@ queue)
   A=r05fm7
   if [ "$mode" != bench ]; then
     $G train r05fm7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
-    $G train r05fm3 m05 --set "$XR" --set graft_share=0.3 --set seed=1234 --set "$ES"
-    AFTER="r05fm7 r05fm3" $G serve m05 m05 r05fm7 r05fm3
+    # The perturbation lever (count moved 27.9 % for r05fm): twice the grafted share, r05fm's seed, so it pairs with
+    # round 8's committed r05fm cases on the one setting it changes.
+    $G train r05fg m05 --set "$XR" --set graft_share=0.6 --set seed=42 --set "$ES"
+    AFTER="r05fm7 r05fg" $G serve m05 m05 r05fm7 r05fg
   else
     # No serve to wait for, but vLLM is staged after this queue: the bench starts once it imports.
     A=${ADAPTER:-demo}
