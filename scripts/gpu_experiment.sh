@@ -17,6 +17,8 @@
 #   scripts/gpu_experiment.sh bench [bench_gpu.py flags]  # detached bench_gpu.py (14B shape) -> /tmp/bench.json
 #   scripts/gpu_experiment.sh train NAME MODEL [--set k=v ...]   # detached; MODEL = m05 | m15
 #   scripts/gpu_experiment.sh wait [SECONDS]  # poll the detached trainings, print progress
+#   scripts/gpu_experiment.sh stop NAME...    # end trainings now, keeping best/ (saved at each new best epoch): their
+#                                          # .done files are written, so serves queued AFTER them start
 #   scripts/gpu_experiment.sh serve TAG MODEL NAME... [-- engine flags]  # one engine pass, every NAME's best adapter
 #   scripts/gpu_experiment.sh coldstart m05 NAME  # issue 17: a fresh-container start with the cache volume (64 rows)
 #   scripts/gpu_experiment.sh cache-out [FIRST]   # the compile cache into $OUT (7 chunks a call) for the next lease
@@ -181,6 +183,20 @@ wait)
     sleep 15; echo ---
   done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  ;;
+stop)
+  # Ends the trainings' python processes only. Their `bash -c` wrappers write the .done files that queued serves
+  # wait for: round 9 (2026-12-07) ran `pkill -f "experiment.py .*train --name ..."`, which matched the wrappers'
+  # command lines too and killed them instead. The trainings ran on, and no .done file was ever written, so the
+  # serve never started and the lease ended without it. The pattern is anchored at the interpreter, so it cannot
+  # match a wrapper or this shell.
+  shift
+  for name in "$@"; do
+    if pkill -TERM -f "^python3 scripts/experiment[.]py .* train --name $name( |\$)"; then echo "stopped $name"
+    else echo "not running: $name"; fi
+  done
+  sleep 3
+  for name in "$@"; do ls "$EXP/$name/best/adapter_config.json" 2>&1; cat "$EXP/$name.done" 2>/dev/null; done
   ;;
 serve)
   # detached like train (engine start + generation); `wait` polls it. Two serves (m05, m15) can share the GPU.
