@@ -20,9 +20,10 @@ messages with `data.prompt.build_messages` (report text made plain of chat contr
 `render_prompt` does) and asks for guided JSON with `data.schema.OUTPUT_JSON_SCHEMA`; Ray's chat-template
 stage applies the model's template with thinking off (`enable_thinking=False`, as the engine does); the
 postprocess parses the answer with the engine's strict parser (`engine/rows.py: result_from_text`, the
-`data/parse.py` contract) into the engine's result columns (`metrics` and `dropped_metrics` as JSON text:
-Ray's blocks hold them as string columns). What it does not do, and `engine run` does: resume, one output file per input
-shard, the row cache, several adapters in one pass, voting and thresholds, the type prior. The
+`data/parse.py` contract) into the engine's result columns (`metrics` and `dropped_metrics` as JSON
+text: Ray's blocks hold them as string columns). What it does not do, and `engine run` does: resume, one
+output file per input shard, the row cache, several adapters in one pass, voting and thresholds, the type
+prior. The
 vLLM engine settings come from the same EngineConfig (`engine_kwargs`).
 
 Ray's vLLM stage reports no finish reason, so an answer is taken as cut at max_tokens when it used all of
