@@ -23,8 +23,7 @@ postprocess parses the answer with the engine's strict parser (`engine/rows.py: 
 `data/parse.py` contract) into the engine's result columns (`metrics` and `dropped_metrics` as JSON
 text: Ray's blocks hold them as string columns). What it does not do, and `engine run` does: resume, one
 output file per input shard, the row cache, several adapters in one pass, voting and thresholds, the type
-prior. The
-vLLM engine settings come from the same EngineConfig (`engine_kwargs`).
+prior. The vLLM engine settings come from the same EngineConfig (`engine_kwargs`).
 
 Ray's vLLM stage reports no finish reason, so an answer is taken as cut at max_tokens when it used all of
 them (`length`), as vLLM reports it.
