@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Round 10 (issues 16 and 17, written 2026-12-07 in the twelfth session after round 9's serve; docs/RESULTS.md
+# "Round 9"). Round 9 found the recommended recipe's lead to be one seed's, and the twelfth session merged the naming
+# lever (docs/analysis/r9/NAMING_LEVER.md: the team's rows and gold name revenue 营收, as the seed does). This lease
+# trains r05fm's recipe on the renamed rows, seed 7 (r05fn7) and seed 42 (r05fn), and serves them in one engine
+# beside r05fm7, the same recipe on the old names, seed 7, which the eleventh session trained and this checkout keeps
+# (.cache/r9/r05fm7/best, not in git): r05fn7 − r05fm7 is the lever alone at one seed, on one engine. Then issue 17's
+# merged-adapter bench, which round 9 ran out of budget for.
+# On the device, in this order (one call each; the first starts the machine; keep a call in flight the whole lease:
+# the machine goes back after 30 s idle):
+#   scripts/gpu_experiment.sh stage m05 .carry-m05/pNN                    (11 calls)
+#   ls .stage                                                              (carry .stage alone)
+#   mkdir -p /tmp/exp/r05fm7 && cp -r .cache/r9/r05fm7/best /tmp/exp/r05fm7/       (carry .cache/r9/r05fm7/best)
+#   scripts/gpu_experiment.sh setup && bash docs/leases/2026-12-08-round10.sh queue S [MODE]   (carry .whl; S = budget_left_s)
+#   scripts/gpu_experiment.sh stage vllm .carry-vllm/pNN                   (9 calls; setup-vllm with the last)
+#   bash docs/leases/2026-12-08-round10.sh wait 450                        (poll; timeout 540)
+#   bash docs/leases/2026-12-08-round10.sh pack                            (results.tar.gz + the bench's JSON and logs)
+# Then here: R=.cache/r10 bash docs/analysis/r8/score.sh (it scores on the tree's benchmarks: the renamed gold), and
+#   evalkit compare r05fm7=... r05fn7=... r05fn=... on union, genbench and the sample rows (the seed's own gold,
+#   untouched by the rename: where the lever is meant to show). Score r05fm7 and r05fn7 on the old gold too
+#   (git show 7c242b9:benchmarks/...): each gold favours the model trained on its own convention.
+# MODE (what the budget at the machine's arrival holds; round 9 on an H200: serve cold start 391 s, 2 adapters x
+# 1,400 rows in 97 s; trainings side by side 598-738 s):
+#   naming  (>= ~1,450 s): r05fn7 + r05fn side by side, one serve of r05fm7 + r05fn7 + r05fn; then the merged bench
+#   naming1 (>= ~1,200 s): r05fn7 alone, one serve of r05fm7 + r05fn7; then the merged bench
+#   merged  (>= ~700 s, no training): issue 17's bench on r05fm7: bare, engine-merged (a new compile key: budget
+#           it ~250 s to start), the LoRA engine; then serve-m05mg (its rows' quality)
+set -uo pipefail
+case "${1:-}" in
+queue)
+  left=${2:?device seconds left to the lease (status: budget_left_s)}; mode=${3:-naming}
+  [ -f /tmp/exp/r05fm7/best/adapter_config.json ] || { echo "no /tmp/exp/r05fm7/best: carry it first" >&2; exit 2; }
+  scripts/gpu_experiment.sh freeze && cd /tmp/repo || exit 1
+  grep -q '"营业收入"' benchmarks/restraint-train/rows.jsonl && { echo "the tree has the old names" >&2; exit 2; }
+  G=scripts/gpu_experiment.sh ES='early_stop_patience=1'
+  XR='extra_data=[benchmarks/restraint-train/rows.jsonl,benchmarks/flat-train/rows.jsonl,benchmarks/root-train/rows.jsonl,benchmarks/multi-train/rows.jsonl]'
+  export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
+  deadline=$(( $(date +%s) + left - 90 )); echo "$deadline" > /tmp/exp/deadline
+  vllm_ready() {  # vLLM is staged after the queue: $1.done appears once it imports and the 0.5B is converted
+    setsid nohup bash -c "until [ -f /tmp/models/qwen2.5-coder-0.5b-instruct/SOURCE.json ] &&
+        PYTHONPATH=/tmp/site-vllm python3 -c 'import vllm' 2> /dev/null; do sleep 10; done
+      sleep 10; echo 'exit 0' > /tmp/exp/$1.done" > /dev/null 2>&1 < /dev/null &
+  }
+  case "$mode" in
+  naming|naming1)
+    # r05fm's recipe (docs/RESULTS.md round 8) on the renamed rows; only the names differ from r05fm7 at seed 7.
+    $G train r05fn7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
+    if [ "$mode" = naming ]; then
+      $G train r05fn m05 --set "$XR" --set graft_share=0.3 --set seed=42 --set "$ES"
+      AFTER="r05fn7 r05fn" $G serve m05 m05 r05fm7 r05fn7 r05fn
+    else
+      AFTER=r05fn7 $G serve m05 m05 r05fm7 r05fn7
+    fi ;;
+  merged) vllm_ready serve-m05 ;;  # no serve to wait for: the bench starts once vLLM imports
+  *) echo "unknown mode $mode" >&2; exit 2 ;;
+  esac
+  # The bench alone on the GPU once the serve has ended. bare first (~75 s on round 9's H200: the ratio's
+  # denominator on this card), then engine-merged, never measured (round 9's budget ran out while its new compile key
+  # started), then the LoRA engine. No process starts with less than a minute of its budget left.
+  setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done
+    BUDGET=\$(( $deadline - 200 - \$(date +%s) )) ROWS=2048 scripts/gpu_bench.sh start m05 r05fm7 \
+      --phases bare,engine-merged,engine
+    sleep 5; while kill -0 \$(cat /tmp/bench-m05.pid) 2>/dev/null; do sleep 5; done
+    echo \"exit 0\" > /tmp/exp/bench.done" > /tmp/exp/bench.log 2>&1 < /dev/null &
+  [ "$mode" = merged ] && AFTER=bench $G serve m05mg m05 r05fm7 -- --merge-adapter
+  echo "queued ($mode); pack before $(date -d @"$deadline" +%H:%M:%S)"
+  ;;
+wait)
+  cd /tmp/repo && scripts/gpu_experiment.sh wait "${2:-0}"
+  [ -f /tmp/bench-m05.pid ] && OUT=/tmp/null scripts/gpu_bench.sh wait m05 0 | grep -v '^-' | tail -12
+  ;;
+pack)
+  cd /tmp/repo && KEEP="${KEEP:-r05fn7}" scripts/gpu_experiment.sh pack
+  [ -f /tmp/bench-m05.pid ] && scripts/gpu_bench.sh wait m05 0 > /dev/null
+  ls -la "${OUT:-/tmp/out}"
+  ;;
+*) sed -n "2,/^set -uo/p" "$0" | sed "\$d"; exit 2 ;;
+esac
