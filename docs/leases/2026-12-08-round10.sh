@@ -25,6 +25,11 @@
 #   naming1 (>= ~1,200 s): r05fn7 alone, one serve of r05fm7 + r05fn7; then the merged bench
 #   merged  (>= ~700 s, no training): issue 17's bench on r05fm7: bare, engine-merged (a new compile key: budget
 #           it ~250 s to start), the LoRA engine; then serve-m05mg (its rows' quality)
+#   invariant (>= ~1,000 s, no training): r05fm7 served twice with VLLM_BATCH_INVARIANT=1 (vLLM's batch-invariant
+#           kernels, LoRA's shrink with one K split; Hopper only), tags m05bi and m05bj. Do the two passes agree row
+#           for row, what does it cost in rows/s (against round 9's serve-m05), and what is the perturbation share
+#           without the GPU's noise? docs/analysis/r9/perturb_floor.py puts that noise at ~13 points of the share.
+#           Exploratory: the variable may refuse this attention backend at start; the serve's log says so.
 set -uo pipefail
 case "${1:-}" in
 queue)
@@ -52,6 +57,11 @@ queue)
       AFTER=r05fn7 $G serve m05 m05 r05fm7 r05fn7
     fi ;;
   merged) vllm_ready serve-m05 ;;  # no serve to wait for: the bench starts once vLLM imports
+  invariant)
+    vllm_ready vllm
+    VLLM_BATCH_INVARIANT=1 AFTER=vllm $G serve m05bi m05 r05fm7
+    VLLM_BATCH_INVARIANT=1 AFTER=serve-m05bi $G serve m05bj m05 r05fm7
+    echo "queued (invariant); pack before $(date -d @"$deadline" +%H:%M:%S)"; exit 0 ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   # The bench alone on the GPU once the serve has ended. bare first (~75 s on round 9's H200: the ratio's
