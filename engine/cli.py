@@ -287,6 +287,39 @@ def retype_cmd(results, out, data, prior_dir, only):
     click.echo(json.dumps(report.as_dict(), ensure_ascii=False))  # one line: files, prior, retyped per adapter
 
 
+@main.command("vote")
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--adapters", required=True, metavar="A,B[,C...]",
+              help="The adapter columns of RESULTS to vote over (at least two; e.g. one recipe trained with several seeds).")
+@click.option("--name", default="vote", show_default=True, help="Adapter name of the voted rows.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5, show_default=True,
+              help="Share of the valid answers that must name a metric for it to stay (0.5 of 3: two).")
+@exit_on_error("engine")
+def vote_cmd(results, out, adapters, name, threshold):
+    """Add to results one voted answer per row over several adapters' answers: the rule of `engine run --samples`,
+    across adapters (say, one recipe trained with three seeds and served in one run) instead of across samples.
+    Every shard is written under OUT at the same relative path with its rows kept and one row of adapter NAME
+    added after each input row's own. Prints one JSON line: files, rows, rows no adapter answered validly,
+    metrics kept and each adapter's metrics on the same rows. Round 9 (docs/RESULTS.md): three adapters voted
+    within noise of the best and +7.9 points beyond noise over the worst of them.
+
+    \b
+    Examples:
+      engine run --input paras/ --out results/ --adapter s42=runs/s42/best --adapter s7=runs/s7/best \\
+          --adapter s1234=runs/s1234/best
+      engine vote results/ voted/ --adapters s42,s7,s1234
+      evalkit bench score voted/ --bench dev/ --genbench benchmarks/genbench-flat/cases.jsonl --out scores/
+    """
+    from .vote_adapters import vote_results
+
+    report = vote_results(results, out, adapters.split(","), name, threshold)
+    click.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    if report.failed:
+        click.echo(f"engine vote: {report.failed} of {report.rows} rows had no valid answer from any adapter "
+                   f"(error rows)", err=True)
+
+
 @main.command("serve-args", help=SERVE_HELP)
 @click.option("--adapter", "adapters", multiple=True, metavar="NAME=PATH", help="LoRA adapter; repeat for several.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the server binds (0.0.0.0: every).")
