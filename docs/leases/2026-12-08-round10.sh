@@ -23,6 +23,9 @@
 # 1,400 rows in 97 s; trainings side by side 598-738 s):
 #   naming  (>= ~1,450 s): r05fn7 + r05fn side by side, one serve of r05fm7 + r05fn7 + r05fn; then the merged bench
 #   naming1 (>= ~1,200 s): r05fn7 alone, one serve of r05fm7 + r05fn7; then the merged bench
+#   naming-fresh (>= ~1,450 s; a checkout without .cache/r9/r05fm7, skip its carry call): r05fn7 beside r05fo7, the
+#           same recipe and seed on the old names (7c242b9's rows, rebuilt from the tree's), one serve of both; then
+#           the merged bench on r05fo7
 #   merged  (>= ~700 s, no training): issue 17's bench on r05fm7: bare, engine-merged (a new compile key: budget
 #           it ~250 s to start), the LoRA engine; then serve-m05mg (its rows' quality)
 #   invariant (>= ~1,000 s, no training): r05fm7 served twice with VLLM_BATCH_INVARIANT=1 (vLLM's batch-invariant
@@ -34,7 +37,9 @@ set -uo pipefail
 case "${1:-}" in
 queue)
   left=${2:?device seconds left to the lease (status: budget_left_s)}; mode=${3:-naming}
-  [ -f /tmp/exp/r05fm7/best/adapter_config.json ] || { echo "no /tmp/exp/r05fm7/best: carry it first" >&2; exit 2; }
+  A=r05fm7
+  if [ "$mode" = naming-fresh ]; then A=r05fo7
+  elif [ ! -f /tmp/exp/r05fm7/best/adapter_config.json ]; then echo "no /tmp/exp/r05fm7/best: carry it first" >&2; exit 2; fi
   scripts/gpu_experiment.sh freeze && cd /tmp/repo || exit 1
   grep -q '"营业收入"' benchmarks/restraint-train/rows.jsonl && { echo "the tree has the old names" >&2; exit 2; }
   G=scripts/gpu_experiment.sh ES='early_stop_patience=1'
@@ -56,6 +61,23 @@ queue)
     else
       AFTER=r05fn7 $G serve m05 m05 r05fm7 r05fn7
     fi ;;
+  naming-fresh)
+    # No r05fm7 here (a fresh checkout): train the old-names baseline beside the lever. The old rows are the
+    # renamed ones with 营收 named 营业收入 again: the team's rows had no 营收 before the rename, so this gives
+    # 7c242b9's files byte for byte (checked in the twelfth session).
+    mkdir -p /tmp/exp/oldrows && python3 -c '
+import json
+for s in ("restraint-train", "flat-train", "root-train", "multi-train"):
+    with open(f"benchmarks/{s}/rows.jsonl", encoding="utf-8") as f, open(f"/tmp/exp/oldrows/{s}.jsonl", "w", encoding="utf-8") as g:
+        for line in f:
+            o = json.loads(line)
+            for m in (o.get("output") or {}).get("metrics") or []:
+                m["metric_name"] = "营业收入" if m["metric_name"] == "营收" else m["metric_name"]
+            g.write(json.dumps(o, ensure_ascii=False) + "\n")' || exit 1
+    XO='extra_data=[/tmp/exp/oldrows/restraint-train.jsonl,/tmp/exp/oldrows/flat-train.jsonl,/tmp/exp/oldrows/root-train.jsonl,/tmp/exp/oldrows/multi-train.jsonl]'
+    $G train r05fn7 m05 --set "$XR" --set graft_share=0.3 --set seed=7 --set "$ES"
+    $G train r05fo7 m05 --set "$XO" --set graft_share=0.3 --set seed=7 --set "$ES"
+    AFTER="r05fn7 r05fo7" $G serve m05 m05 r05fo7 r05fn7 ;;
   merged) vllm_ready serve-m05 ;;  # no serve to wait for: the bench starts once vLLM imports
   invariant)
     vllm_ready vllm
@@ -68,11 +90,11 @@ queue)
   # denominator on this card), then engine-merged, never measured (round 9's budget ran out while its new compile key
   # started), then the LoRA engine. No process starts with less than a minute of its budget left.
   setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done
-    BUDGET=\$(( $deadline - 200 - \$(date +%s) )) ROWS=2048 scripts/gpu_bench.sh start m05 r05fm7 \
+    BUDGET=\$(( $deadline - 200 - \$(date +%s) )) ROWS=2048 scripts/gpu_bench.sh start m05 $A \
       --phases bare,engine-merged,engine
     sleep 5; while kill -0 \$(cat /tmp/bench-m05.pid) 2>/dev/null; do sleep 5; done
     echo \"exit 0\" > /tmp/exp/bench.done" > /tmp/exp/bench.log 2>&1 < /dev/null &
-  [ "$mode" = merged ] && AFTER=bench $G serve m05mg m05 r05fm7 -- --merge-adapter
+  [ "$mode" = merged ] && AFTER=bench $G serve m05mg m05 $A -- --merge-adapter
   echo "queued ($mode); pack before $(date -d @"$deadline" +%H:%M:%S)"
   ;;
 wait)
