@@ -76,19 +76,20 @@ def parse_adapters(spec: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _voted_row(name: str, members: list[dict[str, Any] | None], threshold: float, columns: list[str]) -> dict[str, Any]:
+def _voted_row(name: str, members: list[dict[str, Any] | None], threshold: float, columns: list[str],
+               fallback: dict[str, Any]) -> dict[str, Any]:
     present = [m for m in members if m is not None]
     answers = [Extraction.from_dict({"analysis": m.get(ANALYSIS) or "", "metrics": m.get(METRICS) or []})
                if m is not None and m.get(STATUS) == OK and m.get(METRICS) is not None else None for m in members]
     v = vote(answers, threshold)
-    template = present[0] if v is None else members[v.chosen]
+    template = (present[0] if present else fallback) if v is None else members[v.chosen]
     assert template is not None
     row = {c: template.get(c) for c in columns}  # the input's own columns come along unchanged
     row.update({ADAPTER: name, PROMPT_TOKENS: None, OUTPUT_TOKENS: None, DROPPED_METRICS: None})
     if RAW_SAMPLES in columns:
         row[RAW_SAMPLES] = [m.get(RAW) if m is not None else None for m in members]
     if v is None:
-        errors = [m.get(ERROR) or "?" for m in present]
+        errors = [m.get(ERROR) or "?" for m in present] or ["missing: none of these adapters has a row for it"]
         row.update({ANALYSIS: None, METRICS: None, RAW: None, FINISH_REASON: None, STATUS: ROW_ERROR,
                     SAMPLES: {"valid": 0, "total": len(members)},
                     ERROR: f"{errors[0].split(':', 1)[0]}: no adapter answered validly ({len(members)} adapters; "
@@ -139,7 +140,7 @@ def vote_results(results: Path, out: Path, adapters: Sequence[str], name: str = 
         out_rows: list[dict[str, Any]] = []
         for own in blocks:
             pick = {r[ADAPTER]: r for r in own}
-            voted = _voted_row(name, [pick.get(a) for a in members], threshold, t.schema.names)
+            voted = _voted_row(name, [pick.get(a) for a in members], threshold, t.schema.names, own[0])
             out_rows += own + [voted]
             report.rows += 1
             report.failed += voted[STATUS] != OK

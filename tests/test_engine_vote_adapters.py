@@ -120,14 +120,16 @@ def test_two_input_rows_sharing_an_id_get_a_vote_each(tmp_path: Path) -> None:
 def test_results_put_together_adapter_by_adapter_still_vote_per_row(tmp_path: Path) -> None:
     schema, _ = output_schema(pa.schema([("id", pa.string()), ("title", pa.string()), ("paragraph", pa.string())]))
     rows = [row("p1", "a", [m("营收")]), row("p2", "a", [m("净息差")]),
-            row("p1", "b", [m("营收")]), row("p2", "b", [m("净息差")])]
+            row("p1", "b", [m("营收")]), row("p2", "b", [m("净息差")]), row("p3", "base", [m("社零总额")])]
     (tmp_path / "res").mkdir()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "res" / "s.parquet")
     rep = vote_results(tmp_path / "res", tmp_path / "out", ["a", "b"])
     got = pq.read_table(tmp_path / "out" / "s.parquet").to_pylist()
-    assert rep.rows == 2 and [(r["id"], r["adapter"]) for r in got] == [
-        ("p1", "a"), ("p1", "b"), ("p1", "vote"), ("p2", "a"), ("p2", "b"), ("p2", "vote")]
+    assert rep.rows == 3 and [(r["id"], r["adapter"]) for r in got] == [
+        ("p1", "a"), ("p1", "b"), ("p1", "vote"), ("p2", "a"), ("p2", "b"), ("p2", "vote"), ("p3", "base"), ("p3", "vote")]
     assert got[5]["metrics"][0]["metric_name"] == "净息差"
+    # a row only the base model answered: the vote is an error row saying the adapters have none
+    assert got[7]["status"] == "error" and "none of these adapters has a row" in got[7]["error"] and rep.failed == 1
 
 
 def test_refusals_name_the_file_or_the_option(tmp_path: Path) -> None:
