@@ -14,6 +14,9 @@ per vote, for `evalkit bench score` (docs/analysis/r8/score.sh with `R=`).
         --vote vote3=r05fm,r05fm7,r05fg --vote vote2and=r05fm,r05fm7@1.0
     R=.cache/r9/vote bash docs/analysis/r8/score.sh
 
+The product command is `engine vote RESULTS OUT --adapters a,b,c` (engine/vote_adapters.py), for adapters served in one
+run; this script stays as the record of round 9's figures, whose adapters were served in two leases.
+
 Its price in production would be one decode per adapter (k adapters in one engine: k answers a row, like
 `--samples k` but greedy), so it is compared with `--samples 5` at ~4x the GPU time, not with one greedy adapter.
 """
