@@ -13,6 +13,11 @@ at least `threshold` of the valid answers name it; analysis, raw text and order 
 of what stays). Its `samples` is {valid, total} over the adapters; its token counts are null (it decoded nothing:
 the members' rows hold the tokens); its metrics carry `agreement` and their evidence (`spans`, `grounded`), as an
 engine row does. A row none of the adapters answered validly is an error row naming the first adapter's reason.
+
+It is per-row Python (Arrow to dicts, the vote, dicts to Arrow), like the `--samples` vote inside a run: 1,400
+votes over 3 adapters (4,200 rows, 23 shards) took 2.4 s on the 2-core sandbox, ~580 votes/s, so a million rows
+is ~30 minutes of one core: small beside their decoding (28.8 answers/s on an H200, round 9), and shards could
+be voted in parallel if it ever mattered.
 """
 from __future__ import annotations
 

@@ -12,73 +12,64 @@ per vote, for `evalkit bench score` (docs/analysis/r8/score.sh with `R=`).
     PYTHONPATH=$(scripts/srcview.sh) .venv/bin/python docs/analysis/r9/adapter_vote.py \\
         --serve .cache/r8/serve-m05 --serve .cache/r9/lease2/serve-m05 --out .cache/r9/vote/serve-vote \\
         --vote vote3=r05fm,r05fm7,r05fg --vote vote2and=r05fm,r05fm7@1.0
-    R=.cache/r9/vote bash docs/analysis/r8/score.sh
+    # round 9's figures were scored on the gold before the naming lever (git show 7c242b9:benchmarks/...),
+    # as its members' were: evalkit bench score .cache/r9/vote/serve-vote --bench .stage/bench700 \\
+    #     --genbench OLD/genbench-flat.jsonl --genbench OLD/genbench-cause.jsonl --present-only --out ...
 
-The product command is `engine vote RESULTS OUT --adapters a,b,c` (engine/vote_adapters.py), for adapters served in one
-run; this script stays as the record of round 9's figures, whose adapters were served in two leases.
+The voting is the product's `engine vote` (engine/vote_adapters.py.vote_results); this script only puts the shards
+of serves made in different leases together first (the same input shards, so the same file names), since
+`engine vote` reads adapters served in one run.
 
 Its price in production would be one decode per adapter (k adapters in one engine: k answers a row, like
 `--samples k` but greedy), so it is compared with `--samples 5` at ~4x the GPU time, not with one greedy adapter.
 """
 from __future__ import annotations
 
-import glob
+import tempfile
 from pathlib import Path
 
 import click
-import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from reportminer.data.schema import Extraction
-from reportminer.engine.vote import vote
+from reportminer.engine.vote_adapters import vote_results
 
 
-def _load(serves: tuple[str, ...]) -> pl.DataFrame:
-    frames = []
-    for s in serves:
-        files = sorted(glob.glob(f"{s}/*.parquet"))
-        if not files:
-            raise click.ClickException(f"{s}: no shards")
-        frames += [pl.read_parquet(f) for f in files]
-    return pl.concat(frames, how="diagonal_relaxed")
+def _combine(serves: tuple[str, ...], adapters: set[str], out: Path) -> None:
+    """One shard per input shard holding every listed adapter's rows from every serve (the first serve's schema)."""
+    names = sorted(p.name for p in Path(serves[0]).glob("*.parquet"))
+    if not names:
+        raise click.ClickException(f"{serves[0]}: no shards")
+    for name in names:
+        parts = []
+        for s in serves:
+            t = pq.read_table(Path(s) / name)
+            parts.append(t.filter(pc.is_in(t["adapter"], pa.array(sorted(adapters)))))
+        schema = parts[0].schema
+        pq.write_table(pa.concat_tables([t.select(schema.names).cast(schema) for t in parts]), out / name)
 
 
 @click.command()
 @click.option("--serve", "serves", multiple=True, required=True, help="A serve's results folder (repeatable).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder to write (one shard).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results folder to write.")
 @click.option("--vote", "votes", multiple=True, required=True,
               help="NAME=A,B,C[@THRESHOLD]: vote over adapters A, B, C (threshold 0.5 unless given).")
 def main(serves: tuple[str, ...], out: Path, votes: tuple[str, ...]) -> None:
-    df = _load(serves)
-    base = df.unique("id", keep="first", maintain_order=True).drop("adapter", "analysis", "metrics", "raw", "samples",
-                                                                      "dropped_metrics", "status", "error")
-    by = {(r["id"], r["adapter"]): r for r in df.iter_rows(named=True)}
-    rows = []
+    specs = []
     for spec in votes:
         name, rest = spec.split("=", 1)
         members, _, thr = rest.partition("@")
-        adapters = members.split(",")
-        threshold = float(thr) if thr else 0.5
-        missing = [a for a in adapters if not any(k[1] == a for k in by)]
-        if missing:
-            raise click.ClickException(f"{spec}: no rows for {missing}")
-        kept = 0
-        for b in base.iter_rows(named=True):
-            answers = []
-            for a in adapters:
-                r = by.get((b["id"], a))
-                ok = r is not None and r["status"] == "ok" and r["metrics"] is not None
-                answers.append(Extraction.from_dict({"analysis": r["analysis"], "metrics": r["metrics"]}) if ok else None)
-            v = vote(answers, threshold=threshold)
-            metrics = [] if v is None else [{"metric_name": m["metric_name"], "metric_type": m["metric_type"],
-                                              "score": float(m["score"]), "reason": m.get("reason", "")}
-                                             for m in v.metrics]
-            kept += len(metrics)
-            rows.append({**b, "adapter": name, "analysis": "" if v is None else v.analysis, "metrics": metrics,
-                         "status": "ok" if v is not None else "error", "error": None if v is not None else "no valid answer"})
-        click.echo(f"{name}: {len(adapters)} adapters, threshold {threshold}: {kept} metrics over {base.height} rows")
-    out.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame(rows, infer_schema_length=None).write_parquet(out / "vote-00000.parquet")
-    click.echo(f"wrote {len(rows)} rows to {out / 'vote-00000.parquet'}")
+        specs.append((name, members.split(","), float(thr) if thr else 0.5))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        _combine(serves, {a for _, m, _ in specs for a in m}, src)
+        for k, (name, members, threshold) in enumerate(specs):  # each vote reads the previous one's output
+            dst = out if k == len(specs) - 1 else Path(tmp) / f"v{k}"
+            rep = vote_results(src, dst, members, name, threshold)
+            click.echo(f"{name}: {len(members)} adapters, threshold {threshold}: {rep.metrics} metrics over {rep.rows} rows")
+            src = dst
 
 
 if __name__ == "__main__":
