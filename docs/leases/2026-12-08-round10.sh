@@ -27,7 +27,8 @@
 #           same recipe and seed on the old names (7c242b9's rows, rebuilt from the tree's), one serve of both; then
 #           the merged bench on r05fo7
 #   merged  (>= ~700 s, no training): issue 17's bench on r05fm7: bare, engine-merged (a new compile key: budget
-#           it ~250 s to start), the LoRA engine; then serve-m05mg (its rows' quality)
+#           it ~250 s to start), the LoRA engine; then serve-m05mg (its rows' quality). Short of budget:
+#           MARGIN=60 (seconds kept for pack; default 200), PHASES=engine-merged,bare, NOSERVE=1.
 #   invariant (>= ~1,000 s, no training): r05fm7 served twice with VLLM_BATCH_INVARIANT=1 (vLLM's batch-invariant
 #           kernels, LoRA's shrink with one K split; Hopper only), tags m05bi and m05bj. Do the two passes agree row
 #           for row, what does it cost in rows/s (against round 9's serve-m05), and what is the perturbation share
@@ -90,11 +91,11 @@ for s in ("restraint-train", "flat-train", "root-train", "multi-train"):
   # denominator on this card), then engine-merged, never measured (round 9's budget ran out while its new compile key
   # started), then the LoRA engine. No process starts with less than a minute of its budget left.
   setsid nohup bash -c "while [ ! -f /tmp/exp/serve-m05.done ]; do sleep 5; done
-    BUDGET=\$(( $deadline - 200 - \$(date +%s) )) ROWS=2048 scripts/gpu_bench.sh start m05 $A \
-      --phases bare,engine-merged,engine
+    BUDGET=\$(( $deadline - ${MARGIN:-200} - \$(date +%s) )) ROWS=2048 scripts/gpu_bench.sh start m05 $A \
+      --phases ${PHASES:-bare,engine-merged,engine}
     sleep 5; while kill -0 \$(cat /tmp/bench-m05.pid) 2>/dev/null; do sleep 5; done
     echo \"exit 0\" > /tmp/exp/bench.done" > /tmp/exp/bench.log 2>&1 < /dev/null &
-  [ "$mode" = merged ] && AFTER=bench $G serve m05mg m05 $A -- --merge-adapter
+  [ "$mode" = merged ] && [ -z "${NOSERVE:-}" ] && AFTER=bench $G serve m05mg m05 $A -- --merge-adapter
   echo "queued ($mode); pack before $(date -d @"$deadline" +%H:%M:%S)"
   ;;
 wait)
