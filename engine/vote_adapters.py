@@ -6,6 +6,8 @@ seed. The vote of three adapters (the two seeds and a graft variant) by the rule
 47.1 %: within noise of the better seed (+1.3 [-2.1, +4.6]), +7.9 beyond noise over the worse, pred/gold 0.94
 (docs/analysis/r9/adapter_vote.py). It does not steady the count under perturbation and reaches no issue-16 target:
 it removes the seed lottery, at one decode per adapter (k adapters in one `engine run` read the input once).
+Round 10 found the same on the renamed rows: r05fn + r05fn7 + r05fm7 voted 42.9 %, between its members (48.3, 40.8,
+34.6 %) and -5.4 beyond noise below the best; what it buys is never drawing the worst seed, not beating the best.
 
 `engine vote RESULTS OUT --adapters a,b,c` writes every shard of RESULTS under OUT at the same relative path,
 with one more row per input row after that row's own: adapter NAME, the vote (engine/vote.py: a metric stays when
