@@ -33,19 +33,27 @@
 #   full  (>= ~1,250 s): bench engine-merged,bare,engine, then the samples serve, then cache-out
 #   bench (>= ~650 s):   bench engine-merged,bare only (MARGIN=60 for a short lease)
 #   sc    (>= ~700 s):   the samples serve only
+#   b15   (>= ~1,100 s after staging; a lease of its own): the 1.5B's second seed, owed since round 6 (issue 16's
+#         validation: the 0.5B clearly ahead of the 1.5B rests on b15a alone): b15s2 = the 1.5B recipe as the
+#         README says (700 seed rows, nothing else), seed 7, served alone. Staging differs: `stage m15
+#         .carry-m15/pNN` (24 calls, before the setup: it converts what is staged), `.whl` instead of `.whl-conv`
+#         (it trains), no adapters to carry. Then b15s2 against the 0.5B's r05fn arm on the validated union
+#         (today's gold), and against round 6's b15a as docs/RESULTS.md prints it (its rows were not kept: 20.0 %
+#         of 240 on the gold of the day, pred/gold 2.05, three or more metrics on 89 of 130 one-metric cases).
 set -uo pipefail
 case "${1:-}" in
 queue)
   left=${2:?device seconds left to the lease (status: budget_left_s)}; mode=${3:-full}
-  for a in r05fn r05fn7; do
+  [ "$mode" = b15 ] || for a in r05fn r05fn7; do
     [ -f /tmp/exp/$a/best/adapter_config.json ] || { echo "no /tmp/exp/$a/best: carry it first" >&2; exit 2; }
   done
   scripts/gpu_experiment.sh freeze && cd /tmp/repo || exit 1
   G=scripts/gpu_experiment.sh
   export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
   deadline=$(( $(date +%s) + left - 90 )); echo "$deadline" > /tmp/exp/deadline
-  # vLLM is staged after the queue: vllm.done appears once it imports and the 0.5B is converted
-  setsid nohup bash -c "until [ -f /tmp/models/qwen2.5-coder-0.5b-instruct/SOURCE.json ] &&
+  # vLLM is staged after the queue: vllm.done appears once it imports and the model is converted
+  model=qwen2.5-coder-0.5b-instruct; [ "$mode" = b15 ] && model=qwen2.5-coder-1.5b-instruct
+  setsid nohup bash -c "until [ -f /tmp/models/$model/SOURCE.json ] &&
       PYTHONPATH=/tmp/site-vllm python3 -c 'import vllm' 2> /dev/null; do sleep 10; done
     sleep 10; echo 'exit 0' > /tmp/exp/vllm.done" > /dev/null 2>&1 < /dev/null &
   case "$mode" in
@@ -60,6 +68,9 @@ queue)
       echo \"exit 0\" > /tmp/exp/bench.done" > /tmp/exp/bench.log 2>&1 < /dev/null &
     [ "$mode" = full ] && AFTER=bench $G serve m05sc m05 r05fn r05fn7 -- --samples 5 --vote-threshold 0.2 ;;
   sc) AFTER=vllm $G serve m05sc m05 r05fn r05fn7 -- --samples 5 --vote-threshold 0.2 ;;
+  b15)
+    $G train b15s2 m15 --set seed=7 --set early_stop_patience=1
+    AFTER="b15s2 vllm" $G serve m15b m15 b15s2 ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   echo "queued ($mode); pack before $(date -d @"$deadline" +%H:%M:%S)"
