@@ -13,6 +13,7 @@
 #                                          # conversion needs, gguf + jsonschema, 0.6 MB instead of 44: one call fewer)
 #   scripts/gpu_experiment.sh convert m05     # a model staged after setup: rebuild, convert (queued trainings wait)
 #   scripts/gpu_experiment.sh setup-vllm      # later, once vllm (and ray) are staged: rebuild + check, install them
+#   scripts/gpu_experiment.sh ready NAME m05  # detached: NAME.done once vLLM imports and the model is converted (AFTER=NAME)
 #   GPU=1 scripts/gpu_experiment.sh train|serve ...  # pin one GPU of a several-GPU machine (CUDA_VISIBLE_DEVICES)
 #   scripts/gpu_experiment.sh bench [bench_gpu.py flags]  # detached bench_gpu.py (14B shape) -> /tmp/bench.json
 #   scripts/gpu_experiment.sh train NAME MODEL [--set k=v ...]   # detached; MODEL = m05 | m15
@@ -134,6 +135,15 @@ convert)
   set -e
   rebuild "$STAGE/$2" && echo "ok: $STAGE/$2"
   convert "$2"
+  ;;
+ready)
+  # `ready NAME [m05|m15]`, detached: $EXP/NAME.done appears once vLLM (staged after the queue) imports and the model
+  # is converted, so that `AFTER=NAME` starts a bench or serve no sooner. The lease scripts queue before vLLM is staged.
+  m=${3:-m05}
+  setsid nohup bash -c "until [ -f '${MODEL_DIR[$m]}/SOURCE.json' ] &&
+      PYTHONPATH=$SITE_V python3 -c 'import vllm' 2> /dev/null; do sleep 10; done
+    sleep 10; echo 'exit 0' > '$EXP/$2.done'" > /dev/null 2>&1 < /dev/null &
+  echo "$2.done once vLLM imports and $m is converted"
   ;;
 setup-vllm)
   set -e
@@ -282,5 +292,5 @@ pack)
   ls -la "$OUT"
   ;;
 *)
-  sed -n 2,42p "$0"; exit 2 ;;
+  sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac

@@ -47,11 +47,7 @@ queue)
   XR='extra_data=[benchmarks/restraint-train/rows.jsonl,benchmarks/flat-train/rows.jsonl,benchmarks/root-train/rows.jsonl,benchmarks/multi-train/rows.jsonl]'
   export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
   deadline=$(( $(date +%s) + left - 90 )); echo "$deadline" > /tmp/exp/deadline
-  vllm_ready() {  # vLLM is staged after the queue: $1.done appears once it imports and the 0.5B is converted
-    setsid nohup bash -c "until [ -f /tmp/models/qwen2.5-coder-0.5b-instruct/SOURCE.json ] &&
-        PYTHONPATH=/tmp/site-vllm python3 -c 'import vllm' 2> /dev/null; do sleep 10; done
-      sleep 10; echo 'exit 0' > /tmp/exp/$1.done" > /dev/null 2>&1 < /dev/null &
-  }
+  vllm_ready() { scripts/gpu_experiment.sh ready "$1" m05; }  # $1.done once vLLM imports and the 0.5B is converted
   case "$mode" in
   naming|naming1)
     # r05fm's recipe (docs/RESULTS.md round 8) on the renamed rows; only the names differ from r05fm7 at seed 7.

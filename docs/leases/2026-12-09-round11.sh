@@ -52,10 +52,8 @@ queue)
   export BENCH=/tmp/exp/bench700 GENBENCH=/tmp/exp/serve-gen.jsonl EAGER=0
   deadline=$(( $(date +%s) + left - 90 )); echo "$deadline" > /tmp/exp/deadline
   # vLLM is staged after the queue: vllm.done appears once it imports and the model is converted
-  model=qwen2.5-coder-0.5b-instruct; [ "$mode" = b15 ] && model=qwen2.5-coder-1.5b-instruct
-  setsid nohup bash -c "until [ -f /tmp/models/$model/SOURCE.json ] &&
-      PYTHONPATH=/tmp/site-vllm python3 -c 'import vllm' 2> /dev/null; do sleep 10; done
-    sleep 10; echo 'exit 0' > /tmp/exp/vllm.done" > /dev/null 2>&1 < /dev/null &
+  m=m05; [ "$mode" = b15 ] && m=m15
+  $G ready vllm $m
   case "$mode" in
   full|bench)
     phases=${PHASES:-engine-merged,bare,engine}; [ "$mode" = bench ] && phases=${PHASES:-engine-merged,bare}
